@@ -1,0 +1,141 @@
+"""The whole ``bastion.yaml`` as pydantic models. Unknown keys are errors everywhere."""
+
+from __future__ import annotations
+
+from pydantic import Field, HttpUrl, field_validator
+
+from bastion.config.types import Duration, Secret, StrictModel
+from bastion.gateway.layers.audit.config import AuditConfig
+from bastion.gateway.layers.authn.config import ApiKeysConfig, AuthnConfig, IssuerConfig
+from bastion.gateway.layers.cors.config import CorsConfig
+from bastion.gateway.layers.proxy.config import ProxyConfig
+from bastion.gateway.layers.ratelimit.config import RateLimitConfig
+from bastion.gateway.layers.transport.config import TransportConfig
+
+
+class TlsConfig(StrictModel):
+    """Certificate and key for an HTTPS listener. TLS 1.2 is the floor."""
+
+    cert: str = Field(description="PEM certificate chain file.")
+    key: str = Field(description="PEM private key file.")
+    key_password: Secret | None = None
+    min_version: str = Field(default="1.2", pattern=r"^1\.[23]$", description="'1.2' or '1.3'.")
+
+
+class ListenerConfig(StrictModel):
+    """A socket the gateway listens on."""
+
+    name: str = Field(default="", description="Label used in logs.")
+    bind: str = Field(description="host:port, e.g. 127.0.0.1:8443 or [::1]:8443.")
+    tls: TlsConfig | None = None
+    public: bool = Field(
+        default=False, description="Reachable from outside; config check warns if it has no TLS."
+    )
+
+    @property
+    def host(self) -> str:
+        host, _, _ = self.bind.rpartition(":")
+        return host.strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.bind.rpartition(":")[2])
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("bind must be host:port with a port between 1 and 65535")
+        return v
+
+
+class ServerConfig(StrictModel):
+    """Limits of the HTTP front end, applied before routing."""
+
+    max_header_bytes: int = Field(default=16_384, ge=1024, description="431 above this.")
+    max_url_bytes: int = Field(default=8_192, ge=256, description="414 above this.")
+    max_headers: int = Field(default=100, ge=10, description="431 above this many header lines.")
+    header_timeout: Duration = Field(
+        default=10, gt=0, description="Time to receive a request head."
+    )
+    body_timeout: Duration = Field(default=30, gt=0, description="Time to receive a request body.")
+    keepalive_timeout: Duration = Field(
+        default=75, gt=0, description="Idle keep-alive connections closed after this."
+    )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Worker processes (bastion gateway --workers)."
+    )
+
+
+class LayerSettings(StrictModel):
+    """Per-layer settings; under `defaults` they apply to every route, a route overrides them."""
+
+    transport: TransportConfig = Field(default_factory=TransportConfig)
+    cors: CorsConfig = Field(default_factory=CorsConfig)
+    authn: AuthnConfig = Field(default_factory=AuthnConfig)
+    ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+
+
+class RouteConfig(LayerSettings):
+    """A route: requests whose host and path prefix match go to `upstream`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    host: str | None = Field(default=None, description="Exact Host (no port); none: any host.")
+    path_prefix: str = Field(default="/", description="Matches this path and everything below it.")
+    upstream: HttpUrl = Field(description="http(s)://host:port[/base-path] of the service.")
+    strip_prefix: bool = Field(default=False, description="Remove path_prefix before forwarding.")
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v.startswith("/") or "?" in v or "#" in v or ".." in v:
+            raise ValueError("path_prefix must start with '/' and contain no '?', '#' or '..'")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        return v.lower() if v else v
+
+
+class BastionConfig(StrictModel):
+    """Root of ``bastion.yaml``."""
+
+    version: int = Field(default=1, ge=1, le=1)
+    store: str = Field(
+        default="sqlite:///bastion.db",
+        description="State store URL: sqlite:///PATH or memory:// (postgresql:// in distributed mode).",
+    )
+    listeners: list[ListenerConfig] = Field(min_length=1)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    issuers: list[IssuerConfig] = Field(default_factory=list)
+    api_keys: ApiKeysConfig = Field(default_factory=ApiKeysConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    change_poll_interval: Duration = Field(
+        default=1.0, gt=0, le=60, description="How often a node polls the store's change feed."
+    )
+    routes: list[RouteConfig] = Field(min_length=1)
+
+
+def cross_check(cfg: BastionConfig) -> list[str]:
+    """Problems that involve several parts of the file, one ``location: message`` each."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, r in enumerate(cfg.routes):
+        if r.name in seen:
+            problems.append(f"routes[{i}].name: {r.name!r} is used by an earlier route")
+        seen.add(r.name)
+    issuer_names = {i.issuer for i in cfg.issuers}
+    for i, r in enumerate(cfg.routes):
+        if "jwt" in r.authn.methods and not cfg.issuers:
+            problems.append(f"routes[{i}].authn.methods: 'jwt' needs at least one entry in issuers")
+        for iss in r.authn.issuers or []:
+            if iss not in issuer_names:
+                problems.append(f"routes[{i}].authn.issuers: {iss!r} is not in issuers")
+        if "api_key" in r.authn.methods and cfg.api_keys.pepper is None:
+            problems.append(f"routes[{i}].authn.methods: 'api_key' needs api_keys.pepper")
+    if not cfg.store.startswith(("sqlite:///", "memory://")):
+        problems.append("store: use sqlite:///PATH or memory://")
+    return problems

@@ -1,0 +1,1 @@
+"""State stores behind one protocol: memory (unit tests), SQLite (embedded default)."""

@@ -1,0 +1,113 @@
+"""The store protocol and the plain records it keeps.
+
+Backends: :mod:`bastion.store.memory` (unit tests) and :mod:`bastion.store.sqlite`
+(embedded default). SQL is kept portable for the PostgreSQL backend of distributed mode.
+Every write that other nodes must learn about appends a row to the change feed *in the same
+transaction* (``changes``), so a node that replays the feed never misses a revocation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    """An application that calls the APIs."""
+
+    id: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key. ``secret_hash`` is HMAC-SHA256(pepper, secret) as hex; the secret itself is
+    never stored. ``prefix`` is the public ``bsk_<id>`` part, safe to show."""
+
+    id: str
+    client_id: str
+    secret_hash: str
+    scopes: tuple[str, ...]
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None = None
+    name: str = ""
+
+    @property
+    def prefix(self) -> str:
+        return f"bsk_{self.id}"
+
+    def state(self, now: float) -> str:
+        """``revoked``, ``expired`` or ``active`` at time ``now``."""
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A token revocation. ``kind`` is ``jti`` (one token, ``value`` = jti, denied until
+    ``expires_at``) or ``subject`` (every token of ``value`` = sub issued before ``not_before``)."""
+
+    kind: str
+    value: str
+    issuer: str | None
+    not_before: float | None
+    expires_at: float
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of the change feed, in commit order (``seq`` strictly increasing)."""
+
+    seq: int
+    kind: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    at: float = 0.0
+
+
+class Store(Protocol):
+    """Durable state. All methods may raise :class:`~bastion.errors.StoreError`."""
+
+    async def open(self) -> None:
+        """Connect and apply (or verify) migrations."""
+
+    async def close(self) -> None: ...
+
+    async def put_client(self, client: ClientRecord) -> None:
+        """Create a client; StoreError if the id exists."""
+
+    async def get_client(self, client_id: str) -> ClientRecord | None: ...
+
+    async def list_clients(self) -> list[ClientRecord]: ...
+
+    async def put_api_key(self, key: ApiKeyRecord) -> None:
+        """Create a key (its client must exist) and append an ``api_key.created`` change."""
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    async def list_api_keys(self, client_id: str | None = None) -> list[ApiKeyRecord]: ...
+
+    async def revoke_api_key(self, key_id: str, at: float) -> bool:
+        """Mark revoked and append an ``api_key.revoked`` change; False if unknown or already revoked."""
+
+    async def add_revocation(self, rev: Revocation) -> None:
+        """Store a token revocation and append a ``token.revoked`` / ``subject.revoked`` change."""
+
+    async def active_revocations(self, now: float) -> list[Revocation]:
+        """Revocations whose ``expires_at`` is after ``now``."""
+
+    async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
+        """Changes with ``seq`` greater than ``seq``, oldest first."""
+
+    async def last_change_seq(self) -> int: ...
+
+    async def write_audit(self, records: list[dict[str, Any]]) -> None:
+        """Append audit records (already redacted) in one transaction."""
+
+    async def count_audit(self) -> int: ...
