@@ -45,8 +45,8 @@ class ListenerConfig(StrictModel):
     @classmethod
     def _bind(cls, v: str) -> str:
         host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("bind must be host:port with a port between 1 and 65535")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("bind must be host:port with a port between 0 and 65535")
         return v
 
 
@@ -84,7 +84,11 @@ class RouteConfig(LayerSettings):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     host: str | None = Field(default=None, description="Exact Host (no port); none: any host.")
     path_prefix: str = Field(default="/", description="Matches this path and everything below it.")
-    upstream: HttpUrl = Field(description="http(s)://host:port[/base-path] of the service.")
+    upstream: HttpUrl | None = Field(
+        default=None,
+        description="http(s)://host:port[/base-path] of the service. Required by the gateway; "
+        "unused in middleware mode (the wrapped app is the upstream).",
+    )
     strip_prefix: bool = Field(default=False, description="Remove path_prefix before forwarding.")
 
     @field_validator("path_prefix")
@@ -139,3 +143,12 @@ def cross_check(cfg: BastionConfig) -> list[str]:
     if not cfg.store.startswith(("sqlite:///", "memory://")):
         problems.append("store: use sqlite:///PATH or memory://")
     return problems
+
+
+def gateway_problems(cfg: BastionConfig) -> list[str]:
+    """Problems that only matter when running the standalone gateway."""
+    return [
+        f"routes[{i}].upstream: required when running the gateway"
+        for i, r in enumerate(cfg.routes)
+        if r.upstream is None
+    ]

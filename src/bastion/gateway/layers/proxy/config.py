@@ -21,6 +21,11 @@ class ProxyConfig(StrictModel):
     preserve_host: bool = Field(
         default=False, description="Send the client's Host instead of the upstream's."
     )
+    hide_credentials: bool = Field(
+        default=True,
+        description="Remove Authorization / X-API-Key from authenticated requests before "
+        "forwarding; the upstream gets x-bastion-subject, -client-id, -scopes instead.",
+    )
     max_response_header_bytes: int = Field(default=65536, gt=0)
     unsafe_expose_upstream_errors: bool = Field(
         default=False,

@@ -1,0 +1,293 @@
+"""The ``bastion`` command.
+
+Errors print one clear line (or one line per config problem) and exit non-zero: 2 for usage
+and configuration errors, 1 for everything else. No traceback unless ``BASTION_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bastion.config.check import check_config
+from bastion.config.load import load_config
+from bastion.config.model import BastionConfig, gateway_problems
+from bastion.config.types import parse_duration
+from bastion.core.apikeys import hash_secret, new_api_key
+from bastion.errors import BastionError, ConfigError
+from bastion.store import open_store
+from bastion.store.base import ApiKeyRecord, ClientRecord, Store
+
+app = typer.Typer(
+    name="bastion",
+    help="Bastion: a layered security foundation in front of SaaS APIs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to bastion.yaml.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+class CliFailure(Exception):
+    """A failure the CLI reports as one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _load(path: Path) -> BastionConfig:
+    return load_config(path)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+# -- config -------------------------------------------------------------------------------------
+@config_app.command("check")
+def config_check(
+    config: ConfigOpt,
+    strict: Annotated[bool, typer.Option(help="Exit 1 when there are warnings.")] = False,
+) -> None:
+    """Validate FILE without starting anything; print errors and dangerous settings."""
+    cfg = _load(config)
+    problems = gateway_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    findings = check_config(cfg)
+    for f in findings:
+        err.print(f"[yellow]warning[/yellow] {f}", highlight=False, soft_wrap=True)
+    out.print(
+        f"{config}: valid ({len(cfg.routes)} routes, {len(findings)} warnings)", highlight=False
+    )
+    if strict and findings:
+        raise typer.Exit(1)
+
+
+# -- gateway / up ---------------------------------------------------------------------------------
+def _serve(config: Path, workers: int | None) -> None:
+    from bastion.gateway.serve import run_workers
+
+    cfg = _load(config)
+    problems = gateway_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    for f in check_config(cfg):
+        logging.getLogger("bastion.config").warning("%s", f)
+    n = workers if workers is not None else cfg.server.workers
+    raise typer.Exit(run_workers(cfg, n))
+
+
+@app.command()
+def gateway(
+    config: ConfigOpt,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes.")] = None,
+) -> None:
+    """Run the gateway."""
+    _serve(config, workers)
+
+
+@app.command()
+def up(
+    config: ConfigOpt,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes.")] = None,
+) -> None:
+    """Run the embedded setup (gateway; later: authorization server and console) in one process."""
+    _serve(config, workers)
+
+
+# -- keys -------------------------------------------------------------------------------------------
+async def _with_store(cfg: BastionConfig, fn: Any) -> Any:
+    store: Store = open_store(cfg.store)
+    await store.open()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@keys_app.command("create")
+def keys_create(
+    config: ConfigOpt,
+    client: Annotated[str, typer.Option(help="Client (application) id; created if new.")],
+    scope: Annotated[list[str] | None, typer.Option(help="A scope (repeat for several).")] = None,
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+    ttl: Annotated[
+        str | None, typer.Option(help="Lifetime, e.g. 90d (default api_keys.default_ttl).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key. The key is printed once and cannot be shown again."""
+    cfg = _load(config)
+    if cfg.api_keys.pepper is None:
+        raise CliFailure("api_keys.pepper is not set in the config: keys cannot be hashed", 2)
+    pepper = cfg.api_keys.pepper.get_secret_value().encode()
+    try:
+        lifetime = parse_duration(ttl) if ttl is not None else cfg.api_keys.default_ttl
+    except ValueError as exc:
+        raise CliFailure(f"--ttl: {exc}", 2) from None
+    if lifetime <= 0:
+        raise CliFailure("--ttl must be positive", 2)
+    key_id, secret, full = new_api_key()
+    now = time.time()
+    record = ApiKeyRecord(
+        id=key_id,
+        client_id=client,
+        secret_hash=hash_secret(pepper, secret),
+        scopes=tuple(sorted(set(scope or []))),
+        created_at=now,
+        expires_at=now + lifetime,
+        name=name,
+    )
+
+    async def work(store: Store) -> None:
+        if await store.get_client(client) is None:
+            await store.put_client(ClientRecord(id=client, name=client, created_at=now))
+        await store.put_api_key(record)
+
+    _run(_with_store(cfg, work))
+    if as_json:
+        sys.stdout.write(
+            orjson.dumps(
+                {
+                    "id": key_id,
+                    "key": full,
+                    "client_id": client,
+                    "scopes": list(record.scopes),
+                    "expires_at": record.expires_at,
+                }
+            ).decode()
+            + "\n"
+        )
+        return
+    out.print(
+        f"API key for client [bold]{client}[/bold] (id {key_id}, expires {_iso(record.expires_at)}):"
+    )
+    out.print(full, highlight=False, soft_wrap=True)
+    out.print("[yellow]Store it now: it is shown only once and cannot be recovered.[/yellow]")
+
+
+@keys_app.command("list")
+def keys_list(
+    config: ConfigOpt,
+    client: Annotated[str | None, typer.Option(help="Only this client's keys.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List API keys (never their secrets)."""
+    cfg = _load(config)
+
+    async def work(store: Store) -> list[ApiKeyRecord]:
+        return await store.list_api_keys(client)
+
+    keys: list[ApiKeyRecord] = _run(_with_store(cfg, work))
+    now = time.time()
+    rows = [
+        {
+            "id": k.id,
+            "prefix": k.prefix,
+            "client_id": k.client_id,
+            "name": k.name,
+            "scopes": list(k.scopes),
+            "created_at": k.created_at,
+            "expires_at": k.expires_at,
+            "revoked_at": k.revoked_at,
+            "state": k.state(now),
+        }
+        for k in keys
+    ]
+    if as_json:
+        sys.stdout.write(orjson.dumps(rows).decode() + "\n")
+        return
+    table = Table("id", "client", "name", "scopes", "created", "expires", "state")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            str(r["client_id"]),
+            str(r["name"]),
+            " ".join(r["scopes"]),  # type: ignore[arg-type]
+            _iso(r["created_at"]),  # type: ignore[arg-type]
+            _iso(r["expires_at"]),  # type: ignore[arg-type]
+            str(r["state"]),
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    config: ConfigOpt, key_id: Annotated[str, typer.Argument(help="Key id (bsk_<id> or <id>).")]
+) -> None:
+    """Revoke an API key at once; running gateways stop accepting it on their next poll."""
+    cfg = _load(config)
+    kid = key_id.removeprefix("bsk_").split("_", 1)[0]
+
+    async def work(store: Store) -> bool:
+        return await store.revoke_api_key(kid, time.time())
+
+    if not _run(_with_store(cfg, work)):
+        raise CliFailure(f"no active key with id {kid!r}")
+    out.print(f"revoked {kid}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning every error into one line and an exit code."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        app(args=argv, standalone_mode=False)
+    except ConfigError as exc:
+        for p in exc.problems:
+            err.print(f"config error: {p}", highlight=False, soft_wrap=True, markup=False)
+        sys.exit(2)
+    except CliFailure as exc:
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+        sys.exit(exc.code)
+    except BastionError as exc:
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:  # the CLI never shows a traceback unless asked
+        if os.environ.get("BASTION_DEBUG") == "1":
+            raise
+        import click
+
+        if isinstance(exc, click.exceptions.UsageError):
+            err.print(f"usage error: {exc.format_message()}", highlight=False, markup=False)
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.ClickException):
+            err.print(f"error: {exc.format_message()}", highlight=False, markup=False)
+            sys.exit(exc.exit_code)
+        err.print(f"error: {type(exc).__name__}: {exc}", highlight=False, markup=False)
+        sys.exit(1)

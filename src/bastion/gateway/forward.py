@@ -1,0 +1,139 @@
+"""What the gateway sends upstream and what it passes back: pure header policy.
+
+Request side: hop-by-hop headers are dropped (RFC 9110 §7.6.1, including every name listed in
+``Connection``), ``X-Forwarded-*`` are set by us from what the transport layer decided (a
+client cannot plant them), identity headers ``x-bastion-*`` carry the authenticated principal
+(any client-sent ``x-bastion-*`` is removed first), and the credential itself is hidden from
+the upstream unless the route says otherwise. Response side: hop-by-hop and framing headers
+are dropped; the front end sets its own framing.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from bastion.core.exchange import Exchange, Headers
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+    }
+)
+# Set by us, never passed through from the client.
+_OURS = frozenset(
+    {
+        "host",
+        "content-length",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-real-ip",
+        "forwarded",
+        "x-request-id",
+    }
+)
+_CREDENTIALS = frozenset({"authorization", "x-api-key"})
+RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
+_SAFE = " !#$%&'()*+,-./:;<=>?@[]^_`{|}~"
+
+
+def header_safe(value: str) -> str:
+    """``value`` made safe for a header line: control characters and non-latin-1 characters
+    are percent-encoded, so a claim such as ``sub: "x\\r\\nX-Admin: 1"`` cannot inject a header."""
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe=_SAFE + "0123456789")
+
+
+def connection_tokens(headers: Headers) -> frozenset[str]:
+    """Header names the client listed in ``Connection`` (hop-by-hop by declaration)."""
+    values = headers.get_all("connection")
+    if not values:
+        return frozenset()
+    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+
+
+def upstream_request_head(
+    ex: Exchange,
+    *,
+    target: str,
+    host_header: str,
+    hide_credentials: bool,
+    body_length: int,
+    trusted_proxies: int,
+) -> bytes:
+    """The request line and headers sent upstream, ending with the blank line.
+
+    ``X-Forwarded-For`` is the peer address alone when no proxy is trusted (a client-sent list
+    is dropped), else the received list plus the peer address.
+    """
+    req = ex.request
+    listed = connection_tokens(req.headers)
+    principal = ex.principal
+    hide = hide_credentials and principal is not None
+    parts = [f"{req.method} {target} HTTP/1.1\r\nhost: {host_header}\r\n"]
+    for name, value in req.headers.items:
+        if (
+            name in HOP_BY_HOP
+            or name in _OURS
+            or name in listed
+            or name.startswith("x-bastion-")
+            or (hide and name in _CREDENTIALS)
+        ):
+            continue
+        parts.append(f"{name}: {value}\r\n")
+    if trusted_proxies:
+        # Behind trusted proxies: keep the list they built, append the hop we saw.
+        received = ", ".join(req.headers.get_all("x-forwarded-for"))
+        xff = f"{received}, {req.peer_ip}" if received else req.peer_ip
+    else:
+        xff = req.peer_ip
+    parts.append(
+        f"x-forwarded-for: {xff}\r\n"
+        f"x-forwarded-proto: {'https' if req.tls else 'http'}\r\n"
+        f"x-request-id: {ex.request_id}\r\n"
+    )
+    host = req.headers.get("host")
+    if host:
+        parts.append(f"x-forwarded-host: {header_safe(host)}\r\n")
+    if principal is not None:
+        parts.append(
+            f"x-bastion-auth: {principal.kind}\r\nx-bastion-subject: {header_safe(principal.subject)}\r\n"
+        )
+        if principal.client_id:
+            parts.append(f"x-bastion-client-id: {header_safe(principal.client_id)}\r\n")
+        if principal.scopes:
+            parts.append(f"x-bastion-scopes: {header_safe(' '.join(sorted(principal.scopes)))}\r\n")
+        if principal.kind == "api_key" and principal.key_id:
+            parts.append(f"x-bastion-key-id: {header_safe(principal.key_id)}\r\n")
+    if body_length or req.method in ("POST", "PUT", "PATCH"):
+        parts.append(f"content-length: {body_length}\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
+
+
+def response_headers_from_upstream(raw: list[tuple[bytes, bytes]]) -> Headers:
+    """Upstream response headers as :class:`Headers`, minus hop-by-hop and framing headers."""
+    items: list[tuple[str, str]] = []
+    listed: set[str] = set()
+    for name, value in raw:
+        lname = name.decode("latin-1").lower()
+        if lname == "connection":
+            listed.update(t.strip().lower() for t in value.decode("latin-1").split(","))
+            continue
+        if lname in RESPONSE_DROP:
+            continue
+        items.append((lname, value.decode("latin-1")))
+    if listed:
+        items = [(k, v) for k, v in items if k not in listed]
+    return Headers(items)

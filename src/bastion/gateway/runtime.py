@@ -1,0 +1,208 @@
+"""The gateway at run time: routes with their chains, built once from validated config.
+
+Front ends (our HTTP server, the ASGI adapter) call :meth:`Gateway.match`, then
+:meth:`RouteRuntime.run_request`, forward or answer, then :meth:`RouteRuntime.response_headers`
+and :meth:`RouteRuntime.finish`. Nothing here parses HTTP or touches sockets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import ssl
+import time
+from collections.abc import Callable
+
+from bastion.config.model import BastionConfig, RouteConfig
+from bastion.core.exchange import Exchange, Headers, Reply, RequestView
+from bastion.core.paths import route_matches
+from bastion.errors import BastionError
+from bastion.gateway.chain import LAYER_ORDER, Chain
+from bastion.gateway.layers.audit.layer import AuditLayer
+from bastion.gateway.layers.authn.layer import AuthnLayer
+from bastion.gateway.layers.base import Layer
+from bastion.gateway.layers.cors.layer import CorsLayer
+from bastion.gateway.layers.ratelimit.layer import RateLimitLayer
+from bastion.gateway.layers.transport.config import HstsConfig
+from bastion.gateway.layers.transport.layer import TransportLayer
+from bastion.gateway.services import GatewayServices
+from bastion.gateway.upstream import UpstreamPool
+
+LayerBuilder = Callable[[RouteConfig, GatewayServices], Layer | None]
+
+
+def _authn(r: RouteConfig, s: GatewayServices) -> Layer | None:
+    if not r.authn.methods:
+        return None  # anonymous route (config required unsafe_allow_anonymous)
+    return AuthnLayer(r.authn, jwt=s.jwt, api_keys=s.api_keys, clock=s.clock)
+
+
+def _ratelimit(r: RouteConfig, s: GatewayServices) -> Layer | None:
+    if not r.ratelimit.limits:
+        return None
+    return RateLimitLayer(r.name, r.ratelimit, s.ratelimit_backend, s.clock)
+
+
+#: The request-side layers by name. A new layer registers here and in ``LAYER_ORDER``.
+LAYER_BUILDERS: dict[str, LayerBuilder] = {
+    "transport": lambda r, s: TransportLayer(r.transport),
+    "cors": lambda r, s: CorsLayer(r.cors),
+    "authn": _authn,
+    "ratelimit": _ratelimit,
+}
+
+
+def build_chain(route: RouteConfig, services: GatewayServices) -> Chain:
+    """The route's request-side layers in ``LAYER_ORDER`` (skipping ones with nothing to do)."""
+    layers: list[Layer] = []
+    for name in LAYER_ORDER:
+        builder = LAYER_BUILDERS.get(name)
+        if builder is None:
+            continue  # proxy and audit are run by the front end
+        layer = builder(route, services)
+        if layer is not None:
+            layers.append(layer)
+    return Chain(route.name, tuple(layers))
+
+
+class RouteRuntime:
+    """One route: its chain, its upstream pool and what the proxy step needs."""
+
+    def __init__(self, cfg: RouteConfig, services: GatewayServices) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.host = cfg.host
+        self.prefix = cfg.path_prefix
+        self.chain = build_chain(cfg, services)
+        self._layers = self.chain.layers
+        self._response_layers = tuple(reversed(self._layers))
+        self.audit = AuditLayer(services.auditor)
+        self.max_body_bytes = cfg.transport.max_body_bytes
+        self.trusted_proxies = cfg.transport.trusted_proxies
+        proxy = cfg.proxy
+        self.hide_credentials = proxy.hide_credentials
+        self.expose_upstream_errors = proxy.unsafe_expose_upstream_errors
+        self.pool: UpstreamPool | None = None
+        up = cfg.upstream
+        if up is None:
+            # Middleware mode: the wrapped app is the upstream; nothing to connect to.
+            self.upstream_tls = False
+            self.upstream_host_header = ""
+            self.preserve_host = True
+            self.base_path = ""
+            return
+        self.upstream_tls = up.scheme == "https"
+        port = up.port or (443 if self.upstream_tls else 80)
+        host = up.host or "127.0.0.1"
+        default_port = port == (443 if self.upstream_tls else 80)
+        self.upstream_host_header = host if default_port else f"{host}:{port}"
+        self.preserve_host = proxy.preserve_host
+        self.base_path = (up.path or "/").rstrip("/")
+        self.pool = UpstreamPool(
+            host.strip("[]"),
+            port,
+            tls=ssl.create_default_context() if self.upstream_tls else None,
+            server_hostname=host if self.upstream_tls else None,
+            connect_timeout=proxy.connect_timeout,
+            read_timeout=proxy.read_timeout,
+            max_connections=proxy.max_connections,
+            idle_timeout=proxy.idle_timeout,
+            max_response_header_bytes=proxy.max_response_header_bytes,
+        )
+
+    async def run_request(self, ex: Exchange) -> Reply | None:
+        """Run the request-side layers; a Reply answers the exchange, None forwards it."""
+        ex.route_name = self.name
+        for layer in self._layers:
+            reply = await layer.on_request(ex)
+            if reply is not None:
+                return reply
+        return None
+
+    def response_headers(self, ex: Exchange, status: int, headers: Headers) -> None:
+        """Let every layer edit the response headers (reverse order), then add the
+        exchange's own response headers (RateLimit, CORS …)."""
+        for layer in self._response_layers:
+            layer.on_response(ex, status, headers)
+        if ex.response_headers:
+            headers.items.extend(ex.response_headers)
+
+    def upstream_target(self, ex: Exchange) -> str:
+        """Path and query to request from the upstream."""
+        path = ex.request.path
+        if self.cfg.strip_prefix and path.startswith(self.prefix):
+            path = path[len(self.prefix) :]
+            if not path.startswith("/"):
+                path = "/" + path
+        target = self.base_path + path
+        return f"{target}?{ex.request.query}" if ex.request.query else target
+
+    def host_header(self, ex: Exchange) -> str:
+        if self.preserve_host:
+            return ex.request.headers.get("host") or self.upstream_host_header
+        return self.upstream_host_header
+
+    async def finish(self, ex: Exchange) -> None:
+        """Hand the completed exchange to the audit log (exactly once per request)."""
+        await self.audit.finish(ex)
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
+        for layer in self._layers:
+            await layer.aclose()
+
+
+class Gateway:
+    """All routes of one config, matched by host then longest path prefix."""
+
+    def __init__(self, config: BastionConfig, services: GatewayServices) -> None:
+        self.config = config
+        self.services = services
+        routes = [RouteRuntime(r, services) for r in config.routes]
+        # Host-specific routes first, then longer prefixes first; config order breaks ties.
+        self.routes = sorted(routes, key=lambda r: (r.host is None, -len(r.prefix)))
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex()
+        self._default_hsts = HstsConfig().header_value()
+        # Body limit for requests that match no route (they are refused anyway).
+        self.default_max_body = 65536
+
+    def match(self, host: str, path: str) -> RouteRuntime | None:
+        for r in self.routes:
+            if (r.host is None or r.host == host) and route_matches(r.prefix, path):
+                return r
+        return None
+
+    def new_exchange(self, request: RequestView, started: float | None = None) -> Exchange:
+        """A fresh exchange with a process-unique request id."""
+        now = time.monotonic() if started is None else started
+        return Exchange(
+            request=request,
+            request_id=f"{self._id_prefix}-{next(self._ids):x}",
+            started=now,
+            started_wall=time.time(),
+        )
+
+    def reject(self, ex: Exchange, err: BastionError) -> Reply:
+        """A Reply for an exchange refused before any route matched (404, 400 …), with
+        the baseline security headers."""
+        reply = ex.deny(err)
+        headers = Headers(reply.headers)
+        headers.set("x-content-type-options", "nosniff")
+        if ex.request.tls:
+            headers.set("strict-transport-security", self._default_hsts)
+        reply.headers = headers.items
+        return reply
+
+    async def audit_unrouted(self, ex: Exchange) -> None:
+        """Audit an exchange that never reached a route."""
+        await self.services.auditor_layer.finish(ex)
+
+    async def start(self) -> None:
+        await self.services.start()
+
+    async def aclose(self) -> None:
+        for r in self.routes:
+            await r.aclose()
+        await self.services.aclose()

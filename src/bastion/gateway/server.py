@@ -1,0 +1,516 @@
+"""The gateway's own HTTP/1.1 front end: ``asyncio.Protocol`` + ``httptools``.
+
+No web framework sits on this path (``../shared/PERFORMANCE.md``). Limits are enforced while
+parsing, before anything is buffered: URL length (414), header bytes and count (431), body
+size (413, from Content-Length before reading, or while reading a chunked body), and time to
+receive the head and the body (408). Requests on one connection are answered in order
+(pipelining-safe). TLS is terminated by the event loop's SSL transport with a TLS 1.2+ context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import httptools
+
+from bastion.core.exchange import Exchange, Headers, Reply, RequestView
+from bastion.core.paths import path_problem
+from bastion.errors import (
+    BadRequest,
+    BastionError,
+    HeadersTooLarge,
+    InternalError,
+    NotFound,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    UriTooLong,
+)
+from bastion.gateway.forward import response_headers_from_upstream, upstream_request_head
+
+if TYPE_CHECKING:
+    from bastion.config.model import ServerConfig
+    from bastion.gateway.runtime import Gateway, RouteRuntime
+    from bastion.gateway.upstream import UpstreamConnection
+
+log = logging.getLogger("bastion.gateway")
+
+_REASONS = {
+    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 206: "Partial Content",
+    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
+    307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    408: "Request Timeout", 409: "Conflict", 413: "Content Too Large", 414: "URI Too Long",
+    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout",
+}  # fmt: skip
+
+
+class RequestTimeout(BastionError):
+    code = "transport.request_timeout"
+    status = 408
+    title = "Request timeout"
+
+
+class _Parsed:
+    """A request as parsed, before an Exchange exists."""
+
+    __slots__ = (
+        "body",
+        "error",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "route",
+        "started",
+    )
+
+    def __init__(self) -> None:
+        self.error: BastionError | None = None
+        self.body: list[bytes] = []
+        self.headers: list[tuple[str, str]] = []
+        self.method = ""
+        self.path = ""
+        self.query = ""
+        self.http_version = "1.1"
+        self.keep_alive = True
+        self.route: RouteRuntime | None = None
+        self.started = 0.0
+
+
+def status_line(status: int) -> bytes:
+    return f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode()
+
+
+def serialize_head(status: int, headers: Headers, framing: str) -> bytes:
+    """Status line, headers and our framing header(s), ending with the blank line."""
+    parts = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"]
+    for k, v in headers.items:
+        parts.append(f"{k}: {v}\r\n")
+    parts.append(framing)
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
+
+
+class _ClientSink:
+    """Streams one upstream response to the client connection (a ResponseSink)."""
+
+    __slots__ = (
+        "_chunked",
+        "_out",
+        "_proto",
+        "_replaced",
+        "_route",
+        "done",
+        "error",
+        "ex",
+        "head_sent",
+    )
+
+    def __init__(self, proto: HttpProtocol, ex: Exchange, route: RouteRuntime) -> None:
+        self._proto = proto
+        self._route = route
+        self.ex = ex
+        self._out: list[bytes] = []
+        self._chunked = False
+        self._replaced = False
+        self.head_sent = False
+        self.done = False
+        self.error: Exception | None = None
+
+    def on_head(self, status: int, raw: list[tuple[bytes, bytes]], length: int | None) -> None:
+        ex = self.ex
+        ex.upstream_status = status
+        ex.upstream_ms = (time.monotonic() - ex.started) * 1000
+        if status >= 500 and not self._route.expose_upstream_errors:
+            # Upstream 5xx bodies may hold stack traces: replace them by a generic problem.
+            self._replaced = True
+            reply = ex.deny(UpstreamError(diagnosis=f"upstream answered {status}"))
+            reply.status = 502 if status != 503 and status != 504 else status
+            self._emit_reply(reply)
+            return
+        headers = response_headers_from_upstream(raw)
+        self._route.response_headers(ex, status, headers)
+        keep = self._proto.keep_alive_after
+        if ex.request.method == "HEAD" or length is not None:
+            framing = f"content-length: {length or 0}\r\n" if length is not None else ""
+        elif self._proto.current_http11:
+            framing = "transfer-encoding: chunked\r\n"
+            self._chunked = True
+        else:
+            framing = "connection: close\r\n"
+            self._proto.keep_alive_after = keep = False
+        if not keep and "connection: close" not in framing:
+            framing += "connection: close\r\n"
+        ex.status = status
+        self._out.append(serialize_head(status, headers, framing))
+        self.head_sent = True
+
+    def _emit_reply(self, reply: Reply) -> None:
+        headers = Headers(reply.headers)
+        self._route.response_headers(self.ex, reply.status, headers)
+        self.ex.status = reply.status
+        self._out.append(self._proto.reply_bytes(reply.status, headers, reply.body))
+        self.ex.bytes_out += len(reply.body)
+        self.head_sent = True
+
+    def on_body(self, chunk: bytes) -> None:
+        if self._replaced or self.ex.request.method == "HEAD":
+            return
+        self.ex.bytes_out += len(chunk)
+        if self._chunked:
+            self._out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self._out.append(chunk)
+
+    def on_end(self) -> None:
+        if self._chunked and not self._replaced:
+            self._out.append(b"0\r\n\r\n")
+        self.done = True
+
+    def on_error(self, exc: Exception) -> None:
+        self.error = exc
+        self.done = True
+        if self.head_sent:
+            # Too late for an error response: the client sees a truncated response.
+            self.ex.decision = "error"
+            self.ex.reason = getattr(exc, "code", "upstream.error")
+            self.ex.diagnosis = str(exc)
+            self._proto.keep_alive_after = False
+            self.flush()
+            self._proto.abort()
+            return
+        err = exc if isinstance(exc, BastionError) else UpstreamError(diagnosis=str(exc))
+        self._emit_reply(self.ex.deny(err))
+
+    def flush(self) -> None:
+        if self._out:
+            self._proto.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
+            self._out.clear()
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, gateway: Gateway, limits: ServerConfig, tls: bool) -> None:
+        self.gateway = gateway
+        self.limits = limits
+        self.tls = tls
+        self.transport: asyncio.Transport | None = None
+        self.peer_ip = ""
+        self._parser = httptools.HttpRequestParser(self)
+        self._cur = _Parsed()
+        self._url = bytearray()
+        self._header_bytes = 0
+        self._body_bytes = 0
+        self._queue: deque[_Parsed] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._pending_error: BastionError | None = None
+        self._closed = False
+        self._writing_paused = False
+        self._upstream: UpstreamConnection | None = None
+        self.keep_alive_after = True
+        self.current_http11 = True
+
+    # -- connection ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else "unknown"
+        self.peer_ip = ip[7:] if ip.startswith("::ffff:") else ip
+        self._set_timer(self.limits.keepalive_timeout, self._on_idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._cancel_timer()
+        if self._upstream is not None:
+            self._upstream.resume_reading()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self._upstream is not None:
+            self._upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._upstream is not None:
+            self._upstream.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail_parse(BadRequest("Protocol upgrades are not supported", diagnosis="upgrade"))
+        except httptools.HttpParserCallbackError:
+            self._fail_parse(self._pending_error or BadRequest(diagnosis="callback error"))
+        except httptools.HttpParserError as exc:
+            self._fail_parse(BadRequest(diagnosis=f"malformed request: {exc}"))
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.write(data)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- timers -------------------------------------------------------------------------------
+    def _set_timer(self, delay: float, cb: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(delay, cb)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_idle_timeout(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _on_read_timeout(self) -> None:
+        self._fail_parse(RequestTimeout(diagnosis="request not received in time"))
+
+    # -- httptools callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._cur = _Parsed()
+        self._cur.started = time.monotonic()
+        self._url.clear()
+        self._header_bytes = 0
+        self._body_bytes = 0
+        if self._task is None:
+            self._set_timer(self.limits.header_timeout, self._on_read_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.limits.max_url_bytes:
+            self._pending_error = UriTooLong(
+                diagnosis=f"URL longer than {self.limits.max_url_bytes} bytes"
+            )
+            raise self._pending_error
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        cur = self._cur
+        if (
+            self._header_bytes > self.limits.max_header_bytes
+            or len(cur.headers) >= self.limits.max_headers
+        ):
+            self._pending_error = HeadersTooLarge(diagnosis="request headers over the limit")
+            raise self._pending_error
+        cur.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        cur = self._cur
+        parser = self._parser
+        cur.method = parser.get_method().decode("ascii", "replace")
+        cur.http_version = parser.get_http_version()
+        cur.keep_alive = parser.should_keep_alive()
+        try:
+            url = httptools.parse_url(bytes(self._url))
+        except httptools.HttpParserInvalidURLError:
+            self._pending_error = BadRequest(diagnosis="invalid request target")
+            raise self._pending_error from None
+        if url.schema is not None or url.host is not None:
+            self._pending_error = BadRequest(diagnosis="absolute-form request target")
+            raise self._pending_error
+        cur.path = url.path.decode("latin-1") if url.path else ""
+        cur.query = url.query.decode("latin-1") if url.query else ""
+        host = ""
+        length: int | None = None
+        for k, v in cur.headers:
+            if k == "host":
+                host = v
+            elif k == "content-length":
+                length = int(v) if v.isdigit() else None
+        hostname = host[: host.find("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
+        route = self.gateway.match(hostname.lower(), cur.path)
+        cur.route = route
+        limit = route.max_body_bytes if route is not None else self.gateway.default_max_body
+        if length is not None and length > limit:
+            self._pending_error = PayloadTooLarge(diagnosis=f"content-length {length} > {limit}")
+            raise self._pending_error
+        if self._task is None:
+            self._set_timer(self.limits.body_timeout, self._on_read_timeout)
+        for k, v in cur.headers:
+            if k == "expect" and v.lower() == "100-continue" and self._task is None:
+                self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        cur = self._cur
+        self._body_bytes += len(body)
+        limit = cur.route.max_body_bytes if cur.route is not None else self.gateway.default_max_body
+        if self._body_bytes > limit:
+            self._pending_error = PayloadTooLarge(diagnosis=f"body over {limit} bytes")
+            raise self._pending_error
+        cur.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._queue.append(self._cur)
+        if self._task is None:
+            self._cancel_timer()
+            self._task = asyncio.get_running_loop().create_task(self._serve())
+        elif len(self._queue) > 8 and self.transport is not None:
+            self.transport.pause_reading()  # pipelining flood: stop reading until we catch up
+
+    # -- serving --------------------------------------------------------------------------------
+    async def _serve(self) -> None:
+        try:
+            while self._queue and not self._closed:
+                parsed = self._queue.popleft()
+                await self._handle(parsed)
+                if not self.keep_alive_after or parsed.error is not None:
+                    if self.transport is not None:
+                        self.transport.close()
+                    return
+        except Exception:  # never let a bug become a traceback on the wire
+            log.exception("unhandled error while serving a request")
+            if self.transport is not None:
+                self.transport.close()
+            return
+        finally:
+            self._task = None
+        if not self._closed and self.transport is not None:
+            self.transport.resume_reading()
+            self._set_timer(self.limits.keepalive_timeout, self._on_idle_timeout)
+
+    def _request_view(self, p: _Parsed) -> RequestView:
+        return RequestView(
+            method=p.method,
+            path=p.path,
+            query=p.query,
+            headers=Headers(p.headers),
+            peer_ip=self.peer_ip,
+            tls=self.tls,
+            body=b"".join(p.body) if len(p.body) != 1 else p.body[0],
+            http_version=p.http_version,
+            client_ip=self.peer_ip,
+        )
+
+    async def _handle(self, p: _Parsed) -> None:
+        gw = self.gateway
+        self.keep_alive_after = p.keep_alive
+        self.current_http11 = p.http_version == "1.1"
+        ex = gw.new_exchange(self._request_view(p), p.started)
+        route = p.route
+        if p.error is not None:
+            self._send_reply(gw.reject(ex, p.error), None, ex)
+            await gw.audit_unrouted(ex)
+            return
+        if route is None:
+            problem = path_problem(p.path)
+            err: BastionError = BadRequest(diagnosis=problem) if problem else NotFound()
+            self._send_reply(gw.reject(ex, err), None, ex)
+            await gw.audit_unrouted(ex)
+            return
+        problem = path_problem(p.path)
+        if problem is not None:
+            ex.route_name = route.name
+            self._send_reply(ex.deny(BadRequest(diagnosis=problem)), route, ex)
+            await route.finish(ex)
+            return
+        reply: Reply | None
+        try:
+            reply = await route.run_request(ex)
+        except Exception:
+            log.exception("layer failed on route %s", route.name)
+            reply = ex.deny(InternalError(diagnosis="layer failure"))
+        if reply is not None:
+            self._send_reply(reply, route, ex)
+        else:
+            await self._forward(ex, route)
+        await route.finish(ex)
+
+    async def _forward(self, ex: Exchange, route: RouteRuntime) -> None:
+        req = ex.request
+        head = upstream_request_head(
+            ex,
+            target=route.upstream_target(ex),
+            host_header=route.host_header(ex),
+            hide_credentials=route.hide_credentials,
+            body_length=len(req.body),
+            trusted_proxies=route.trusted_proxies,
+        )
+        sink = _ClientSink(self, ex, route)
+
+        def attach(conn: UpstreamConnection) -> None:
+            self._upstream = conn
+            if self._writing_paused:
+                conn.pause_reading()
+
+        pool = route.pool
+        if pool is None:  # excluded by gateway_problems() at start-up
+            sink.on_error(UpstreamUnavailable(diagnosis="route has no upstream"))
+            sink.flush()
+            return
+        try:
+            await pool.request(req.method, head + req.body if req.body else head, sink, attach)
+        except (UpstreamUnavailable, UpstreamTimeout) as exc:
+            sink.on_error(exc)
+        finally:
+            self._upstream = None
+        sink.flush()
+
+    def reply_bytes(self, status: int, headers: Headers, body: bytes) -> bytes:
+        framing = f"content-length: {len(body)}\r\n"
+        if not self.keep_alive_after:
+            framing += "connection: close\r\n"
+        return serialize_head(status, headers, framing) + body
+
+    def _send_reply(self, reply: Reply, route: RouteRuntime | None, ex: Exchange) -> None:
+        headers = Headers(list(reply.headers))
+        if route is not None:
+            route.response_headers(ex, reply.status, headers)
+        ex.status = reply.status
+        ex.bytes_out = len(reply.body)
+        body = b"" if ex.request.method == "HEAD" else reply.body
+        self.write(self.reply_bytes(reply.status, headers, body))
+
+    def _fail_parse(self, err: BastionError) -> None:
+        """Queue an error answer for a request we could not parse or accept; the connection
+        closes after it (and after any earlier pipelined responses)."""
+        self._cancel_timer()
+        self._pending_error = None
+        if self._closed or self.transport is None:
+            return
+        self.transport.pause_reading()
+        cur = self._cur
+        if not cur.path:
+            cur.path = bytes(self._url[:256]).decode("latin-1")
+        cur.route = None
+        cur.error = err
+        cur.keep_alive = False
+        if not cur.started:
+            cur.started = time.monotonic()
+        self._parser = httptools.HttpRequestParser(self)  # the old one is in an error state
+        self._queue.append(cur)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._serve())
+
+
+def server_tls_context(
+    cert: str, key: str, password: str | None, min_version: str
+) -> ssl.SSLContext:
+    """A TLS server context: TLS 1.2 minimum (1.0/1.1 refused), forward-secret AEAD ciphers
+    only for TLS 1.2, no compression, no renegotiation, HTTP/1.1 over ALPN."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1:!DSS:!RSA+AES")
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.load_cert_chain(cert, key, password)
+    return ctx

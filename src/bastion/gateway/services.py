@@ -1,0 +1,116 @@
+"""Shared services of one gateway process, built from config and started once.
+
+Everything a layer needs that is not its own config lives here: the store, the event bus, the
+clock, revocation state, the API-key index, the JWT verifier, the rate-limit backend and the
+audit writer. Control events (revocations) reach every consumer through the bus, whether they
+come from this process or from the store's change feed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from bastion.audit.redact import Redactor
+from bastion.audit.writer import Auditor
+from bastion.config.model import BastionConfig
+from bastion.core.clock import Clock, SystemClock
+from bastion.core.revocation import RevocationState
+from bastion.events.bus import Event, EventBus
+from bastion.events.feed import ChangeFeed
+from bastion.gateway.layers.audit.layer import AuditLayer
+from bastion.gateway.layers.authn.apikeys import ApiKeyIndex
+from bastion.gateway.layers.authn.jwt import JwtVerifier
+from bastion.gateway.layers.ratelimit.backend import MemoryRateLimitBackend, RateLimitBackend
+from bastion.store import open_store
+from bastion.store.base import Store
+
+log = logging.getLogger("bastion.gateway")
+
+
+@dataclass
+class GatewayServices:
+    """The process-wide collaborators of the layers. Create with :meth:`create`."""
+
+    config: BastionConfig
+    clock: Clock
+    store: Store
+    bus: EventBus
+    revocations: RevocationState
+    api_keys: ApiKeyIndex | None
+    jwt: JwtVerifier | None
+    ratelimit_backend: RateLimitBackend
+    auditor: Auditor
+    auditor_layer: AuditLayer
+    feed: ChangeFeed
+    _unsubscribe: list[object] = field(default_factory=list)
+    _started: bool = False
+
+    @classmethod
+    def create(
+        cls,
+        config: BastionConfig,
+        *,
+        clock: Clock | None = None,
+        store: Store | None = None,
+        bus: EventBus | None = None,
+    ) -> GatewayServices:
+        """Wire the services for ``config``; nothing is opened until :meth:`start`."""
+        clock = clock or SystemClock()
+        store = store or open_store(config.store)
+        bus = bus or EventBus()
+        revocations = RevocationState(clock)
+        pepper = config.api_keys.pepper
+        api_keys = ApiKeyIndex(store, pepper.get_secret_value().encode(), clock) if pepper else None
+        jwt = JwtVerifier(list(config.issuers), clock, revocations) if config.issuers else None
+        auditor = Auditor(config.audit, store, bus, Redactor(list(config.audit.redact_fields)))
+        return cls(
+            config=config,
+            clock=clock,
+            store=store,
+            bus=bus,
+            revocations=revocations,
+            api_keys=api_keys,
+            jwt=jwt,
+            ratelimit_backend=MemoryRateLimitBackend(),
+            auditor=auditor,
+            auditor_layer=AuditLayer(auditor),
+            feed=ChangeFeed(store, bus, clock, config.change_poll_interval),
+        )
+
+    def _on_control(self, event: Event) -> None:
+        self.revocations.apply(event)
+        if self.api_keys is not None:
+            self.api_keys.apply(event)
+
+    async def start(self) -> None:
+        """Open the store, load current state, start background tasks. Idempotent."""
+        if self._started:
+            return
+        await self.store.open()
+        # Subscribe before loading so nothing published in between is missed; applying an
+        # event twice is harmless (revocations are idempotent).
+        self._unsubscribe.append(self.bus.subscribe("control", self._on_control))
+        seq = await self.store.last_change_seq()
+        self.revocations.load(await self.store.active_revocations(self.clock.now()))
+        if self.api_keys is not None:
+            await self.api_keys.load()
+        if self.jwt is not None:
+            await self.jwt.start()
+        await self.auditor.start()
+        await self.feed.start(from_seq=seq)
+        self._started = True
+
+    async def aclose(self) -> None:
+        """Stop background tasks, flush the audit log, close the store."""
+        if not self._started:
+            return
+        self._started = False
+        await self.feed.aclose()
+        if self.jwt is not None:
+            await self.jwt.aclose()
+        await self.auditor.aclose()
+        for unsubscribe in self._unsubscribe:
+            if callable(unsubscribe):
+                unsubscribe()
+        await self.store.close()
