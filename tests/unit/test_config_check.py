@@ -17,7 +17,9 @@ def test_safe_config_has_no_warnings() -> None:
         "listeners": [{"bind": "127.0.0.1:8443", "tls": {"cert": "c", "key": "k"}, "public": True}],
         "issuers": [{"issuer": "https://idp", "jwks_file": "j", "audiences": ["api"]}],
         "api_keys": {"pepper": PEPPER},
-        "routes": [{"name": "a", "upstream": "http://127.0.0.1:1", "ratelimit": {"limits": [{"rate": 5}]}}],
+        "routes": [
+            {"name": "a", "upstream": "http://127.0.0.1:1", "ratelimit": {"limits": [{"rate": 5}]}}
+        ],
     }
     assert warnings_for(doc) == []
 
@@ -56,8 +58,12 @@ def test_route_audience_silences_missing_aud() -> None:
         "listeners": [{"bind": "127.0.0.1:8080"}],
         "issuers": [{"issuer": "https://idp", "jwks_file": "j"}],
         "routes": [
-            {"name": "a", "upstream": "http://127.0.0.1:1", "authn": {"methods": ["jwt"], "audience": "api"},
-             "ratelimit": {"limits": [{"rate": 5}]}}
+            {
+                "name": "a",
+                "upstream": "http://127.0.0.1:1",
+                "authn": {"methods": ["jwt"], "audience": "api"},
+                "ratelimit": {"limits": [{"rate": 5}]},
+            }
         ],
     }
     found = warnings_for(doc)

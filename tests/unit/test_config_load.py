@@ -41,7 +41,10 @@ def test_valid_config_applies_defaults_to_routes() -> None:
 
 def test_route_overrides_defaults_field_by_field() -> None:
     doc = base(
-        defaults={"transport": {"max_body_bytes": 2048, "trusted_proxies": 1}, "authn": {"methods": ["api_key"]}},
+        defaults={
+            "transport": {"max_body_bytes": 2048, "trusted_proxies": 1},
+            "authn": {"methods": ["api_key"]},
+        },
         routes=[
             {
                 "name": "a",
@@ -59,7 +62,11 @@ def test_every_problem_reported_with_location() -> None:
     doc = base(
         routes=[
             {"name": "a", "upstream": "http://127.0.0.1:9001"},
-            {"name": "b", "upstream": "http://127.0.0.1:9001", "ratelimit": {"limits": [{"rate": 5}, {"rate": -1}]}},
+            {
+                "name": "b",
+                "upstream": "http://127.0.0.1:9001",
+                "ratelimit": {"limits": [{"rate": 5}, {"rate": -1}]},
+            },
             {"name": "c", "upstream": "http://127.0.0.1:9001", "surprise": True},
         ]
     )
@@ -70,7 +77,9 @@ def test_every_problem_reported_with_location() -> None:
 
 
 def test_unknown_top_level_key_is_an_error() -> None:
-    assert problems(base(listners=[])) == ["listners: unknown key (not part of the configuration schema)"]
+    assert problems(base(listners=[])) == [
+        "listners: unknown key (not part of the configuration schema)"
+    ]
 
 
 def test_env_reference_expanded_and_missing_env_reported() -> None:
@@ -96,11 +105,18 @@ def test_file_reference_for_secrets(tmp_path: Path) -> None:
 
 
 def test_short_pepper_refused() -> None:
-    assert problems(base(api_keys={"pepper": "short"})) == ["api_keys: pepper must be at least 32 bytes"]
+    assert problems(base(api_keys={"pepper": "short"})) == [
+        "api_keys: pepper must be at least 32 bytes"
+    ]
 
 
 def test_cors_wildcard_with_credentials_refused() -> None:
-    doc = base(defaults={"authn": {"methods": ["api_key"]}, "cors": {"allow_origins": ["*"], "allow_credentials": True}})
+    doc = base(
+        defaults={
+            "authn": {"methods": ["api_key"]},
+            "cors": {"allow_origins": ["*"], "allow_credentials": True},
+        }
+    )
     found = problems(doc)
     assert any("allow_origins '*' together with allow_credentials is refused" in p for p in found)
 
@@ -109,7 +125,13 @@ def test_anonymous_route_must_be_explicit() -> None:
     doc = base(routes=[{"name": "a", "upstream": "http://127.0.0.1:1", "authn": {"methods": []}}])
     assert any("unsafe_allow_anonymous" in p for p in problems(doc))
     ok = base(
-        routes=[{"name": "a", "upstream": "http://127.0.0.1:1", "authn": {"methods": [], "unsafe_allow_anonymous": True}}]
+        routes=[
+            {
+                "name": "a",
+                "upstream": "http://127.0.0.1:1",
+                "authn": {"methods": [], "unsafe_allow_anonymous": True},
+            }
+        ]
     )
     assert parse_config(ok, {}).routes[0].authn.unsafe_allow_anonymous
 
@@ -131,15 +153,26 @@ def test_cross_checks_jwt_without_issuer_and_api_key_without_pepper_and_duplicat
 @pytest.mark.parametrize(
     ("issuer", "message"),
     [
-        ({"issuer": "i", "jwks_file": "x", "algorithms": ["none"]}, "algorithm 'none' is never allowed"),
-        ({"issuer": "i", "jwks_file": "x", "algorithms": ["HS256"]}, "HMAC algorithms need hmac_secret"),
-        ({"issuer": "i", "hmac_secret": "s" * 40, "algorithms": ["RS256"]}, "only HS256/HS384/HS512"),
+        (
+            {"issuer": "i", "jwks_file": "x", "algorithms": ["none"]},
+            "algorithm 'none' is never allowed",
+        ),
+        (
+            {"issuer": "i", "jwks_file": "x", "algorithms": ["HS256"]},
+            "HMAC algorithms need hmac_secret",
+        ),
+        (
+            {"issuer": "i", "hmac_secret": "s" * 40, "algorithms": ["RS256"]},
+            "only HS256/HS384/HS512",
+        ),
         ({"issuer": "i", "jwks_url": "http://idp.example/jwks"}, "jwks_url must be https"),
         ({"issuer": "i"}, "set exactly one of jwks_url, jwks_file, hmac_secret"),
         ({"issuer": "i", "hmac_secret": "short", "algorithms": ["HS256"]}, "at least 32 bytes"),
     ],
 )
-def test_issuer_algorithm_confusion_refused_at_config_time(issuer: dict[str, object], message: str) -> None:
+def test_issuer_algorithm_confusion_refused_at_config_time(
+    issuer: dict[str, object], message: str
+) -> None:
     found = problems(base(issuers=[issuer]))
     assert any(message in p for p in found), found
 
@@ -165,7 +198,8 @@ def test_missing_file() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "seconds"), [(5, 5.0), ("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("2d", 172800.0)]
+    ("value", "seconds"),
+    [(5, 5.0), ("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("2d", 172800.0)],
 )
 def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
@@ -189,5 +223,7 @@ def test_bad_bind_and_prefix() -> None:
 
 
 def test_hsts_below_one_year_refused() -> None:
-    doc = base(defaults={"authn": {"methods": ["api_key"]}, "transport": {"hsts": {"max_age": 3600}}})
+    doc = base(
+        defaults={"authn": {"methods": ["api_key"]}, "transport": {"hsts": {"max_age": 3600}}}
+    )
     assert any("hsts.max_age" in p for p in problems(doc))

@@ -58,7 +58,11 @@ def test_exchange_deny_records_decision_without_leaking() -> None:
         started_wall=0.0,
     )
     reply = ex.deny(AuthenticationFailed(diagnosis="api_key: wrong secret"))
-    assert (ex.decision, ex.reason, ex.diagnosis) == ("deny", "authn.failed", "api_key: wrong secret")
+    assert (ex.decision, ex.reason, ex.diagnosis) == (
+        "deny",
+        "authn.failed",
+        "api_key: wrong secret",
+    )
     body = orjson.loads(reply.body)
     assert body["instance"] == "urn:bastion:request:r1"  # the raw path is not reflected
     assert "wrong secret" not in reply.body.decode()

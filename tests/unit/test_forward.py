@@ -4,19 +4,34 @@ header injection through claims, credentials hidden."""
 from __future__ import annotations
 
 from bastion.core.exchange import Exchange, Headers, Principal, RequestView
-from bastion.gateway.forward import header_safe, response_headers_from_upstream, upstream_request_head
+from bastion.gateway.forward import (
+    header_safe,
+    response_headers_from_upstream,
+    upstream_request_head,
+)
 
 
-def exchange(headers: list[tuple[str, str]], principal: Principal | None = None, **kw: object) -> Exchange:
-    req = RequestView("POST", "/api/x", "a=1", Headers(headers), "10.0.0.9", client_ip="10.0.0.9", **kw)  # type: ignore[arg-type]
+def exchange(
+    headers: list[tuple[str, str]], principal: Principal | None = None, **kw: object
+) -> Exchange:
+    req = RequestView(
+        "POST", "/api/x", "a=1", Headers(headers), "10.0.0.9", client_ip="10.0.0.9", **kw
+    )  # type: ignore[arg-type]
     ex = Exchange(request=req, request_id="rid-1", started=0.0, started_wall=0.0)
     ex.principal = principal
     return ex
 
 
-def head(ex: Exchange, *, hide: bool = True, trusted: int = 0, length: int = 3) -> dict[str, list[str]]:
+def head(
+    ex: Exchange, *, hide: bool = True, trusted: int = 0, length: int = 3
+) -> dict[str, list[str]]:
     raw = upstream_request_head(
-        ex, target="/base/api/x?a=1", host_header="up:9001", hide_credentials=hide, body_length=length, trusted_proxies=trusted
+        ex,
+        target="/base/api/x?a=1",
+        host_header="up:9001",
+        hide_credentials=hide,
+        body_length=length,
+        trusted_proxies=trusted,
     ).decode("latin-1")
     assert raw.endswith("\r\n\r\n")
     lines = raw.split("\r\n")
@@ -46,7 +61,15 @@ def test_hop_by_hop_and_connection_listed_headers_dropped() -> None:
             ]
         )
     )
-    for gone in ("connection", "keep-alive", "x-secret-hop", "transfer-encoding", "upgrade", "te", "proxy-authorization"):
+    for gone in (
+        "connection",
+        "keep-alive",
+        "x-secret-hop",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "proxy-authorization",
+    ):
         assert gone not in h
     assert h["host"] == ["up:9001"]
     assert h["content-length"] == ["3"]
@@ -81,7 +104,9 @@ def test_trusted_proxy_chain_kept() -> None:
 
 
 def test_identity_headers_and_credentials_hidden() -> None:
-    p = Principal(kind="api_key", subject="acme", client_id="acme", scopes=frozenset({"b", "a"}), key_id="k1")
+    p = Principal(
+        kind="api_key", subject="acme", client_id="acme", scopes=frozenset({"b", "a"}), key_id="k1"
+    )
     h = head(exchange([("authorization", "Bearer bsk_x_y"), ("x-api-key", "bsk_x_y")], p))
     assert "authorization" not in h and "x-api-key" not in h
     assert h["x-bastion-auth"] == ["api_key"]
@@ -101,7 +126,12 @@ def test_credentials_forwarded_when_route_opts_in() -> None:
 def test_claim_with_crlf_cannot_inject_a_header() -> None:
     p = Principal(kind="jwt", subject="victim\r\nx-bastion-scopes: admin", client_id="c\nx: y")
     raw = upstream_request_head(
-        exchange([], p), target="/", host_header="u", hide_credentials=True, body_length=0, trusted_proxies=0
+        exchange([], p),
+        target="/",
+        host_header="u",
+        hide_credentials=True,
+        body_length=0,
+        trusted_proxies=0,
     ).decode("latin-1")
     lines = raw.split("\r\n")
     assert not any(line.lower().startswith("x-bastion-scopes") for line in lines)
@@ -122,7 +152,9 @@ def test_tls_sets_proto_https() -> None:
 def test_get_without_body_has_no_content_length() -> None:
     req = RequestView("GET", "/", "", Headers(), "1.1.1.1")
     ex = Exchange(request=req, request_id="r", started=0.0, started_wall=0.0)
-    raw = upstream_request_head(ex, target="/", host_header="u", hide_credentials=True, body_length=0, trusted_proxies=0)
+    raw = upstream_request_head(
+        ex, target="/", host_header="u", hide_credentials=True, body_length=0, trusted_proxies=0
+    )
     assert b"content-length" not in raw
 
 

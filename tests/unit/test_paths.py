@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from bastion.core.paths import path_problem, route_matches
 
 
-@pytest.mark.parametrize("path", ["/", "/api", "/api/users/42", "/a/.well-known/x", "/a/..b", "/a%20b", "/a:b@c"])
+@pytest.mark.parametrize(
+    "path", ["/", "/api", "/api/users/42", "/a/.well-known/x", "/a/..b", "/a%20b", "/a:b@c"]
+)
 def test_clean_paths_pass(path: str) -> None:
     assert path_problem(path) is None
 

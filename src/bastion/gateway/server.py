@@ -15,7 +15,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -226,8 +226,8 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- connection ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport; they implement it.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else "unknown"
         self.peer_ip = ip[7:] if ip.startswith("::ffff:") else ip

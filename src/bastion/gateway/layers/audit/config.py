@@ -44,6 +44,12 @@ class AuditConfig(StrictModel):
     )
     batch_size: int = Field(default=500, ge=1)
     flush_interval: Duration = Field(default=0.2, gt=0, le=10)
+    shutdown_timeout: Duration = Field(
+        default=10,
+        gt=0,
+        le=300,
+        description="At shutdown, how long to keep retrying a failing sink before giving up.",
+    )
     redact_fields: list[str] = Field(
         default_factory=list, description="Extra field/header/parameter names to redact."
     )

@@ -136,4 +136,3 @@ class ApiKeysConfig(StrictModel):
         if self.pepper is not None and len(self.pepper.get_secret_value().encode()) < 32:
             raise ValueError("pepper must be at least 32 bytes")
         return self
-

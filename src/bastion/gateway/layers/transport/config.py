@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from ipaddress import IPv4Network, IPv6Network
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from bastion.config.types import StrictModel
 
@@ -22,6 +24,12 @@ DEFAULT_STRIPPED = (
     "via",
 )
 
+# Removing these would change how the response is framed or delivered (desync, smuggling).
+NEVER_STRIPPED = frozenset(
+    {"content-length", "transfer-encoding", "connection", "content-type", "content-encoding"}
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
 
 class HstsConfig(StrictModel):
     """Strict-Transport-Security sent on every HTTPS response."""
@@ -37,6 +45,12 @@ class HstsConfig(StrictModel):
         if self.preload:
             v += "; preload"
         return v
+
+    @model_validator(mode="after")
+    def _preload_needs_subdomains(self) -> Self:
+        if self.preload and not self.include_subdomains:
+            raise ValueError("preload requires include_subdomains (browsers' preload rules)")
+        return self
 
 
 class TransportConfig(StrictModel):
@@ -63,3 +77,14 @@ class TransportConfig(StrictModel):
         default_factory=lambda: list(DEFAULT_STRIPPED),
         description="Upstream response headers removed (version disclosure).",
     )
+
+    @field_validator("strip_response_headers")
+    @classmethod
+    def _strippable(cls, v: list[str]) -> list[str]:
+        names = [h.strip().lower() for h in v]
+        for name in names:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a header name")
+            if name in NEVER_STRIPPED:
+                raise ValueError(f"{name!r} frames the response and cannot be stripped")
+        return names

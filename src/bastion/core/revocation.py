@@ -1,0 +1,131 @@
+"""Which tokens are revoked, as held in memory by every gateway node.
+
+Two kinds of entries, both kept in plain dicts because :meth:`RevocationState.is_token_revoked`
+runs on every authenticated request (including verified-token cache hits):
+
+* **by jti** — one token, denied until its own ``expires_at`` (after that the token is expired
+  anyway, so :meth:`~RevocationState.prune` drops the entry);
+* **by subject** — every token of ``subject`` issued before ``not_before``, either for one
+  issuer or, with ``issuer=None``, for all of them ("log this user out everywhere").
+
+The state is filled from the store at start-up (:meth:`~RevocationState.load`) and then kept
+current by the control events every node receives (:meth:`~RevocationState.apply`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from bastion.core.clock import Clock
+from bastion.store.base import Revocation
+
+__all__ = ["RevocationState"]
+
+log = logging.getLogger("bastion.revocation")
+
+
+def _number(value: Any) -> float | None:
+    """A finite float from a JSON number, else None (bools are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+class RevocationState:
+    """In-memory revocation lists: dict lookups only, safe to call on every request.
+
+    ``clock.now()`` (wall-clock seconds) is compared with token times (``iat``, ``exp``).
+    Not thread-safe: use it from the event loop that runs the gateway.
+    """
+
+    __slots__ = ("_clock", "_jtis", "_not_before")
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._jtis: dict[str, float] = {}
+        self._not_before: dict[tuple[str | None, str], float] = {}
+
+    def revoke_jti(self, jti: str, expires_at: float) -> None:
+        """Deny the token with this ``jti`` until ``expires_at`` (its own ``exp`` is enough)."""
+        old = self._jtis.get(jti)
+        self._jtis[jti] = expires_at if old is None else max(old, expires_at)
+
+    def raise_not_before(self, subject: str, issuer: str | None, not_before: float) -> None:
+        """Deny every token of ``subject`` (from ``issuer``, or any issuer if None) issued before
+        ``not_before``. The bar only ever moves forward."""
+        key = (issuer, subject)
+        old = self._not_before.get(key)
+        self._not_before[key] = not_before if old is None else max(old, not_before)
+
+    def is_token_revoked(
+        self, issuer: str | None, subject: str, jti: str | None, issued_at: float | None
+    ) -> bool:
+        """Whether a token is revoked by its ``jti`` or by a not-before bar on its subject.
+
+        A token without ``iat`` cannot prove it was issued after a bar, so it counts as revoked
+        as soon as its subject has one (fail closed).
+        """
+        if jti is not None and jti in self._jtis:
+            return True
+        nbs = self._not_before
+        if not nbs:
+            return False
+        for key in ((issuer, subject), (None, subject)):
+            bar = nbs.get(key)
+            if bar is not None and (issued_at is None or issued_at < bar):
+                return True
+        return False
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """Apply one control event; unknown types and malformed events are ignored.
+
+        ``{"type": "token.revoked", "jti": str, "expires_at": number}`` and
+        ``{"type": "subject.revoked", "subject": str, "issuer": str | None, "not_before": number}``.
+        """
+        kind = event.get("type")
+        if kind == "token.revoked":
+            jti = event.get("jti")
+            expires_at = _number(event.get("expires_at"))
+            if isinstance(jti, str) and jti and expires_at is not None:
+                self.revoke_jti(jti, expires_at)
+            else:
+                log.warning("ignored a malformed token.revoked event")
+        elif kind == "subject.revoked":
+            subject = event.get("subject")
+            issuer = event.get("issuer")
+            not_before = _number(event.get("not_before"))
+            if (
+                isinstance(subject, str)
+                and subject
+                and (issuer is None or isinstance(issuer, str))
+                and not_before is not None
+            ):
+                self.raise_not_before(subject, issuer, not_before)
+            else:
+                log.warning("ignored a malformed subject.revoked event")
+
+    def load(self, revocations: Iterable[Revocation]) -> None:
+        """Add stored revocations (``store.active_revocations(now)``) to the current state."""
+        for rev in revocations:
+            if rev.kind == "jti":
+                self.revoke_jti(rev.value, rev.expires_at)
+            elif rev.kind == "subject":
+                bar = rev.not_before if rev.not_before is not None else rev.created_at
+                self.raise_not_before(rev.value, rev.issuer, bar)
+            else:
+                log.warning("ignored a stored revocation of unknown kind %r", rev.kind)
+
+    def prune(self) -> int:
+        """Drop jti entries whose token has expired; returns how many were dropped."""
+        now = self._clock.now()
+        dead = [jti for jti, exp in self._jtis.items() if exp <= now]
+        for jti in dead:
+            del self._jtis[jti]
+        return len(dead)
+
+    def __len__(self) -> int:
+        return len(self._jtis) + len(self._not_before)

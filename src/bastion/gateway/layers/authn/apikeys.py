@@ -1,0 +1,173 @@
+"""The gateway's in-memory index of API keys: a dict lookup and one HMAC per request.
+
+Keys are loaded from the store at start-up and kept current by control events
+(``api_key.revoked`` takes effect at once, without a store round trip). A key id this node has
+not seen is looked up in the store once; ids the store does not know go into a bounded,
+short-lived negative cache, so replaying one unknown id does not reach the store again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bastion.core.apikeys import parse_api_key, secret_matches
+from bastion.core.clock import Clock
+from bastion.core.exchange import Principal
+from bastion.store.base import ApiKeyRecord, Store
+
+__all__ = ["ApiKeyIndex"]
+
+log = logging.getLogger("bastion.authn.apikeys")
+
+MALFORMED = "api_key: malformed"
+UNKNOWN = "api_key: unknown id"
+WRONG_SECRET = "api_key: wrong secret"  # noqa: S105 - a diagnosis, not a secret
+REVOKED = "api_key: revoked"
+EXPIRED = "api_key: expired"
+STORE_UNAVAILABLE = "api_key: store unavailable"
+
+
+def _principal(rec: ApiKeyRecord) -> Principal:
+    return Principal(
+        kind="api_key",
+        subject=rec.client_id,
+        client_id=rec.client_id,
+        scopes=frozenset(rec.scopes),
+        key_id=rec.id,
+    )
+
+
+class ApiKeyIndex:
+    """Verifies presented API keys against the store's records, cached in memory.
+
+    ``pepper`` is the server-side HMAC key (never logged). ``negative_ttl`` (s, monotonic) is how
+    long an id unknown to the store stays answered from memory; at most ``max_negative`` such ids
+    are held. Use it from the gateway's event loop only.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_keys",
+        "_max_negative",
+        "_negative",
+        "_negative_ttl",
+        "_pepper",
+        "_principals",
+        "_revoked",
+        "_store",
+    )
+
+    def __init__(
+        self,
+        store: Store,
+        pepper: bytes,
+        clock: Clock,
+        *,
+        negative_ttl: float = 2.0,
+        max_negative: int = 100_000,
+    ) -> None:
+        if len(pepper) < 32:
+            raise ValueError("the API-key pepper must be at least 32 bytes")
+        self._store = store
+        self._pepper = pepper
+        self._clock = clock
+        self._negative_ttl = negative_ttl
+        self._max_negative = max_negative
+        self._keys: dict[str, ApiKeyRecord] = {}
+        self._principals: dict[str, Principal] = {}
+        # Ids revoked by an event. Kept even for ids not loaded yet, so a store replica that
+        # lags behind the event cannot bring a revoked key back.
+        self._revoked: set[str] = set()
+        self._negative: dict[str, float] = {}
+
+    async def load(self) -> None:
+        """Replace the index with every key in the store. Store errors propagate (start-up)."""
+        records = await self._store.list_api_keys()
+        self._keys = {rec.id: rec for rec in records}
+        self._principals = {rec.id: _principal(rec) for rec in records}
+        self._negative.clear()
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """Apply one control event; other types are ignored.
+
+        ``{"type": "api_key.revoked", "key_id": …, "at": …}`` revokes the key immediately;
+        ``{"type": "api_key.created", "key_id": …}`` forgets a negative-cache entry for the id.
+        """
+        kind = event.get("type")
+        key_id = event.get("key_id")
+        if not isinstance(key_id, str) or not key_id:
+            if kind in ("api_key.revoked", "api_key.created"):
+                log.warning("ignored a malformed %s event", kind)
+            return
+        if kind == "api_key.revoked":
+            self._revoked.add(key_id)
+            self._negative.pop(key_id, None)
+        elif kind == "api_key.created":
+            self._negative.pop(key_id, None)
+
+    async def verify(self, presented: str) -> tuple[Principal | None, str]:
+        """Check a presented key: ``(principal, "")`` if valid, else ``(None, reason)``.
+
+        ``presented`` is untrusted; the reason is an internal diagnosis for the audit record
+        and never contains the key. The secret is always compared in constant time, and before
+        the key's state, so "revoked" or "expired" is only ever said to a holder of the secret.
+        """
+        parsed = parse_api_key(presented)
+        if parsed is None:
+            return None, MALFORMED
+        key_id, secret = parsed
+        rec = self._keys.get(key_id)
+        if rec is None:
+            rec, reason = await self._lookup(key_id)
+            if rec is None:
+                return None, reason
+        if not secret_matches(self._pepper, secret, rec.secret_hash):
+            return None, WRONG_SECRET
+        if key_id in self._revoked:
+            return None, REVOKED
+        state = rec.state(self._clock.now())
+        if state == "revoked":
+            return None, REVOKED
+        if state != "active":
+            return None, EXPIRED
+        return self._principals[key_id], ""
+
+    async def _lookup(self, key_id: str) -> tuple[ApiKeyRecord | None, str]:
+        """One store read for an id not in memory, behind the negative cache."""
+        mono = self._clock.monotonic()
+        until = self._negative.get(key_id)
+        if until is not None:
+            if until > mono:
+                return None, UNKNOWN
+            del self._negative[key_id]
+        try:
+            rec = await self._store.get_api_key(key_id)
+        except Exception:
+            # Whatever the backend raised, we cannot know the key: fail closed.
+            log.warning("API-key lookup failed; request denied", exc_info=True)
+            return None, STORE_UNAVAILABLE
+        if rec is None or rec.id != key_id:
+            self._remember_unknown(key_id, mono)
+            return None, UNKNOWN
+        self._keys[key_id] = rec
+        self._principals[key_id] = _principal(rec)
+        return rec, ""
+
+    def _remember_unknown(self, key_id: str, mono: float) -> None:
+        neg = self._negative
+        if len(neg) >= self._max_negative:
+            for k in [k for k, until in neg.items() if until <= mono]:
+                del neg[k]
+            # Still full: forget the oldest entries (dicts keep insertion order).
+            excess = len(neg) - self._max_negative + 1
+            if excess > 0:
+                for k in list(neg)[:excess]:
+                    del neg[k]
+        neg[key_id] = mono + self._negative_ttl
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:  # never show the pepper
+        return f"ApiKeyIndex(keys={len(self._keys)}, negative={len(self._negative)})"

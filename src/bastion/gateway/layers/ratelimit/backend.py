@@ -1,0 +1,110 @@
+"""Where rate-limit state lives: a small protocol and the in-memory backend.
+
+The layer asks for several limits at once through :meth:`RateLimitBackend.check_many`, which is
+all-or-nothing: a request refused by one limit consumes nothing from the others. The method is
+``async`` so that a shared backend (Redis, distributed mode) can answer with one pipelined round
+trip; :class:`MemoryRateLimitBackend` answers without ever suspending, so awaiting it costs no
+event-loop turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import NamedTuple, Protocol
+
+from bastion.core.gcra import GcraResult, LocalLimiter
+
+Key = tuple[Hashable, ...]
+"""Whose budget: e.g. ``(route, limit_index, "ip", "192.0.2.1")``."""
+
+
+class LimitSpec(NamedTuple):
+    """GCRA parameters of one limit: ``interval`` = seconds per unit, ``burst`` = units at once.
+    Build it once per configured limit, not per request."""
+
+    interval: float
+    burst: int
+
+
+class RateLimitBackend(Protocol):
+    """Rate-limit state store. ``now`` is monotonic seconds from the caller's clock; a shared
+    backend may use its own server time instead, as long as it is consistent across nodes."""
+
+    async def check_many(
+        self, limits: Sequence[LimitSpec], keys: Sequence[Key], now: float, cost: int = 1
+    ) -> list[GcraResult]:
+        """Decide ``cost`` units for each ``(limits[i], keys[i])``; commit all of them only if
+        all are allowed.
+
+        Returns one result per limit, in order. When any is refused nothing is recorded, and
+        the allowed results describe what would have happened. Keys must be distinct.
+        """
+        ...
+
+    async def check(self, limit: LimitSpec, key: Key, now: float, cost: int = 1) -> GcraResult:
+        """Check and, if allowed, record a single limit."""
+        ...
+
+
+class MemoryRateLimitBackend:
+    """In-process GCRA state: one :class:`LocalLimiter` per distinct :class:`LimitSpec`.
+
+    Per worker process, so with N workers a client gets up to N times each limit (use the
+    Redis backend for exact shared limits). Memory is bounded: every ``prune_every`` seconds
+    keys whose bucket is full again are dropped, and each limiter holds at most
+    ``max_keys_per_limit`` live keys (beyond that new keys are refused: fail closed).
+    """
+
+    __slots__ = ("_limiters", "_max_keys", "_next_prune", "_prune_every")
+
+    def __init__(self, *, max_keys_per_limit: int = 1_000_000, prune_every: float = 30.0) -> None:
+        if max_keys_per_limit <= 0 or prune_every <= 0:
+            raise ValueError("max_keys_per_limit and prune_every must be positive")
+        self._limiters: dict[LimitSpec, LocalLimiter] = {}
+        self._max_keys = max_keys_per_limit
+        self._prune_every = prune_every
+        self._next_prune: float | None = None
+
+    def check_many_now(
+        self, limits: Sequence[LimitSpec], keys: Sequence[Key], now: float, cost: int = 1
+    ) -> list[GcraResult]:
+        """Synchronous :meth:`check_many`, for callers outside the event loop."""
+        if self._next_prune is None:
+            self._next_prune = now + self._prune_every
+        elif now >= self._next_prune:
+            self.prune(now)
+        table = self._limiters
+        used: list[LocalLimiter] = []
+        results: list[GcraResult] = []
+        all_allowed = True
+        for spec, key in zip(limits, keys, strict=True):
+            lim = table.get(spec)
+            if lim is None:
+                lim = table[spec] = LocalLimiter(spec.interval, spec.burst, self._max_keys)
+            res = lim.evaluate(key, now, cost)
+            all_allowed = all_allowed and res.allowed
+            used.append(lim)
+            results.append(res)
+        if all_allowed:
+            for i, lim in enumerate(used):
+                lim.record(keys[i], results[i])
+        return results
+
+    async def check_many(
+        self, limits: Sequence[LimitSpec], keys: Sequence[Key], now: float, cost: int = 1
+    ) -> list[GcraResult]:
+        """See :meth:`RateLimitBackend.check_many`; never suspends."""
+        return self.check_many_now(limits, keys, now, cost)
+
+    async def check(self, limit: LimitSpec, key: Key, now: float, cost: int = 1) -> GcraResult:
+        """See :meth:`RateLimitBackend.check`; never suspends."""
+        return self.check_many_now((limit,), (key,), now, cost)[0]
+
+    def prune(self, now: float) -> int:
+        """Drop every key whose bucket is full again; returns how many were dropped."""
+        self._next_prune = now + self._prune_every
+        return sum(lim.prune(now) for lim in self._limiters.values())
+
+    def __len__(self) -> int:
+        """Live keys over all limits."""
+        return sum(len(lim) for lim in self._limiters.values())

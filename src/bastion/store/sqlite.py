@@ -1,0 +1,368 @@
+"""The SQLite :class:`~bastion.store.base.Store`: the embedded default (``sqlite:///PATH``).
+
+One connection, owned by one dedicated worker thread: every call is handed to it with
+``loop.run_in_executor`` so the event loop never blocks on disk or on a lock held by another
+process. The file runs in WAL mode (readers never block the writer), with a busy timeout (a
+second process writing the same file waits instead of failing) and foreign keys on.
+
+Write transactions start with ``BEGIN IMMEDIATE`` so the write lock is taken up front and the busy
+timeout applies; that and the PRAGMAs are the only SQLite-specific SQL. Statements use ``?``
+placeholders (a PostgreSQL backend uses ``%s``). Every ``sqlite3`` error is translated into
+:class:`~bastion.errors.StoreError` at this boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import orjson
+
+from bastion.errors import StoreError
+from bastion.store.base import ApiKeyRecord, Change, ClientRecord, Revocation
+from bastion.store.memory import revocation_change
+from bastion.store.migrations import LATEST_VERSION, SCHEMA_TABLE, pending, statements_for
+
+T = TypeVar("T")
+
+_INSERT_KEY = (
+    "INSERT INTO api_keys"
+    " (id, client_id, secret_hash, scopes, name, created_at, expires_at, revoked_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_KEYS = (
+    "SELECT id, client_id, secret_hash, scopes, name, created_at, expires_at, revoked_at"
+    " FROM api_keys"
+)
+_INSERT_CHANGE = "INSERT INTO changes (kind, payload, created_at) VALUES (?, ?, ?)"
+_INSERT_AUDIT = (
+    "INSERT INTO audit_log (ts, request_id, outcome, source_ip, user_id, record)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+class SqliteStore:
+    """State in one SQLite file; ``await open()`` before use, ``await close()`` at the end.
+
+    ``busy_timeout`` (s) is how long a write waits for another connection's lock before the
+    call fails with StoreError. Opening applies pending migrations and refuses (StoreError) a
+    file written by a newer schema version.
+    """
+
+    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self._busy_ms = int(busy_timeout * 1000)
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _call(self, op: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        executor = self._executor
+        if executor is None or self._conn is None:
+            raise StoreError(diagnosis=f"sqlite {op}: store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self._run, op, fn)
+
+    def _run(self, op: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs on the worker thread."""
+        conn = self._conn
+        if conn is None:
+            raise StoreError(diagnosis=f"sqlite {op}: store is closed")
+        try:
+            return fn(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(diagnosis=f"sqlite {op}: {exc}") from exc
+        except ValueError as exc:  # a stored JSON column that does not parse
+            raise StoreError(diagnosis=f"sqlite {op}: corrupt row: {exc}") from exc
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one write transaction: all of it commits, or none."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _connect(self) -> sqlite3.Connection:
+        """Runs on the worker thread: connect, set the PRAGMAs, migrate."""
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_ms / 1000, isolation_level=None, check_same_thread=True
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms:d}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if conn.execute("PRAGMA foreign_keys").fetchone() != (1,):
+                raise StoreError(diagnosis="sqlite: foreign keys are not supported")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if self.path != ":memory:" and (mode is None or str(mode[0]).lower() != "wal"):
+                raise StoreError(diagnosis=f"sqlite: cannot switch {self.path!r} to WAL mode")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._write(conn, _migrate)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def open(self) -> None:
+        """Connect, enable WAL, apply pending migrations; StoreError if any of it fails."""
+        if self._executor is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            self._conn = await loop.run_in_executor(executor, self._open_on_worker)
+        except BaseException:
+            executor.shutdown(wait=True)
+            raise
+        self._executor = executor
+
+    def _open_on_worker(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except sqlite3.Error as exc:
+            raise StoreError(diagnosis=f"sqlite open {self.path!r}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker thread; later calls raise StoreError."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(executor, self._close_on_worker)
+        finally:
+            executor.shutdown(wait=True)
+
+    def _close_on_worker(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # -- clients and keys ----------------------------------------------------------------
+
+    async def put_client(self, client: ClientRecord) -> None:
+        """Create a client; StoreError if the id exists."""
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO clients (id, name, created_at) VALUES (?, ?, ?)",
+                (client.id, client.name, client.created_at),
+            )
+
+        await self._call("put_client", lambda conn: self._write(conn, tx))
+
+    async def get_client(self, client_id: str) -> ClientRecord | None:
+        def q(conn: sqlite3.Connection) -> ClientRecord | None:
+            row = conn.execute(
+                "SELECT id, name, created_at FROM clients WHERE id = ?", (client_id,)
+            ).fetchone()
+            return ClientRecord(*row) if row else None
+
+        return await self._call("get_client", q)
+
+    async def list_clients(self) -> list[ClientRecord]:
+        """Every client, by creation time then id."""
+
+        def q(conn: sqlite3.Connection) -> list[ClientRecord]:
+            rows = conn.execute("SELECT id, name, created_at FROM clients ORDER BY created_at, id")
+            return [ClientRecord(*row) for row in rows]
+
+        return await self._call("list_clients", q)
+
+    async def put_api_key(self, key: ApiKeyRecord) -> None:
+        """Create a key of an existing client and append an ``api_key.created`` change."""
+        payload = orjson.dumps({"key_id": key.id, "client_id": key.client_id}).decode()
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                _INSERT_KEY,
+                (
+                    key.id,
+                    key.client_id,
+                    key.secret_hash,
+                    orjson.dumps(list(key.scopes)).decode(),
+                    key.name,
+                    key.created_at,
+                    key.expires_at,
+                    key.revoked_at,
+                ),
+            )
+            conn.execute(_INSERT_CHANGE, ("api_key.created", payload, key.created_at))
+
+        await self._call("put_api_key", lambda conn: self._write(conn, tx))
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        def q(conn: sqlite3.Connection) -> ApiKeyRecord | None:
+            row = conn.execute(_SELECT_KEYS + " WHERE id = ?", (key_id,)).fetchone()
+            return _key_from_row(row) if row else None
+
+        return await self._call("get_api_key", q)
+
+    async def list_api_keys(self, client_id: str | None = None) -> list[ApiKeyRecord]:
+        """Keys (of one client, or all), by creation time then id."""
+
+        def q(conn: sqlite3.Connection) -> list[ApiKeyRecord]:
+            if client_id is None:
+                rows = conn.execute(_SELECT_KEYS + " ORDER BY created_at, id")
+            else:
+                rows = conn.execute(
+                    _SELECT_KEYS + " WHERE client_id = ? ORDER BY created_at, id", (client_id,)
+                )
+            return [_key_from_row(row) for row in rows]
+
+        return await self._call("list_api_keys", q)
+
+    async def revoke_api_key(self, key_id: str, at: float) -> bool:
+        """Mark revoked and append an ``api_key.revoked`` change; False if unknown or revoked."""
+        payload = orjson.dumps({"key_id": key_id, "at": at}).decode()
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (at, key_id),
+            )
+            if cur.rowcount != 1:
+                return False
+            conn.execute(_INSERT_CHANGE, ("api_key.revoked", payload, at))
+            return True
+
+        return await self._call("revoke_api_key", lambda conn: self._write(conn, tx))
+
+    # -- revocations and the change feed --------------------------------------------------
+
+    async def add_revocation(self, rev: Revocation) -> None:
+        """Store a revocation and append its ``token.revoked`` / ``subject.revoked`` change."""
+        kind, body = revocation_change(rev)
+        payload = orjson.dumps(body).decode()
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO revocations (kind, value, issuer, not_before, expires_at, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (rev.kind, rev.value, rev.issuer, rev.not_before, rev.expires_at, rev.created_at),
+            )
+            conn.execute(_INSERT_CHANGE, (kind, payload, rev.created_at))
+
+        await self._call("add_revocation", lambda conn: self._write(conn, tx))
+
+    async def active_revocations(self, now: float) -> list[Revocation]:
+        """Revocations whose ``expires_at`` is after ``now``, oldest first."""
+
+        def q(conn: sqlite3.Connection) -> list[Revocation]:
+            rows = conn.execute(
+                "SELECT kind, value, issuer, not_before, expires_at, created_at"
+                " FROM revocations WHERE expires_at > ? ORDER BY id",
+                (now,),
+            )
+            return [Revocation(*row) for row in rows]
+
+        return await self._call("active_revocations", q)
+
+    async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
+        """Changes with a ``seq`` greater than ``seq``, oldest first, at most ``limit``."""
+        if limit <= 0:
+            return []
+
+        def q(conn: sqlite3.Connection) -> list[Change]:
+            rows = conn.execute(
+                "SELECT seq, kind, payload, created_at FROM changes"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            )
+            return [Change(s, k, orjson.loads(p), at) for s, k, p, at in rows]
+
+        return await self._call("changes_since", q)
+
+    async def last_change_seq(self) -> int:
+        """The newest ``seq`` (0 when the feed is empty)."""
+
+        def q(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+            return int(row[0])
+
+        return await self._call("last_change_seq", q)
+
+    # -- audit log --------------------------------------------------------------------------
+
+    async def write_audit(self, records: list[dict[str, Any]]) -> None:
+        """Append audit records (already redacted) in one transaction."""
+        if not records:
+            return
+        try:
+            rows = [_audit_row(r) for r in records]
+        except TypeError as exc:
+            raise StoreError(diagnosis=f"audit record not serialisable: {exc}") from exc
+        await self._call(
+            "write_audit",
+            lambda conn: self._write(conn, lambda c: c.executemany(_INSERT_AUDIT, rows)),
+        )
+
+    async def count_audit(self) -> int:
+        def q(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0])
+
+        return await self._call("count_audit", q)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Inside the open transaction: refuse a newer schema, apply what is missing."""
+    conn.execute(SCHEMA_TABLE)
+    applied = {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+    newest = max(applied, default=0)
+    if newest > LATEST_VERSION:
+        raise StoreError(
+            diagnosis=f"database schema version {newest} is newer than this Bastion supports "
+            f"({LATEST_VERSION}); upgrade Bastion"
+        )
+    for migration in pending(applied):
+        for stmt in statements_for(migration, "sqlite"):
+            conn.execute(stmt)
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            (migration.version, migration.name, time.time()),
+        )
+
+
+def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
+    kid, client_id, secret_hash, scopes, name, created, expires, revoked = row
+    return ApiKeyRecord(
+        id=kid,
+        client_id=client_id,
+        secret_hash=secret_hash,
+        scopes=tuple(orjson.loads(scopes)),
+        created_at=created,
+        expires_at=expires,
+        revoked_at=revoked,
+        name=name,
+    )
+
+
+def _audit_row(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The indexed columns of one ECS record plus the record as JSON text."""
+    return (
+        str(record.get("@timestamp", "")),
+        _dig(record, "http", "request", "id"),
+        _dig(record, "event", "outcome"),
+        _dig(record, "source", "ip"),
+        _dig(record, "user", "id"),
+        orjson.dumps(record).decode(),
+    )
+
+
+def _dig(record: dict[str, Any], *path: str) -> str | None:
+    node: Any = record
+    for part in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return None if node is None else str(node)

@@ -1,0 +1,323 @@
+"""AuthnLayer: opaque 401s, credential placement, failed-attempt lockout, scopes, verify budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from joserfc.jwk import OctKey
+
+from bastion.core.apikeys import hash_secret, new_api_key
+from bastion.core.clock import ManualClock
+from bastion.core.exchange import Exchange, Headers, Reply, RequestView
+from bastion.core.gcra import LocalLimiter
+from bastion.core.revocation import RevocationState
+from bastion.errors import ConfigError
+from bastion.gateway.layers.authn.apikeys import ApiKeyIndex
+from bastion.gateway.layers.authn.config import AuthnConfig
+from bastion.gateway.layers.authn.jwt import JwtVerifier
+from bastion.gateway.layers.authn.layer import AuthnLayer, credential_in_query
+from bastion.store.base import ApiKeyRecord
+from tests.unit.jwt_factory import HMAC_SECRET, NOW, issuer_config, sign
+
+PEPPER = b"k" * 32
+HS_KEY = OctKey.import_key(HMAC_SECRET.encode())
+
+
+class FakeStore:
+    def __init__(self, records: list[ApiKeyRecord]) -> None:
+        self.records = {r.id: r for r in records}
+
+    async def list_api_keys(self, client_id: str | None = None) -> list[ApiKeyRecord]:
+        return list(self.records.values())
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        return self.records.get(key_id)
+
+
+class Env:
+    """A clock, a JWT verifier (HMAC issuer), an API-key index with one key, and layer builder."""
+
+    def __init__(self) -> None:
+        self.clock = ManualClock(NOW)
+        cfg = issuer_config(hmac_secret=HMAC_SECRET, algorithms=["HS256"])
+        self.jwt = JwtVerifier([cfg], self.clock, RevocationState(self.clock))
+        key_id, secret, self.api_key = new_api_key()
+        self.record = ApiKeyRecord(
+            id=key_id,
+            client_id="client-9",
+            secret_hash=hash_secret(PEPPER, secret),
+            scopes=("read",),
+            created_at=NOW,
+            expires_at=NOW + 86400,
+        )
+        self.keys = ApiKeyIndex(FakeStore([self.record]), PEPPER, self.clock)  # type: ignore[arg-type]
+
+    async def start(self) -> Env:
+        await self.jwt.start()
+        await self.keys.load()
+        return self
+
+    def layer(self, **config: Any) -> AuthnLayer:
+        return AuthnLayer(
+            AuthnConfig.model_validate(config), jwt=self.jwt, api_keys=self.keys, clock=self.clock
+        )
+
+    def token(self, **claims: Any) -> str:
+        return sign(HS_KEY, "HS256", **claims)
+
+
+@pytest.fixture
+async def env() -> Env:
+    return await Env().start()
+
+
+def exchange(
+    headers: list[tuple[str, str]] | None = None, query: str = "", ip: str = "203.0.113.7"
+) -> Exchange:
+    req = RequestView("GET", "/v1/things", query, Headers(headers or []), peer_ip="10.0.0.1")
+    req.client_ip = ip
+    return Exchange(req, request_id="req-1", started=0.0, started_wall=NOW)
+
+
+def bearer(value: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {value}")]
+
+
+async def run(layer: AuthnLayer, ex: Exchange) -> Reply | None:
+    return await layer.on_request(ex)
+
+
+# --- success ---------------------------------------------------------------------------------
+
+
+async def test_bearer_jwt_sets_the_principal(env: Env) -> None:
+    ex = exchange(bearer(env.token()))
+    assert await run(env.layer(), ex) is None
+    assert ex.principal is not None
+    assert ex.principal.kind == "jwt"
+    assert ex.principal.subject == "user-1"
+
+
+@pytest.mark.parametrize("header", ["authorization", "x-api-key"])
+async def test_api_key_in_either_header(env: Env, header: str) -> None:
+    value = f"Bearer {env.api_key}" if header == "authorization" else env.api_key
+    ex = exchange([(header, value)])
+    assert await run(env.layer(), ex) is None
+    assert ex.principal is not None
+    assert ex.principal.kind == "api_key"
+    assert ex.principal.key_id == env.record.id
+
+
+async def test_bearer_scheme_is_case_insensitive(env: Env) -> None:
+    ex = exchange([("authorization", f"bearer   {env.api_key}")])
+    assert await run(env.layer(), ex) is None
+
+
+async def test_anonymous_route_continues_without_principal(env: Env) -> None:
+    ex = exchange()
+    assert await run(env.layer(methods=[], unsafe_allow_anonymous=True), ex) is None
+    assert ex.principal is None
+
+
+# --- failures are opaque ---------------------------------------------------------------------
+
+
+async def test_every_failure_gives_the_same_401(env: Env) -> None:
+    layer = env.layer(failed_attempts_limit={"rate": 1000, "per": 1})
+    wrong_secret = env.api_key[:-1] + ("A" if env.api_key[-1] != "A" else "B")
+    cases = {
+        "missing": exchange(),
+        "garbage bearer": exchange(bearer("garbage")),
+        "basic scheme": exchange([("authorization", "Basic dXNlcjpwYXNz")]),
+        "expired jwt": exchange(bearer(env.token(exp=int(NOW) - 3600))),
+        "forged jwt": exchange(bearer(env.token()[:-3] + "AAA")),
+        "wrong audience": exchange(bearer(env.token(aud="elsewhere"))),
+        "wrong secret": exchange(bearer(wrong_secret)),
+        "unknown key": exchange([("x-api-key", new_api_key()[2])]),
+        "malformed key": exchange([("x-api-key", "bsk_nope")]),
+        "query": exchange(query=f"api_key={env.api_key}"),
+        "both headers": exchange([*bearer(env.token()), ("x-api-key", env.api_key)]),
+    }
+    bodies, diagnoses = set(), set()
+    for name, ex in cases.items():
+        reply = await run(layer, ex)
+        assert reply is not None, name
+        assert reply.status == 401, name
+        assert ("www-authenticate", 'Bearer realm="bastion"') in reply.headers, name
+        assert ex.principal is None, name
+        assert ex.reason == "authn.failed", name
+        assert ex.diagnosis, name
+        assert env.api_key not in ex.diagnosis
+        bodies.add(reply.body)
+        diagnoses.add(ex.diagnosis)
+    assert len(bodies) == 1
+    assert len(diagnoses) == len(cases)  # the audit record can tell them apart
+    body = orjson.loads(bodies.pop())
+    assert body["code"] == "authn.failed"
+    assert "detail" not in body
+
+
+async def test_several_authorization_headers_are_refused(env: Env) -> None:
+    ex = exchange([*bearer(env.token()), *bearer(env.token(jti="2"))])
+    reply = await run(env.layer(), ex)
+    assert reply is not None
+    assert reply.status == 401
+    assert ex.diagnosis == "several credentials"
+
+
+async def test_both_headers_are_refused_even_when_both_are_valid(env: Env) -> None:
+    ex = exchange([*bearer(env.token()), ("x-api-key", env.api_key)])
+    reply = await run(env.layer(), ex)
+    assert reply is not None
+    assert reply.status == 401
+    assert ex.principal is None
+
+
+async def test_method_not_allowed_on_route(env: Env) -> None:
+    ex = exchange(bearer(env.token()))
+    reply = await run(env.layer(methods=["api_key"]), ex)
+    assert reply is not None
+    assert ex.diagnosis == "jwt: not accepted on route"
+    ex = exchange([("x-api-key", env.api_key)])
+    reply = await run(env.layer(methods=["jwt"]), ex)
+    assert reply is not None
+    assert ex.diagnosis == "api_key: not accepted on route"
+    ex = exchange(bearer(env.api_key))
+    assert await run(env.layer(methods=["jwt"]), ex) is not None
+
+
+# --- credentials in the query string ---------------------------------------------------------
+
+
+async def test_api_key_in_query_string_is_rejected(env: Env) -> None:
+    ex = exchange([("x-api-key", env.api_key)], query=f"key={env.api_key}")
+    reply = await run(env.layer(), ex)
+    assert reply is not None
+    assert reply.status == 401
+    assert ex.diagnosis == "credential in query string"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "access_token=abc",
+        "api_key=abc",
+        "APIKEY=abc",
+        "page=2&api-key=abc",
+        "x-api-key=",
+        "q=bsk_abc",
+        "q=%62sk_abc",
+        "t=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+    ],
+)
+def test_query_credentials_are_detected(query: str) -> None:
+    assert credential_in_query(query)
+
+
+@pytest.mark.parametrize("query", ["", "page=2", "token_type=bearer&q=bsk", "q=eyJ", "a=%zz"])
+def test_ordinary_queries_pass(query: str) -> None:
+    assert not credential_in_query(query)
+
+
+def test_absurd_number_of_query_fields_counts_as_suspicious() -> None:
+    assert credential_in_query("&".join(f"a{i}=1" for i in range(2000)))
+
+
+# --- scopes ----------------------------------------------------------------------------------
+
+
+async def test_missing_required_scope_is_403(env: Env) -> None:
+    layer = env.layer(required_scopes=["invoices:write"])
+    ex = exchange(bearer(env.token(scope="read")))
+    reply = await run(layer, ex)
+    assert reply is not None
+    assert reply.status == 403
+    assert ex.reason == "access.forbidden"
+    assert ex.diagnosis == "missing scopes: invoices:write"
+    assert ex.principal is not None  # who was refused goes into the audit record
+    ok = exchange(bearer(env.token(scope="read invoices:write", jti="j2")))
+    assert await run(layer, ok) is None
+
+
+# --- failed-attempt lockout ------------------------------------------------------------------
+
+
+async def test_failed_attempts_lock_the_ip_out_then_recover(env: Env) -> None:
+    layer = env.layer(failed_attempts_limit={"rate": 3, "per": 60})  # one every 20 s, burst 3
+    for _ in range(3):
+        reply = await run(layer, exchange(bearer("wrong")))
+        assert reply is not None
+        assert reply.status == 401
+    good = exchange([("x-api-key", env.api_key)])
+    reply = await run(layer, good)
+    assert reply is not None
+    assert reply.status == 429
+    assert good.diagnosis == "too many failed authentications"
+    retry = dict(reply.headers)["retry-after"]
+    assert 1 <= int(retry) <= 20
+    assert good.principal is None
+    other_ip = exchange([("x-api-key", env.api_key)], ip="198.51.100.1")
+    assert await run(layer, other_ip) is None  # only the attacking IP is locked out
+    env.clock.advance(20)
+    recovered = exchange([("x-api-key", env.api_key)])
+    assert await run(layer, recovered) is None
+    assert recovered.principal is not None
+
+
+async def test_successes_do_not_count_as_failures(env: Env) -> None:
+    layer = env.layer(failed_attempts_limit={"rate": 1, "per": 60})
+    for _ in range(10):
+        assert await run(layer, exchange([("x-api-key", env.api_key)])) is None
+
+
+# --- verify budget ---------------------------------------------------------------------------
+
+
+async def test_verify_budget_caps_signature_checks_per_ip(env: Env) -> None:
+    layer = env.layer(verify_limit={"rate": 1, "per": 60, "burst": 1})
+    first = env.token(jti="a")
+    assert await run(layer, exchange(bearer(first))) is None
+    ex = exchange(bearer(env.token(jti="b")))
+    reply = await run(layer, ex)
+    assert reply is not None
+    assert reply.status == 401
+    assert ex.diagnosis == "jwt: verify budget exceeded"
+    assert await run(layer, exchange(bearer(first))) is None  # cache hit: no budget needed
+    assert await run(layer, exchange(bearer(env.token(jti="c")), ip="198.51.100.1")) is None
+
+
+# --- construction ----------------------------------------------------------------------------
+
+
+def test_route_accepting_a_method_needs_its_verifier() -> None:
+    clock = ManualClock()
+    with pytest.raises(ConfigError):
+        AuthnLayer(AuthnConfig(methods=["jwt"]), jwt=None, api_keys=None, clock=clock)
+    with pytest.raises(ConfigError):
+        AuthnLayer(AuthnConfig(methods=["api_key"]), jwt=None, api_keys=None, clock=clock)
+
+
+async def test_peer_ip_is_used_when_client_ip_is_unset(env: Env) -> None:
+    layer = env.layer(failed_attempts_limit={"rate": 1, "per": 60})
+    ex = exchange(bearer("wrong"), ip="")
+    await run(layer, ex)
+    blocked = exchange([("x-api-key", env.api_key)], ip="")
+    reply = await run(layer, blocked)
+    assert reply is not None
+    assert reply.status == 429
+
+
+async def test_limiters_can_be_shared_between_routes(env: Env) -> None:
+    shared = LocalLimiter(60.0, 1)
+    a = AuthnLayer(
+        AuthnConfig(), jwt=env.jwt, api_keys=env.keys, clock=env.clock, failed_attempts=shared
+    )
+    b = AuthnLayer(
+        AuthnConfig(), jwt=env.jwt, api_keys=env.keys, clock=env.clock, failed_attempts=shared
+    )
+    await run(a, exchange(bearer("wrong")))
+    reply = await run(b, exchange([("x-api-key", env.api_key)]))
+    assert reply is not None
+    assert reply.status == 429

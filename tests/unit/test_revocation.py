@@ -1,0 +1,128 @@
+"""RevocationState: jti and per-subject not-before revocations, events, loading and pruning."""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.core.clock import ManualClock
+from bastion.core.revocation import RevocationState
+from bastion.store.base import Revocation
+
+ISS = "https://idp.test"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def state(clock: ManualClock) -> RevocationState:
+    return RevocationState(clock)
+
+
+def test_nothing_revoked_by_default(state: RevocationState, clock: ManualClock) -> None:
+    assert not state.is_token_revoked(ISS, "alice", "j1", clock.now())
+    assert not state.is_token_revoked(ISS, "alice", None, None)
+
+
+def test_revoked_jti(state: RevocationState, clock: ManualClock) -> None:
+    state.revoke_jti("j1", clock.now() + 60)
+    assert state.is_token_revoked(ISS, "alice", "j1", clock.now())
+    assert not state.is_token_revoked(ISS, "alice", "j2", clock.now())
+
+
+def test_subject_not_before_for_one_issuer(state: RevocationState, clock: ManualClock) -> None:
+    t = clock.now()
+    state.raise_not_before("alice", ISS, t)
+    assert state.is_token_revoked(ISS, "alice", "j1", t - 1)
+    assert not state.is_token_revoked(ISS, "alice", "j1", t)  # issued at the bar: new login
+    assert not state.is_token_revoked("https://other", "alice", "j1", t - 1)
+    assert not state.is_token_revoked(ISS, "bob", "j1", t - 1)
+
+
+def test_subject_not_before_for_every_issuer(state: RevocationState, clock: ManualClock) -> None:
+    t = clock.now()
+    state.raise_not_before("alice", None, t)
+    assert state.is_token_revoked(ISS, "alice", None, t - 1)
+    assert state.is_token_revoked("https://other", "alice", None, t - 1)
+
+
+def test_token_without_iat_is_revoked_once_the_subject_has_a_bar(state: RevocationState) -> None:
+    state.raise_not_before("alice", ISS, 10.0)
+    assert state.is_token_revoked(ISS, "alice", "j1", None)
+
+
+def test_not_before_only_moves_forward(state: RevocationState) -> None:
+    state.raise_not_before("alice", ISS, 100.0)
+    state.raise_not_before("alice", ISS, 50.0)
+    assert state.is_token_revoked(ISS, "alice", None, 99.0)
+
+
+def test_apply_events(state: RevocationState, clock: ManualClock) -> None:
+    now = clock.now()
+    state.apply({"type": "token.revoked", "jti": "j1", "expires_at": now + 60})
+    state.apply({"type": "subject.revoked", "subject": "bob", "issuer": None, "not_before": now})
+    assert state.is_token_revoked(ISS, "alice", "j1", now)
+    assert state.is_token_revoked(ISS, "bob", "j9", now - 5)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "token.revoked"},
+        {"type": "token.revoked", "jti": "", "expires_at": 1.0},
+        {"type": "token.revoked", "jti": "j1", "expires_at": "soon"},
+        {"type": "token.revoked", "jti": "j1", "expires_at": float("nan")},
+        {"type": "token.revoked", "jti": "j1", "expires_at": True},
+        {"type": "subject.revoked", "subject": "alice", "issuer": 3, "not_before": 1.0},
+        {"type": "subject.revoked", "subject": None, "not_before": 1.0},
+        {"type": "api_key.revoked", "key_id": "k"},
+        {"type": "unknown.type", "jti": "j1"},
+        {},
+    ],
+)
+def test_malformed_and_unknown_events_are_ignored(
+    state: RevocationState, event: dict[str, object]
+) -> None:
+    state.apply(event)
+    assert len(state) == 0
+
+
+def test_load_from_store_records(state: RevocationState, clock: ManualClock) -> None:
+    now = clock.now()
+    state.load(
+        [
+            Revocation("jti", "j1", ISS, None, now + 60, now),
+            Revocation("subject", "alice", ISS, now, now + 3600, now),
+            Revocation("subject", "bob", None, None, now + 3600, now - 10),
+            Revocation("bogus", "x", None, None, now + 60, now),
+        ]
+    )
+    assert state.is_token_revoked(ISS, "z", "j1", now)
+    assert state.is_token_revoked(ISS, "alice", None, now - 1)
+    assert state.is_token_revoked(ISS, "bob", None, now - 11)
+    assert not state.is_token_revoked(ISS, "bob", None, now - 10)
+    assert len(state) == 3
+
+
+def test_prune_drops_expired_jti_entries(state: RevocationState, clock: ManualClock) -> None:
+    now = clock.now()
+    state.revoke_jti("short", now + 10)
+    state.revoke_jti("long", now + 100)
+    state.raise_not_before("alice", None, now)
+    assert state.prune() == 0
+    clock.advance(10)
+    assert state.prune() == 1
+    assert not state.is_token_revoked(ISS, "x", "short", now)
+    assert state.is_token_revoked(ISS, "x", "long", now)
+    assert state.is_token_revoked(ISS, "alice", None, now - 1)  # subject bars are kept
+
+
+def test_revoking_again_keeps_the_later_expiry(state: RevocationState, clock: ManualClock) -> None:
+    now = clock.now()
+    state.revoke_jti("j1", now + 100)
+    state.revoke_jti("j1", now + 10)
+    clock.advance(50)
+    state.prune()
+    assert state.is_token_revoked(ISS, "x", "j1", now)

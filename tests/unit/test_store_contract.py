@@ -1,0 +1,312 @@
+"""One contract, every backend: the same suite runs against each store in ``BACKENDS``.
+
+A PostgreSQL backend joins by adding a factory to ``BACKENDS`` (e.g. one that creates a fresh
+schema on the server at 127.0.0.1:5432 and drops it afterwards).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bastion.errors import ConfigError, StoreError
+from bastion.store import MemoryStore, SqliteStore, open_store
+from bastion.store.base import ApiKeyRecord, ClientRecord, Revocation, Store
+
+StoreFactory = Callable[[Path], Awaitable[Store]]
+
+
+async def _memory(tmp_path: Path) -> Store:
+    return MemoryStore()
+
+
+async def _sqlite(tmp_path: Path) -> Store:
+    return SqliteStore(str(tmp_path / "state.db"))
+
+
+BACKENDS: dict[str, StoreFactory] = {"memory": _memory, "sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s = await BACKENDS[request.param](tmp_path)
+    await s.open()
+    yield s
+    await s.close()
+
+
+def _client(cid: str = "acme", at: float = 100.0) -> ClientRecord:
+    return ClientRecord(id=cid, name=f"{cid} inc", created_at=at)
+
+
+def _key(kid: str = "k1", client: str = "acme", at: float = 200.0, **kw: object) -> ApiKeyRecord:
+    fields: dict[str, object] = {
+        "id": kid,
+        "client_id": client,
+        "secret_hash": "ab" * 32,
+        "scopes": ("invoices:read", "users:read"),
+        "created_at": at,
+        "expires_at": at + 3600,
+        "name": "ci key",
+    }
+    fields.update(kw)
+    return ApiKeyRecord(**fields)  # type: ignore[arg-type]
+
+
+def _jti(value: str = "tok-1", expires: float = 5000.0, at: float = 300.0) -> Revocation:
+    return Revocation("jti", value, "https://issuer", None, expires, at)
+
+
+# -- clients ------------------------------------------------------------------------------
+
+
+async def test_client_round_trip(store: Store) -> None:
+    await store.put_client(_client("b", 2.0))
+    await store.put_client(_client("a", 2.0))
+    await store.put_client(_client("c", 1.0))
+    assert await store.get_client("a") == _client("a", 2.0)
+    assert await store.get_client("zzz") is None
+    assert [c.id for c in await store.list_clients()] == ["c", "a", "b"]
+
+
+async def test_duplicate_client_is_refused(store: Store) -> None:
+    await store.put_client(_client())
+    with pytest.raises(StoreError):
+        await store.put_client(_client())
+    assert len(await store.list_clients()) == 1
+
+
+# -- API keys -----------------------------------------------------------------------------
+
+
+async def test_api_key_round_trip(store: Store) -> None:
+    await store.put_client(_client())
+    key = _key()
+    await store.put_api_key(key)
+    got = await store.get_api_key("k1")
+    assert got == key
+    assert got is not None
+    assert got.scopes == ("invoices:read", "users:read")
+    assert await store.get_api_key("nope") is None
+
+
+async def test_api_key_without_expiry_or_scopes(store: Store) -> None:
+    await store.put_client(_client())
+    key = _key(expires_at=None, scopes=())
+    await store.put_api_key(key)
+    assert await store.get_api_key("k1") == key
+
+
+async def test_list_api_keys_filters_by_client(store: Store) -> None:
+    await store.put_client(_client("acme"))
+    await store.put_client(_client("globex"))
+    await store.put_api_key(_key("k2", "acme", at=20.0))
+    await store.put_api_key(_key("k1", "acme", at=10.0))
+    await store.put_api_key(_key("k3", "globex", at=5.0))
+    assert [k.id for k in await store.list_api_keys()] == ["k3", "k1", "k2"]
+    assert [k.id for k in await store.list_api_keys("acme")] == ["k1", "k2"]
+    assert await store.list_api_keys("nobody") == []
+
+
+async def test_api_key_of_unknown_client_is_refused_and_leaves_no_change(store: Store) -> None:
+    with pytest.raises(StoreError):
+        await store.put_api_key(_key(client="ghost"))
+    assert await store.get_api_key("k1") is None
+    assert await store.changes_since(0) == []
+
+
+async def test_duplicate_api_key_is_refused_and_leaves_one_change(store: Store) -> None:
+    await store.put_client(_client())
+    await store.put_api_key(_key())
+    with pytest.raises(StoreError):
+        await store.put_api_key(_key())
+    assert [c.kind for c in await store.changes_since(0)] == ["api_key.created"]
+
+
+async def test_put_api_key_appends_created_change(store: Store) -> None:
+    await store.put_client(_client())
+    await store.put_api_key(_key())
+    [change] = await store.changes_since(0)
+    assert change.kind == "api_key.created"
+    assert change.payload == {"key_id": "k1", "client_id": "acme"}
+    assert change.at == 200.0
+    assert "secret_hash" not in orjson.dumps(change.payload).decode()
+
+
+async def test_revoke_api_key(store: Store) -> None:
+    await store.put_client(_client())
+    await store.put_api_key(_key())
+    assert await store.revoke_api_key("k1", 1000.0) is True
+    got = await store.get_api_key("k1")
+    assert got is not None
+    assert got.revoked_at == 1000.0
+    assert got.state(1000.0) == "revoked"
+    changes = await store.changes_since(0)
+    assert [c.kind for c in changes] == ["api_key.created", "api_key.revoked"]
+    assert changes[1].payload == {"key_id": "k1", "at": 1000.0}
+
+
+async def test_revoke_twice_or_unknown_is_false_without_change(store: Store) -> None:
+    await store.put_client(_client())
+    await store.put_api_key(_key())
+    assert await store.revoke_api_key("k1", 1000.0) is True
+    assert await store.revoke_api_key("k1", 2000.0) is False
+    assert await store.revoke_api_key("ghost", 2000.0) is False
+    got = await store.get_api_key("k1")
+    assert got is not None
+    assert got.revoked_at == 1000.0
+    assert len(await store.changes_since(0)) == 2
+
+
+# -- revocations --------------------------------------------------------------------------
+
+
+async def test_jti_revocation_and_change(store: Store) -> None:
+    rev = _jti()
+    await store.add_revocation(rev)
+    assert await store.active_revocations(now=400.0) == [rev]
+    [change] = await store.changes_since(0)
+    assert change.kind == "token.revoked"
+    assert change.payload == {"jti": "tok-1", "expires_at": 5000.0, "issuer": "https://issuer"}
+    assert change.at == 300.0
+
+
+async def test_subject_revocation_and_change(store: Store) -> None:
+    rev = Revocation("subject", "user-7", None, 250.0, 9000.0, 260.0)
+    await store.add_revocation(rev)
+    assert await store.active_revocations(now=400.0) == [rev]
+    [change] = await store.changes_since(0)
+    assert change.kind == "subject.revoked"
+    assert change.payload == {
+        "subject": "user-7",
+        "issuer": None,
+        "not_before": 250.0,
+        "expires_at": 9000.0,
+    }
+
+
+async def test_active_revocations_drops_expired(store: Store) -> None:
+    await store.add_revocation(_jti("old", expires=500.0))
+    await store.add_revocation(_jti("new", expires=1500.0))
+    assert [r.value for r in await store.active_revocations(now=400.0)] == ["old", "new"]
+    assert [r.value for r in await store.active_revocations(now=500.0)] == ["new"]
+    assert await store.active_revocations(now=1500.0) == []
+
+
+@pytest.mark.parametrize(
+    "rev",
+    [
+        Revocation("session", "x", None, None, 10.0, 1.0),
+        Revocation("subject", "user-7", None, None, 10.0, 1.0),
+    ],
+    ids=["unknown-kind", "subject-without-not-before"],
+)
+async def test_malformed_revocation_is_refused(store: Store, rev: Revocation) -> None:
+    with pytest.raises(StoreError):
+        await store.add_revocation(rev)
+    assert await store.active_revocations(now=0.0) == []
+    assert await store.changes_since(0) == []
+
+
+# -- change feed --------------------------------------------------------------------------
+
+
+async def test_changes_since_is_ordered_paged_and_exclusive(store: Store) -> None:
+    assert await store.last_change_seq() == 0
+    assert await store.changes_since(0) == []
+    for i in range(5):
+        await store.add_revocation(_jti(f"t{i}", at=float(i)))
+    all_changes = await store.changes_since(0)
+    seqs = [c.seq for c in all_changes]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 5
+    assert [c.payload["jti"] for c in all_changes] == ["t0", "t1", "t2", "t3", "t4"]
+    assert await store.last_change_seq() == seqs[-1]
+    assert [c.seq for c in await store.changes_since(seqs[1])] == seqs[2:]
+    assert [c.seq for c in await store.changes_since(seqs[1], limit=2)] == seqs[2:4]
+    assert await store.changes_since(seqs[-1]) == []
+    assert await store.changes_since(0, limit=0) == []
+
+
+# -- audit log ----------------------------------------------------------------------------
+
+
+async def test_write_and_count_audit(store: Store) -> None:
+    assert await store.count_audit() == 0
+    await store.write_audit([])
+    records = [
+        {
+            "@timestamp": "2024-01-01T00:00:00.000Z",
+            "event": {"outcome": "success"},
+            "http": {"request": {"id": f"r{i}"}},
+            "source": {"ip": "192.0.2.1"},
+            "user": {"id": "alice"},
+        }
+        for i in range(3)
+    ]
+    await store.write_audit(records)
+    await store.write_audit([{"@timestamp": "2024-01-01T00:00:01.000Z"}])
+    assert await store.count_audit() == 4
+
+
+async def test_unserialisable_audit_record_is_a_store_error(store: Store) -> None:
+    with pytest.raises(StoreError):
+        await store.write_audit([{"@timestamp": "x", "bad": object()}])
+    assert await store.count_audit() == 0
+
+
+async def test_store_has_no_audit_update_or_delete() -> None:
+    for cls in (MemoryStore, SqliteStore):
+        public = {n for n in dir(cls) if not n.startswith("_") and "audit" in n}
+        assert public <= {"write_audit", "count_audit", "audit_rows"}
+
+
+# -- lifecycle ----------------------------------------------------------------------------
+
+
+async def test_every_call_after_close_is_a_store_error(store: Store) -> None:
+    await store.close()
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: store.put_client(_client()),
+        lambda: store.get_client("acme"),
+        lambda: store.list_clients(),
+        lambda: store.put_api_key(_key()),
+        lambda: store.get_api_key("k1"),
+        lambda: store.list_api_keys(),
+        lambda: store.revoke_api_key("k1", 1.0),
+        lambda: store.add_revocation(_jti()),
+        lambda: store.active_revocations(0.0),
+        lambda: store.changes_since(0),
+        lambda: store.last_change_seq(),
+        lambda: store.write_audit([{"@timestamp": "x"}]),
+        lambda: store.count_audit(),
+    ]
+    for call in calls:
+        with pytest.raises(StoreError):
+            await call()
+
+
+# -- open_store ---------------------------------------------------------------------------
+
+
+def test_open_store_maps_urls(tmp_path: Path) -> None:
+    assert isinstance(open_store("memory://"), MemoryStore)
+    rel = open_store("sqlite:///bastion.db")
+    assert isinstance(rel, SqliteStore)
+    assert rel.path == "bastion.db"
+    absolute = open_store(f"sqlite:///{tmp_path}/x.db")
+    assert isinstance(absolute, SqliteStore)
+    assert absolute.path == f"{tmp_path}/x.db"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://bob:hunter2@db/x", "sqlite:///", "sqlite://relative.db", "redis://x", ""],
+)
+def test_open_store_refuses_other_urls_without_echoing_credentials(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        open_store(url)
+    assert "hunter2" not in str(info.value)
