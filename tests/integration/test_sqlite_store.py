@@ -158,6 +158,49 @@ async def test_audit_log_columns_and_append_only(
     assert await store.count_audit() == 2
 
 
+async def test_concurrent_first_opens_of_a_new_file(tmp_path: Path) -> None:
+    for round_ in range(20):
+        path = str(tmp_path / f"fresh-{round_}.db")
+        stores = [SqliteStore(path) for _ in range(6)]
+        await asyncio.gather(*(s.open() for s in stores))  # all switch to WAL and migrate at once
+        assert await stores[-1].last_change_seq() == 0
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+class _RacingConnection:
+    """Answers the WAL switch as SQLite does while another connection switches the same file:
+    "database is locked" at once, without the busy wait."""
+
+    def __init__(self, failures: int, code: int = sqlite3.SQLITE_BUSY) -> None:
+        self.failures = failures
+        self.code = code
+        self.calls = 0
+
+    def execute(self, sql: str) -> _RacingConnection:
+        self.calls += 1
+        if self.calls <= self.failures:
+            exc = sqlite3.OperationalError("database is locked")
+            exc.sqlite_errorcode = self.code
+            raise exc
+        return self
+
+    def fetchone(self) -> tuple[str]:
+        return ("wal",)
+
+
+def test_wal_switch_retries_a_racing_connection(db_path: Path) -> None:
+    conn = _RacingConnection(failures=3)
+    assert SqliteStore(str(db_path))._enable_wal(conn) == "wal"  # type: ignore[arg-type]
+    assert conn.calls == 4
+    never = _RacingConnection(failures=10**6)
+    with pytest.raises(sqlite3.OperationalError):
+        SqliteStore(str(db_path), busy_timeout=0.05)._enable_wal(never)  # type: ignore[arg-type]
+    other = _RacingConnection(failures=1, code=sqlite3.SQLITE_IOERR)
+    with pytest.raises(sqlite3.OperationalError):
+        SqliteStore(str(db_path))._enable_wal(other)  # type: ignore[arg-type]
+    assert other.calls == 1
+
+
 async def test_concurrent_writers_on_one_file(db_path: Path) -> None:
     a, b = SqliteStore(str(db_path)), SqliteStore(str(db_path))
     await asyncio.gather(a.open(), b.open())  # both migrate at once: one wins, one skips

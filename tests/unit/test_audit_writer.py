@@ -292,3 +292,28 @@ def test_layer_contract() -> None:
     layer = AuditLayer(auditor)
     assert isinstance(layer, Layer)
     assert layer.name == "audit"
+
+
+class BrokenRedactor(Redactor):
+    """A redactor with a bug: rendering fails on every record."""
+
+    __slots__ = ()
+
+    def redact_text(self, s: str) -> str:
+        raise ValueError(f"boom on {s}")
+
+
+async def test_a_render_bug_costs_detail_not_the_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    auditor = Auditor(config(file_sink(tmp_path)), None, None, BrokenRedactor())
+    await auditor.start()
+    with caplog.at_level(logging.ERROR, logger="bastion.audit"):
+        auditor.submit(exchange(1, path=f"/x/{PASSWORD}"))
+        await auditor.aclose()
+    [line] = lines_of(tmp_path / "audit.log")
+    record = orjson.loads(line)
+    assert record["bastion"] == {"decision": "allow", "render_error": True}
+    assert record["http"]["response"]["status_code"] == 200
+    assert PASSWORD not in caplog.text
+    assert "could not be rendered" in caplog.text

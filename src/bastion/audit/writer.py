@@ -11,6 +11,8 @@ The buffer is bounded by ``queue_size``: records waiting for the slowest sink pl
 rendered. When it is full, :meth:`Auditor.wait_for_space` blocks the caller (backpressure on the
 requests) until a sink catches up; records are never dropped. At shutdown :meth:`Auditor.aclose`
 writes everything, waiting at most ``shutdown_timeout`` for a sink that is down.
+
+Subscribers of ``audit`` receive the very dict the store sink writes: they must not modify it.
 """
 
 from __future__ import annotations
@@ -186,7 +188,8 @@ class Auditor:
             self._schedule_render()
 
     def submit(self, ex: Exchange) -> None:
-        """Queue the record of a completed exchange (sync, about a microsecond).
+        """Queue the record of a completed exchange (sync, about a microsecond; call it from
+        the event loop's thread).
 
         Never drops: past ``queue_size`` the buffer still grows, so callers should honour
         :attr:`full`. RuntimeError after :meth:`aclose` has finished.

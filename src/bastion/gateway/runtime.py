@@ -34,7 +34,14 @@ LayerBuilder = Callable[[RouteConfig, GatewayServices], Layer | None]
 def _authn(r: RouteConfig, s: GatewayServices) -> Layer | None:
     if not r.authn.methods:
         return None  # anonymous route (config required unsafe_allow_anonymous)
-    return AuthnLayer(r.authn, jwt=s.jwt, api_keys=s.api_keys, clock=s.clock)
+    return AuthnLayer(
+        r.authn,
+        jwt=s.jwt,
+        api_keys=s.api_keys,
+        clock=s.clock,
+        failed_attempts=s.shared_limiter("failed_authn", r.authn.failed_attempts_limit),
+        verify_budget=s.shared_limiter("verify", r.authn.verify_limit),
+    )
 
 
 def _ratelimit(r: RouteConfig, s: GatewayServices) -> Layer | None:

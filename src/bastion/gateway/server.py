@@ -33,6 +33,7 @@ from bastion.errors import (
     UpstreamUnavailable,
     UriTooLong,
 )
+from bastion.gateway.deadlines import sweeper
 from bastion.gateway.forward import response_headers_from_upstream, upstream_request_head
 
 if TYPE_CHECKING:
@@ -216,7 +217,10 @@ class HttpProtocol(asyncio.Protocol):
         self._body_bytes = 0
         self._queue: deque[_Parsed] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._waiter: asyncio.Future[None] | None = None  # set while the serve task is idle
+        self._busy = False  # a request is being answered
+        self.deadline = 0.0  # monotonic; 0: none (see deadlines.py)
+        self._on_timeout: Callable[[], None] = self._on_idle_timeout
         self._pending_error: BastionError | None = None
         self._closed = False
         self._writing_paused = False
@@ -231,13 +235,16 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else "unknown"
         self.peer_ip = ip[7:] if ip.startswith("::ffff:") else ip
+        sweeper().add(self)
         self._set_timer(self.limits.keepalive_timeout, self._on_idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._cancel_timer()
+        sweeper().discard(self)
         if self._upstream is not None:
             self._upstream.resume_reading()
+        self._wake()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -269,13 +276,21 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- timers -------------------------------------------------------------------------------
     def _set_timer(self, delay: float, cb: Callable[[], None]) -> None:
-        self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(delay, cb)
+        self.deadline = time.monotonic() + delay
+        self._on_timeout = cb
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = 0.0
+
+    def on_deadline(self) -> None:
+        self._on_timeout()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
 
     def _on_idle_timeout(self) -> None:
         if self.transport is not None:
@@ -291,7 +306,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url.clear()
         self._header_bytes = 0
         self._body_bytes = 0
-        if self._task is None:
+        if not self._busy:
             self._set_timer(self.limits.header_timeout, self._on_read_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -343,10 +358,10 @@ class HttpProtocol(asyncio.Protocol):
         if length is not None and length > limit:
             self._pending_error = PayloadTooLarge(diagnosis=f"content-length {length} > {limit}")
             raise self._pending_error
-        if self._task is None:
+        if not self._busy:
             self._set_timer(self.limits.body_timeout, self._on_read_timeout)
         for k, v in cur.headers:
-            if k == "expect" and v.lower() == "100-continue" and self._task is None:
+            if k == "expect" and v.lower() == "100-continue" and not self._busy:
                 self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -360,18 +375,38 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._queue.append(self._cur)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
         if self._task is None:
             self._cancel_timer()
             self._task = asyncio.get_running_loop().create_task(self._serve())
+        elif self._waiter is not None:
+            self._cancel_timer()
+            self._wake()
         elif len(self._queue) > 8 and self.transport is not None:
             self.transport.pause_reading()  # pipelining flood: stop reading until we catch up
 
     # -- serving --------------------------------------------------------------------------------
     async def _serve(self) -> None:
+        """Answer queued requests in order; lives as long as the connection (one task per
+        connection, not per request)."""
+        loop = asyncio.get_running_loop()
         try:
-            while self._queue and not self._closed:
+            while not self._closed:
+                if not self._queue:
+                    if self.transport is not None:
+                        self.transport.resume_reading()
+                    self._set_timer(self.limits.keepalive_timeout, self._on_idle_timeout)
+                    self._waiter = loop.create_future()
+                    await self._waiter
+                    continue
                 parsed = self._queue.popleft()
-                await self._handle(parsed)
+                self._busy = True
+                try:
+                    await self._handle(parsed)
+                finally:
+                    self._busy = False
                 if not self.keep_alive_after or parsed.error is not None:
                     if self.transport is not None:
                         self.transport.close()
@@ -380,12 +415,9 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("unhandled error while serving a request")
             if self.transport is not None:
                 self.transport.close()
-            return
         finally:
             self._task = None
-        if not self._closed and self.transport is not None:
-            self.transport.resume_reading()
-            self._set_timer(self.limits.keepalive_timeout, self._on_idle_timeout)
+            self._waiter = None
 
     def _request_view(self, p: _Parsed) -> RequestView:
         return RequestView(
@@ -497,8 +529,7 @@ class HttpProtocol(asyncio.Protocol):
             cur.started = time.monotonic()
         self._parser = httptools.HttpRequestParser(self)  # the old one is in an error state
         self._queue.append(cur)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._serve())
+        self._dispatch()
 
 
 def server_tls_context(

@@ -8,13 +8,17 @@ come from this process or from the store's change feed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
 from bastion.audit.redact import Redactor
 from bastion.audit.writer import Auditor
 from bastion.config.model import BastionConfig
+from bastion.config.types import RateSpec
 from bastion.core.clock import Clock, SystemClock
+from bastion.core.gcra import LocalLimiter
 from bastion.core.revocation import RevocationState
 from bastion.events.bus import Event, EventBus
 from bastion.events.feed import ChangeFeed
@@ -26,6 +30,10 @@ from bastion.store import open_store
 from bastion.store.base import Store
 
 log = logging.getLogger("bastion.gateway")
+
+# Verified-token cache entries per worker: ~800 B each, so 20k stay well under the 150 MB
+# per-worker memory goal even when full.
+JWT_CACHE_SIZE = 20_000
 
 
 @dataclass
@@ -44,7 +52,26 @@ class GatewayServices:
     auditor_layer: AuditLayer
     feed: ChangeFeed
     _unsubscribe: list[object] = field(default_factory=list)
+    _limiters: dict[tuple[str, float, int], LocalLimiter] = field(default_factory=dict)
+    _maintenance: asyncio.Task[None] | None = None
     _started: bool = False
+
+    def shared_limiter(self, purpose: str, spec: RateSpec) -> LocalLimiter:
+        """One limiter per purpose and rate, shared by every route that uses it: a lockout on
+        failed authentications then covers the whole gateway, not one route."""
+        key = (purpose, spec.emission_interval, spec.effective_burst)
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = LocalLimiter(key[1], key[2])
+        return limiter
+
+    async def _maintain(self, every: float = 30.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.revocations.prune()
+            mono = self.clock.monotonic()
+            for limiter in self._limiters.values():
+                limiter.prune(mono)
 
     @classmethod
     def create(
@@ -62,7 +89,11 @@ class GatewayServices:
         revocations = RevocationState(clock)
         pepper = config.api_keys.pepper
         api_keys = ApiKeyIndex(store, pepper.get_secret_value().encode(), clock) if pepper else None
-        jwt = JwtVerifier(list(config.issuers), clock, revocations) if config.issuers else None
+        jwt = (
+            JwtVerifier(list(config.issuers), clock, revocations, cache_size=JWT_CACHE_SIZE)
+            if config.issuers
+            else None
+        )
         auditor = Auditor(config.audit, store, bus, Redactor(list(config.audit.redact_fields)))
         return cls(
             config=config,
@@ -99,6 +130,7 @@ class GatewayServices:
             await self.jwt.start()
         await self.auditor.start()
         await self.feed.start(from_seq=seq)
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
         self._started = True
 
     async def aclose(self) -> None:
@@ -106,6 +138,11 @@ class GatewayServices:
         if not self._started:
             return
         self._started = False
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
         await self.feed.aclose()
         if self.jwt is not None:
             await self.jwt.aclose()

@@ -30,6 +30,7 @@ from typing import Any, Protocol, cast
 import httptools
 
 from bastion.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from bastion.gateway.deadlines import sweeper
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -70,9 +71,9 @@ class UpstreamConnection(asyncio.Protocol):
         "_parser",
         "_pool",
         "_read_timeout",
-        "_read_timer",
         "_sink",
         "_waiter",
+        "deadline",
         "idle_since",
         "reused",
         "transport",
@@ -91,7 +92,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._closed = False
         self._no_body = False
         self._max_head = pool.max_response_header_bytes
-        self._read_timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # monotonic; 0: none (see deadlines.py)
         self._read_timeout = pool.read_timeout
         self._waiter: asyncio.Future[None] | None = None
         self.idle_since = 0.0
@@ -101,6 +102,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
         self.transport = cast(asyncio.Transport, transport)
+        sweeper().add(self)
 
     def data_received(self, data: bytes) -> None:
         sink = self._sink
@@ -124,7 +126,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self._cancel_timer()
+        self.deadline = 0.0
+        sweeper().discard(self)
         self._pool.discard(self)
         sink = self._sink
         if sink is None:
@@ -226,20 +229,15 @@ class UpstreamConnection(asyncio.Protocol):
                 self._waiter.set_result(None)
 
     def _arm_timer(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-        self._read_timer = asyncio.get_running_loop().call_later(
-            self._read_timeout, self._on_read_timeout
-        )
+        self.deadline = time.monotonic() + self._read_timeout
 
     def _cancel_timer(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self.deadline = 0.0
 
-    def _on_read_timeout(self) -> None:
-        self._read_timer = None
-        self._fail(UpstreamTimeout(diagnosis=f"upstream silent for {self._read_timeout:g}s"))
+    def on_deadline(self) -> None:
+        """The upstream was silent for ``read_timeout`` during an exchange."""
+        if self._sink is not None:
+            self._fail(UpstreamTimeout(diagnosis=f"upstream silent for {self._read_timeout:g}s"))
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self._closed:

@@ -103,8 +103,8 @@ class SqliteStore:
             conn.execute("PRAGMA foreign_keys = ON")
             if conn.execute("PRAGMA foreign_keys").fetchone() != (1,):
                 raise StoreError(diagnosis="sqlite: foreign keys are not supported")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if self.path != ":memory:" and (mode is None or str(mode[0]).lower() != "wal"):
+            mode = self._enable_wal(conn)
+            if self.path != ":memory:" and mode != "wal":
                 raise StoreError(diagnosis=f"sqlite: cannot switch {self.path!r} to WAL mode")
             conn.execute("PRAGMA synchronous = FULL")
             self._write(conn, _migrate)
@@ -112,6 +112,20 @@ class SqliteStore:
             conn.close()
             raise
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch the file to WAL (persistent), retrying while another connection does the same:
+        SQLite answers that race with an immediate "database is locked", not the busy wait."""
+        deadline = time.monotonic() + self._busy_ms / 1000
+        while True:
+            try:
+                row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                return str(row[0]).lower() if row else ""
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.01)
 
     async def open(self) -> None:
         """Connect, enable WAL, apply pending migrations; StoreError if any of it fails."""
