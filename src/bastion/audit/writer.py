@@ -65,9 +65,14 @@ class _Lane:
         self.task: asyncio.Task[None] | None = None
 
     def extend(self, entries: list[AuditEntry]) -> None:
+        was_empty = not self.queue
         self.queue.extend(entries)
-        self.idle.clear()
-        self.wake.set()
+        if was_empty:
+            self.idle.clear()
+        # Waking the writer task costs a task step and a future: do it only when it has
+        # something to do now (it sleeps up to ``interval`` for a batch to fill), not per call.
+        if was_empty or len(self.queue) >= self.batch_size:
+            self.wake.set()
 
     async def run(self) -> None:
         delay = RETRY_MIN

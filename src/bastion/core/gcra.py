@@ -103,6 +103,11 @@ class LocalLimiter:
 
     def peek(self, key: object, now: float) -> bool:
         """Would one more request be allowed now? (No state change.)"""
+        tat = self._tats.get(key)
+        if tat is None or tat <= now:
+            # A new or fully refilled bucket always allows one (burst >= 1), table space
+            # permitting; this is the per-request fast path of failed-attempt lockouts.
+            return tat is not None or len(self._tats) < self._max or self._make_room(now)
         return self.evaluate(key, now).allowed
 
     def prune(self, now: float) -> int:

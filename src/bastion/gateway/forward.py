@@ -122,12 +122,27 @@ def upstream_request_head(
     return "".join(parts).encode("latin-1")
 
 
+HEADER_NAME_CACHE: dict[bytes, str] = {}
+HEADER_NAME_CACHE_MAX = 4096
+
+
+def header_name(raw: bytes) -> str:
+    """A raw header name as a lower-case str, from a bounded cache (names repeat endlessly)."""
+    name = HEADER_NAME_CACHE.get(raw)
+    if name is None:
+        name = raw.decode("latin-1").lower()
+        if len(HEADER_NAME_CACHE) < HEADER_NAME_CACHE_MAX:
+            HEADER_NAME_CACHE[raw] = name
+    return name
+
+
 def response_headers_from_upstream(raw: list[tuple[bytes, bytes]]) -> Headers:
     """Upstream response headers as :class:`Headers`, minus hop-by-hop and framing headers."""
     items: list[tuple[str, str]] = []
     listed: set[str] = set()
+    names = HEADER_NAME_CACHE
     for name, value in raw:
-        lname = name.decode("latin-1").lower()
+        lname = names.get(name) or header_name(name)
         if lname == "connection":
             listed.update(t.strip().lower() for t in value.decode("latin-1").split(","))
             continue

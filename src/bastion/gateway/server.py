@@ -34,7 +34,12 @@ from bastion.errors import (
     UriTooLong,
 )
 from bastion.gateway.deadlines import sweeper
-from bastion.gateway.forward import response_headers_from_upstream, upstream_request_head
+from bastion.gateway.forward import (
+    HEADER_NAME_CACHE,
+    header_name,
+    response_headers_from_upstream,
+    upstream_request_head,
+)
 
 if TYPE_CHECKING:
     from bastion.config.model import ServerConfig
@@ -326,7 +331,7 @@ class HttpProtocol(asyncio.Protocol):
         ):
             self._pending_error = HeadersTooLarge(diagnosis="request headers over the limit")
             raise self._pending_error
-        cur.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        cur.headers.append((HEADER_NAME_CACHE.get(name) or header_name(name), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         cur = self._cur

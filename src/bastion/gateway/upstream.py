@@ -300,6 +300,16 @@ class UpstreamPool:
     def idle_connections(self) -> int:
         return len(self._idle)
 
+    def _idle_connection(self) -> UpstreamConnection | None:
+        """A live idle connection, without suspending (the common case under load)."""
+        while self._idle:
+            conn = self._idle.pop()  # most recently used: likeliest to be alive
+            if conn.usable:
+                conn.reused = True
+                return conn
+            self.discard(conn)
+        return None
+
     async def _acquire(self) -> UpstreamConnection:
         while self._idle:
             conn = self._idle.pop()  # most recently used: likeliest to be alive
@@ -398,7 +408,7 @@ class UpstreamPool:
         request was sent are reported through ``sink.on_error``.
         """
         for attempt in (0, 1):
-            conn = await self._acquire()
+            conn = self._idle_connection() or await self._acquire()
             if on_connection is not None:
                 on_connection(conn)
             try:
