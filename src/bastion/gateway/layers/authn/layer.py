@@ -103,8 +103,9 @@ class AuthnLayer(Layer):
         ip = req.client_ip or req.peer_ip
         if credential_in_query(req.query):
             return self._fail(ex, ip, "credential in query string")
-        locked = self._failed.evaluate(ip, self._clock.monotonic())
-        if not locked.allowed:
+        now = self._clock.monotonic()
+        if not self._failed.peek(ip, now):
+            locked = self._failed.evaluate(ip, now)
             retry_after = str(max(1, math.ceil(locked.retry_after)))
             return ex.deny(
                 RateLimited(
