@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-SRC := src tests bench examples
+SRC := src tests bench examples docs
 
 .PHONY: install demo test lint format unit integration e2e bench clean
 

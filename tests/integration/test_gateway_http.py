@@ -15,8 +15,16 @@ pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"
 
 
-def test_allowed_request_forwarded_with_identity_and_without_credential(gateway: GatewayHarness) -> None:
-    r = gateway.request("POST", "/api/echo?x=1", body=b'{"a":1}', key=True, headers={"Content-Type": "application/json"})
+def test_allowed_request_forwarded_with_identity_and_without_credential(
+    gateway: GatewayHarness,
+) -> None:
+    r = gateway.request(
+        "POST",
+        "/api/echo?x=1",
+        body=b'{"a":1}',
+        key=True,
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status == 200
     seen = r.json()
     assert seen["path"] == "/echo"
@@ -49,11 +57,18 @@ def test_jwt_accepted(gateway: GatewayHarness) -> None:
         "Basic dXNlcjpwYXNz",
     ],
 )
-def test_missing_or_bad_credentials_get_the_same_opaque_401(gateway: GatewayHarness, auth: str | None) -> None:
+def test_missing_or_bad_credentials_get_the_same_opaque_401(
+    gateway: GatewayHarness, auth: str | None
+) -> None:
     r = gateway.request("GET", "/api/echo", headers={"Authorization": auth} if auth else {})
     assert r.status == 401
     assert r.header("content-type") == PROBLEM
-    assert r.header("www-authenticate", ) is not None
+    assert (
+        r.header(
+            "www-authenticate",
+        )
+        is not None
+    )
     body = r.json()
     assert body["code"] == "authn.failed"
     assert set(body) == {"type", "title", "status", "code", "instance"}
@@ -68,7 +83,13 @@ def test_forged_jwt_rejected(gateway: GatewayHarness) -> None:
     now = int(time.time())
     forged = jwt.encode(
         {"alg": "ES256", "kid": "k1"},
-        {"iss": "https://idp.test", "sub": "admin", "aud": "https://api.test", "exp": now + 60, "iat": now},
+        {
+            "iss": "https://idp.test",
+            "sub": "admin",
+            "aud": "https://api.test",
+            "exp": now + 60,
+            "iat": now,
+        },
         attacker,
     )
     r = gateway.request("GET", "/api/echo", headers={"Authorization": f"Bearer {forged}"})
@@ -85,7 +106,10 @@ def test_api_key_in_query_string_refused(gateway: GatewayHarness) -> None:
 def test_scopes_enforced(gateway: GatewayHarness) -> None:
     assert gateway.request("GET", "/admin/echo", key=True).status == 403
     admin = gateway.create_key("ops", ("admin",))
-    assert gateway.request("GET", "/admin/echo", headers={"Authorization": f"Bearer {admin}"}).status == 200
+    assert (
+        gateway.request("GET", "/admin/echo", headers={"Authorization": f"Bearer {admin}"}).status
+        == 200
+    )
 
 
 def test_burst_gets_429_with_headers(gateway: GatewayHarness) -> None:
@@ -111,8 +135,10 @@ def test_oversized_chunked_body_413(gateway: GatewayHarness) -> None:
     chunk = b"x" * 1000
     body = b"".join(b"%x\r\n%b\r\n" % (len(chunk), chunk) for _ in range(6)) + b"0\r\n\r\n"
     raw = gateway.raw(
-        b"POST /api/echo HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + gateway.api_key.encode()
-        + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+        b"POST /api/echo HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+        + gateway.api_key.encode()
+        + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + body
     )
     assert raw.startswith(b"HTTP/1.1 413")
     assert not gateway.upstream.requests
@@ -122,17 +148,21 @@ def test_hsts_on_https_only(gateway: GatewayHarness) -> None:
     r = gateway.request("GET", "/public/echo", tls=True)
     assert r.status == 200
     hsts = r.header("strict-transport-security") or ""
-    assert "max-age=31536000" in hsts and "includeSubDomains" in hsts
+    assert "max-age=31536000" in hsts
+    assert "includeSubDomains" in hsts
     assert r.json()["headers"]["x-forwarded-proto"] == "https"
     # Error replies carry it too.
-    assert "max-age" in (gateway.request("GET", "/nowhere", tls=True).header("strict-transport-security") or "")
+    assert "max-age" in (
+        gateway.request("GET", "/nowhere", tls=True).header("strict-transport-security") or ""
+    )
 
 
 def test_upstream_500_body_replaced(gateway: GatewayHarness) -> None:
     r = gateway.request("GET", "/public/boom")
     assert r.status == 502
     assert r.header("content-type") == PROBLEM
-    assert b"Traceback" not in r.body and b"db_password" not in r.body
+    assert b"Traceback" not in r.body
+    assert b"db_password" not in r.body
     assert r.header("server") is None
 
 
@@ -147,7 +177,8 @@ def test_streaming_bodies(gateway: GatewayHarness) -> None:
     assert gateway.request("GET", "/public/chunked").body == b"hello world"
     assert gateway.request("GET", "/public/close").body == b"until-eof"
     big = gateway.request("GET", "/public/big?kb=2048")
-    assert big.status == 200 and len(big.body) == 2048 * 1024
+    assert big.status == 200
+    assert len(big.body) == 2048 * 1024
 
 
 def test_head_request(gateway: GatewayHarness) -> None:
@@ -182,13 +213,22 @@ def test_limits_414_431_and_malformed_400(gateway: GatewayHarness) -> None:
     assert gateway.request("GET", "/public/" + "a" * 2000).status == 414
     assert gateway.request("GET", "/public/echo", headers={"X-Big": "b" * 5000}).status == 431
     assert gateway.raw(b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
-    assert gateway.raw(b"GET http://evil.example/ HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert gateway.raw(b"GET http://evil.example/ HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+        b"HTTP/1.1 400"
+    )
     assert not gateway.upstream.requests
 
 
 def test_path_tricks_refused(gateway: GatewayHarness) -> None:
-    for path in ("/public/../admin/echo", "/public/%2e%2e/admin/echo", "/public//echo", "/public/a%2fb"):
-        assert gateway.raw(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()).startswith(b"HTTP/1.1 400"), path
+    for path in (
+        "/public/../admin/echo",
+        "/public/%2e%2e/admin/echo",
+        "/public//echo",
+        "/public/a%2fb",
+    ):
+        assert gateway.raw(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()).startswith(
+            b"HTTP/1.1 400"
+        ), path
     assert not gateway.upstream.requests
 
 
@@ -223,7 +263,9 @@ def test_cors_preflight(gateway: GatewayHarness) -> None:
     assert ok.status == 204
     assert ok.header("access-control-allow-origin") == "https://app.example"
     foreign = gateway.request(
-        "OPTIONS", "/api/echo", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+        "OPTIONS",
+        "/api/echo",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert foreign.status == 403
     assert foreign.header("access-control-allow-origin") is None
@@ -237,14 +279,24 @@ def test_every_request_audited_once_with_secrets_redacted(gateway: GatewayHarnes
         gateway.request("GET", f"/api/echo?password=hunter2&i={i}", key=True)
         n += 1
     gateway.request("GET", "/public/echo", headers={"User-Agent": f"card {card} ssn 123-45-6789"})
-    gateway.request("GET", "/api/echo", headers={"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"})
+    gateway.request(
+        "GET",
+        "/api/echo",
+        headers={"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"},
+    )
     gateway.raw(b"GARBAGE\r\n\r\n")
     n += 3
     gateway.close()
     records = gateway.audit_records()
     assert len(records) == n
     text = (gateway.tmp / "audit.jsonl").read_text()
-    for secret in ("hunter2", gateway.api_key, "4111 1111 1111 1111", "123-45-6789", "eyJzdWIiOiJ4In0"):
+    for secret in (
+        "hunter2",
+        gateway.api_key,
+        "4111 1111 1111 1111",
+        "123-45-6789",
+        "eyJzdWIiOiJ4In0",
+    ):
         assert secret not in text
     ids = [r["http"]["request"]["id"] for r in records]
     assert len(set(ids)) == n

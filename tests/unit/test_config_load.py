@@ -207,7 +207,7 @@ def test_durations(value: object, seconds: float) -> None:
 
 @pytest.mark.parametrize("value", ["5 weeks", "-1", True, None, "1hh"])
 def test_bad_durations(value: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="duration"):
         parse_duration(value)
 
 
@@ -227,3 +227,13 @@ def test_hsts_below_one_year_refused() -> None:
         defaults={"authn": {"methods": ["api_key"]}, "transport": {"hsts": {"max_age": 3600}}}
     )
     assert any("hsts.max_age" in p for p in problems(doc))
+
+
+def test_errors_under_defaults_keep_their_location_and_route_errors_still_reported() -> None:
+    doc = base(
+        defaults={"authn": {"methods": ["api_key"]}, "bogus": 1},
+        routes=[{"name": "a", "upstream": "http://127.0.0.1:1", "surprise": 2}],
+    )
+    found = problems(doc)
+    assert "defaults.bogus: unknown key (not part of the configuration schema)" in found
+    assert "routes[0].surprise: unknown key (not part of the configuration schema)" in found

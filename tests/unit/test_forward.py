@@ -92,8 +92,10 @@ def test_client_cannot_plant_forwarding_or_identity_headers() -> None:
         )
     )
     assert h["x-forwarded-for"] == ["10.0.0.9"]
-    assert "x-real-ip" not in h and "forwarded" not in h
-    assert "x-bastion-subject" not in h and "x-bastion-scopes" not in h
+    assert "x-real-ip" not in h
+    assert "forwarded" not in h
+    assert "x-bastion-subject" not in h
+    assert "x-bastion-scopes" not in h
     assert h["x-request-id"] == ["rid-1"]
     assert h["x-forwarded-proto"] == ["http"]
 
@@ -108,7 +110,8 @@ def test_identity_headers_and_credentials_hidden() -> None:
         kind="api_key", subject="acme", client_id="acme", scopes=frozenset({"b", "a"}), key_id="k1"
     )
     h = head(exchange([("authorization", "Bearer bsk_x_y"), ("x-api-key", "bsk_x_y")], p))
-    assert "authorization" not in h and "x-api-key" not in h
+    assert "authorization" not in h
+    assert "x-api-key" not in h
     assert h["x-bastion-auth"] == ["api_key"]
     assert h["x-bastion-subject"] == ["acme"]
     assert h["x-bastion-client-id"] == ["acme"]

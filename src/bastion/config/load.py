@@ -79,7 +79,7 @@ def _apply_defaults(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "routes": merged_routes}
 
 
-def _format_validation(err: ValidationError) -> list[str]:
+def _format_validation(err: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
     problems = []
     for e in err.errors(include_url=False):
         msg = e["msg"]
@@ -88,7 +88,7 @@ def _format_validation(err: ValidationError) -> list[str]:
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not part of the configuration schema)"
         # Drop pydantic's union-branch labels (e.g. 'FileSink') from the location.
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+        loc = prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and p[:1].isupper()))
         problems.append(f"{_loc(loc)}: {msg}")
     return problems
 
@@ -103,12 +103,17 @@ def parse_config(doc: Any, env: Mapping[str, str] | None = None) -> BastionConfi
         raise ConfigError(problems)
     doc = _apply_defaults(doc)
     defaults = doc.pop("defaults", None)
-    try:
-        if defaults is not None:
+    if defaults is not None:
+        try:
             LayerSettings.model_validate(defaults)
+        except ValidationError as exc:
+            problems.extend(_format_validation(exc, ("defaults",)))
+    try:
         cfg = BastionConfig.model_validate(doc)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc)) from None
+        problems.extend(_format_validation(exc))
+    if problems:
+        raise ConfigError(problems)
     problems = cross_check(cfg)
     if problems:
         raise ConfigError(problems)

@@ -331,7 +331,9 @@ class HttpProtocol(asyncio.Protocol):
         ):
             self._pending_error = HeadersTooLarge(diagnosis="request headers over the limit")
             raise self._pending_error
-        cur.headers.append((HEADER_NAME_CACHE.get(name) or header_name(name), value.decode("latin-1")))
+        cur.headers.append(
+            (HEADER_NAME_CACHE.get(name) or header_name(name), value.decode("latin-1"))
+        )
 
     def on_headers_complete(self) -> None:
         cur = self._cur

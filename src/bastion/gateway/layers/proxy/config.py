@@ -14,7 +14,11 @@ class ProxyConfig(StrictModel):
     read_timeout: Duration = Field(
         default=30, gt=0, description="504 if the upstream is silent this long."
     )
-    max_connections: int = Field(default=256, gt=0, description="Pool size per upstream.")
+    max_connections: int = Field(
+        default=256,
+        gt=0,
+        description="Most open connections to the upstream, per route and worker.",
+    )
     idle_timeout: Duration = Field(
         default=60, gt=0, description="Idle pooled connections closed after this."
     )
@@ -26,7 +30,9 @@ class ProxyConfig(StrictModel):
         description="Remove Authorization / X-API-Key from authenticated requests before "
         "forwarding; the upstream gets x-bastion-subject, -client-id, -scopes instead.",
     )
-    max_response_header_bytes: int = Field(default=65536, gt=0)
+    max_response_header_bytes: int = Field(
+        default=65536, gt=0, description="Larger upstream response heads are refused (502)."
+    )
     unsafe_expose_upstream_errors: bool = Field(
         default=False,
         description="Pass upstream 5xx bodies to clients (they may hold stack traces).",
