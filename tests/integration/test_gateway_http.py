@@ -307,3 +307,14 @@ def test_body_is_forwarded_intact(gateway: GatewayHarness) -> None:
     r = gateway.request("POST", "/api/echo", body=body, key=True)
     assert r.status == 200
     assert r.json()["body"] == body.decode()
+
+
+def test_413_from_the_front_end_carries_route_headers_and_route_in_audit(gateway: GatewayHarness) -> None:
+    r = gateway.request("POST", "/api/echo", body=b"x" * 5000, key=True, tls=True)
+    assert r.status == 413
+    assert r.header("x-frame-options") == "DENY"
+    assert "max-age" in (r.header("strict-transport-security") or "")
+    gateway.close()
+    (record,) = gateway.audit_records()
+    assert record["http"]["route"] == "api"
+    assert record["http"]["response"]["status_code"] == 413

@@ -446,8 +446,13 @@ class HttpProtocol(asyncio.Protocol):
         ex = gw.new_exchange(self._request_view(p), p.started)
         route = p.route
         if p.error is not None:
-            self._send_reply(gw.reject(ex, p.error), None, ex)
-            await gw.audit_unrouted(ex)
+            if route is None:
+                self._send_reply(gw.reject(ex, p.error), None, ex)
+                await gw.audit_unrouted(ex)
+            else:  # e.g. 413: the route was known from the head
+                ex.route_name = route.name
+                self._send_reply(ex.deny(p.error), route, ex)
+                await route.finish(ex)
             return
         if route is None:
             problem = path_problem(p.path)
@@ -529,7 +534,6 @@ class HttpProtocol(asyncio.Protocol):
         cur = self._cur
         if not cur.path:
             cur.path = bytes(self._url[:256]).decode("latin-1")
-        cur.route = None
         cur.error = err
         cur.keep_alive = False
         if not cur.started:
