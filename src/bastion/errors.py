@@ -12,11 +12,13 @@ records and the CLI only and never reaches a client.
     ├── RequestRejected                   (base of what the gateway answers itself)
     │   ├── BadRequest                    request.malformed         400
     │   ├── NotFound                      route.not_found           404
+    │   ├── MethodNotAllowed              request.method_not_allowed 405
     │   ├── Forbidden                     access.forbidden          403
     │   ├── IpDenied                      transport.ip_denied       403
     │   ├── PayloadTooLarge               transport.body_too_large  413
     │   ├── UriTooLong                    transport.uri_too_long    414
     │   ├── HeadersTooLarge               transport.headers_too_large 431
+    │   ├── RequestTimeout                transport.request_timeout 408
     │   ├── AuthenticationFailed          authn.failed              401 (+ WWW-Authenticate)
     │   ├── RateLimited                   ratelimit.exceeded        429 (+ Retry-After)
     │   ├── CorsRejected                  cors.origin_denied        403
@@ -118,6 +120,14 @@ class NotFound(RequestRejected):
     title = "Not found"
 
 
+class MethodNotAllowed(RequestRejected):
+    """A method outside the gateway's allow-list (TRACE, CONNECT, WebDAV verbs …)."""
+
+    code = "request.method_not_allowed"
+    status = 405
+    title = "Method not allowed"
+
+
 class Forbidden(RequestRejected):
     code = "access.forbidden"
     status = 403
@@ -146,6 +156,14 @@ class HeadersTooLarge(RequestRejected):
     code = "transport.headers_too_large"
     status = 431
     title = "Request header fields too large"
+
+
+class RequestTimeout(RequestRejected):
+    """The request head or body did not arrive within the server's timeouts (slowloris)."""
+
+    code = "transport.request_timeout"
+    status = 408
+    title = "Request timeout"
 
 
 class AuthenticationFailed(RequestRejected):

@@ -309,7 +309,9 @@ def test_body_is_forwarded_intact(gateway: GatewayHarness) -> None:
     assert r.json()["body"] == body.decode()
 
 
-def test_413_from_the_front_end_carries_route_headers_and_route_in_audit(gateway: GatewayHarness) -> None:
+def test_413_from_the_front_end_carries_route_headers_and_route_in_audit(
+    gateway: GatewayHarness,
+) -> None:
     r = gateway.request("POST", "/api/echo", body=b"x" * 5000, key=True, tls=True)
     assert r.status == 413
     assert r.header("x-frame-options") == "DENY"
@@ -318,3 +320,11 @@ def test_413_from_the_front_end_carries_route_headers_and_route_in_audit(gateway
     (record,) = gateway.audit_records()
     assert record["http"]["route"] == "api"
     assert record["http"]["response"]["status_code"] == 413
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "PROPFIND", "FOO"])
+def test_methods_outside_the_allow_list_refused(gateway: GatewayHarness, method: str) -> None:
+    target = "127.0.0.1:443" if method == "CONNECT" else "/public/echo"
+    raw = gateway.raw(f"{method} {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    assert raw.startswith(b"HTTP/1.1 405") or raw.startswith(b"HTTP/1.1 400"), raw[:40]
+    assert not gateway.upstream.requests

@@ -53,10 +53,21 @@ def default_doc(tmp: Path, upstream_port: int) -> dict[str, Any]:
         "store": "memory://",
         "listeners": [
             {"name": "http", "bind": "127.0.0.1:0"},
-            {"name": "https", "bind": "127.0.0.1:0", "tls": {"cert": str(tmp / "cert.pem"), "key": str(tmp / "key.pem")}},
+            {
+                "name": "https",
+                "bind": "127.0.0.1:0",
+                "tls": {"cert": str(tmp / "cert.pem"), "key": str(tmp / "key.pem")},
+            },
         ],
-        "server": {"max_url_bytes": 1024, "max_header_bytes": 4096, "header_timeout": 2, "body_timeout": 2},
-        "issuers": [{"issuer": ISSUER, "jwks_file": str(tmp / "jwks.json"), "audiences": [AUDIENCE]}],
+        "server": {
+            "max_url_bytes": 1024,
+            "max_header_bytes": 4096,
+            "header_timeout": 2,
+            "body_timeout": 2,
+        },
+        "issuers": [
+            {"issuer": ISSUER, "jwks_file": str(tmp / "jwks.json"), "audiences": [AUDIENCE]}
+        ],
         "api_keys": {"pepper": PEPPER},
         "audit": {
             "sinks": [{"type": "file", "path": str(tmp / "audit.jsonl")}, {"type": "store"}],
@@ -91,7 +102,12 @@ def default_doc(tmp: Path, upstream_port: int) -> dict[str, Any]:
                 "strip_prefix": True,
                 "authn": {"required_scopes": ["admin"]},
             },
-            {"name": "down", "path_prefix": "/down", "upstream": "http://127.0.0.1:9", "strip_prefix": True},
+            {
+                "name": "down",
+                "path_prefix": "/down",
+                "upstream": "http://127.0.0.1:9",
+                "strip_prefix": True,
+            },
         ],
     }
 
@@ -103,7 +119,9 @@ class GatewayHarness:
         self.tmp = tmp
         write_self_signed(tmp, hostnames=["localhost"], ip_addresses=["127.0.0.1"])
         self.signing_key = ECKey.generate_key("P-256", parameters={"kid": "k1"})
-        (tmp / "jwks.json").write_bytes(orjson.dumps({"keys": [self.signing_key.as_dict(private=False)]}))
+        (tmp / "jwks.json").write_bytes(
+            orjson.dumps({"keys": [self.signing_key.as_dict(private=False)]})
+        )
         self.thread = LoopThread()
         self.upstream = self.thread.call(TestUpstream().start())
         doc = default_doc(tmp, self.upstream.port)
@@ -125,7 +143,9 @@ class GatewayHarness:
             if await self.store.get_client(client) is None:
                 await self.store.put_client(ClientRecord(client, client, now))
             await self.store.put_api_key(
-                ApiKeyRecord(key_id, client, hash_secret(PEPPER.encode(), secret), scopes, now, now + ttl)
+                ApiKeyRecord(
+                    key_id, client, hash_secret(PEPPER.encode(), secret), scopes, now, now + ttl
+                )
             )
 
         self.thread.call(put())
@@ -135,7 +155,15 @@ class GatewayHarness:
         from joserfc import jwt
 
         now = int(time.time())
-        body = {"iss": ISSUER, "sub": "user-1", "aud": AUDIENCE, "exp": now + 300, "iat": now, "jti": f"j{time.monotonic_ns()}", "scope": "read"}
+        body = {
+            "iss": ISSUER,
+            "sub": "user-1",
+            "aud": AUDIENCE,
+            "exp": now + 300,
+            "iat": now,
+            "jti": f"j{time.monotonic_ns()}",
+            "scope": "read",
+        }
         body.update(claims)
         body = {k: v for k, v in body.items() if v is not None}
         return jwt.encode({"alg": "ES256", "kid": "k1", "typ": "at+jwt"}, body, self.signing_key)
@@ -157,7 +185,9 @@ class GatewayHarness:
     ) -> Response:
         conn: http.client.HTTPConnection
         if tls:
-            conn = http.client.HTTPSConnection("127.0.0.1", self.https_port, context=self.tls_context(), timeout=10)
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", self.https_port, context=self.tls_context(), timeout=10
+            )
         else:
             conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
         h = dict(headers or {})

@@ -52,17 +52,27 @@ class _Conn(asyncio.Protocol):
         method = self.parser.get_method().decode()
         url = httptools.parse_url(self.url)
         asyncio.get_running_loop().create_task(
-            self.respond(method, url.path.decode(), (url.query or b"").decode(), list(self.headers), self.body)
+            self.respond(
+                method,
+                url.path.decode(),
+                (url.query or b"").decode(),
+                list(self.headers),
+                self.body,
+            )
         )
 
-    def send(self, status: int, headers: list[tuple[str, str]], body: bytes, *, length: bool = True) -> None:
+    def send(
+        self, status: int, headers: list[tuple[str, str]], body: bytes, *, length: bool = True
+    ) -> None:
         assert self.transport is not None
         head = f"HTTP/1.1 {status} X\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
         if length:
             head += f"content-length: {len(body)}\r\n"
         self.transport.write(head.encode() + b"\r\n" + body)
 
-    async def respond(self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes) -> None:
+    async def respond(
+        self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
         assert self.transport is not None
         self.owner.requests.append((method, path, query, headers, body))
         q = {k: v[0] for k, v in parse_qs(query).items()}
@@ -78,11 +88,20 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
         elif path == "/boom":
             trace = b'Traceback (most recent call last):\n  File "/srv/app.py", line 3\nKeyError: db_password'
-            self.send(500, [("content-type", "text/plain"), ("server", "Werkzeug/2.0.1 Python/3.8")], trace)
+            self.send(
+                500,
+                [("content-type", "text/plain"), ("server", "Werkzeug/2.0.1 Python/3.8")],
+                trace,
+            )
         elif path == "/leaky":
             self.send(
                 200,
-                [("server", "Apache/2.4.1"), ("x-powered-by", "PHP/5.6"), ("x-aspnet-version", "4.0"), ("content-type", "application/json")],
+                [
+                    ("server", "Apache/2.4.1"),
+                    ("x-powered-by", "PHP/5.6"),
+                    ("x-aspnet-version", "4.0"),
+                    ("content-type", "application/json"),
+                ],
                 b"{}",
             )
         elif path == "/slow":
@@ -99,9 +118,20 @@ class _Conn(asyncio.Protocol):
         elif path.startswith("/status/"):
             self.send(int(path.rsplit("/", 1)[1]), [("content-type", "text/plain")], b"status body")
         else:
-            payload = {"method": method, "path": path, "query": query, "headers": dict(headers), "body": body.decode("latin-1")}
+            payload = {
+                "method": method,
+                "path": path,
+                "query": query,
+                "headers": dict(headers),
+                "body": body.decode("latin-1"),
+            }
             if method == "HEAD":
-                self.send(200, [("content-type", "application/json"), ("content-length", "1234")], b"", length=False)
+                self.send(
+                    200,
+                    [("content-type", "application/json"), ("content-length", "1234")],
+                    b"",
+                    length=False,
+                )
             else:
                 self.send(200, [("content-type", "application/json")], orjson.dumps(payload))
 

@@ -17,7 +17,7 @@ from bastion.errors import (
 STABLE_CODES = {
     "bastion.error", "config.invalid", "store.unavailable", "request.malformed", "route.not_found",
     "access.forbidden", "transport.ip_denied", "transport.body_too_large", "transport.uri_too_long",
-    "transport.headers_too_large", "authn.failed", "ratelimit.exceeded", "cors.origin_denied",
+    "transport.headers_too_large", "request.method_not_allowed", "authn.failed", "ratelimit.exceeded", "cors.origin_denied",
     "upstream.unavailable", "upstream.timeout", "upstream.error", "internal.error",
 }  # fmt: skip
 

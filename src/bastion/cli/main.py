@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone_mode=False: click returns a command's exit code instead of exiting.
+        code = app(args=argv, standalone_mode=False)
     except ConfigError as exc:
         for p in exc.problems:
             err.print(f"config error: {p}", highlight=False, soft_wrap=True, markup=False)
@@ -278,16 +279,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
+    except typer.TyperException as exc:  # usage errors (typer ships its own click)
+        err.print(f"usage error: {exc.format_message()}", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
     except Exception as exc:  # the CLI never shows a traceback unless asked
         if os.environ.get("BASTION_DEBUG") == "1":
             raise
-        import click
-
-        if isinstance(exc, click.exceptions.UsageError):
-            err.print(f"usage error: {exc.format_message()}", highlight=False, markup=False)
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.ClickException):
-            err.print(f"error: {exc.format_message()}", highlight=False, markup=False)
-            sys.exit(exc.exit_code)
         err.print(f"error: {type(exc).__name__}: {exc}", highlight=False, markup=False)
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -48,6 +48,11 @@ def _path_problem(path: str) -> str | None:
     return None
 
 
+#: Methods the gateway forwards. TRACE (cross-site tracing), CONNECT (tunnels) and anything
+#: else are refused with 405 before routing: an allow-list, not a deny-list.
+ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def route_matches(prefix: str, path: str) -> bool:
     """``/api`` matches ``/api`` and ``/api/x`` but not ``/apix``; ``/api/`` matches ``/api/x``."""
     if not path.startswith(prefix):

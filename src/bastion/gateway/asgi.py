@@ -18,11 +18,12 @@ from typing import Any
 from bastion.config.load import load_config
 from bastion.config.model import BastionConfig
 from bastion.core.exchange import Exchange, Headers, Reply, RequestView
-from bastion.core.paths import path_problem
+from bastion.core.paths import ALLOWED_METHODS, path_problem
 from bastion.errors import (
     BadRequest,
     BastionError,
     InternalError,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     UpstreamError,
@@ -116,6 +117,12 @@ class BastionMiddleware:
         ex = gw.new_exchange(view, started)
         route = gw.match(view.host, path)
         problem = path_problem(path)
+        if view.method not in ALLOWED_METHODS:
+            await _send_reply(
+                send, gw.reject(ex, MethodNotAllowed(diagnosis="method not allowed")), ex
+            )
+            await gw.audit_unrouted(ex)
+            return
         if route is None or problem is not None:
             err: BastionError = BadRequest(diagnosis=problem) if problem else NotFound()
             if route is None:

@@ -20,14 +20,16 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from bastion.core.exchange import Exchange, Headers, Reply, RequestView
-from bastion.core.paths import path_problem
+from bastion.core.paths import ALLOWED_METHODS, path_problem
 from bastion.errors import (
     BadRequest,
     BastionError,
     HeadersTooLarge,
     InternalError,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -58,12 +60,6 @@ _REASONS = {
     431: "Request Header Fields Too Large", 500: "Internal Server Error", 502: "Bad Gateway",
     503: "Service Unavailable", 504: "Gateway Timeout",
 }  # fmt: skip
-
-
-class RequestTimeout(BastionError):
-    code = "transport.request_timeout"
-    status = 408
-    title = "Request timeout"
 
 
 class _Parsed:
@@ -340,6 +336,16 @@ class HttpProtocol(asyncio.Protocol):
         parser = self._parser
         cur.method = parser.get_method().decode("ascii", "replace")
         cur.http_version = parser.get_http_version()
+        if cur.http_version not in ("1.1", "1.0"):  # HTTP/0.9-style lines are not requests
+            self._pending_error = BadRequest(
+                diagnosis=f"unsupported HTTP version {cur.http_version}"
+            )
+            raise self._pending_error
+        if cur.method not in ALLOWED_METHODS:
+            self._pending_error = MethodNotAllowed(
+                diagnosis=f"method {cur.method[:16]} not allowed"
+            )
+            raise self._pending_error
         cur.keep_alive = parser.should_keep_alive()
         try:
             url = httptools.parse_url(bytes(self._url))
