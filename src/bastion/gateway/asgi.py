@@ -29,6 +29,7 @@ from bastion.errors import (
     UpstreamError,
 )
 from bastion.gateway.forward import header_safe
+from bastion.gateway.layers.base import Layer
 from bastion.gateway.runtime import Gateway, RouteRuntime
 from bastion.gateway.services import GatewayServices
 
@@ -166,42 +167,7 @@ class BastionMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return {"type": "http.disconnect"}
 
-        state = {"replaced": False, "started": False}
-
-        async def wrapped_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                ex.upstream_status = status
-                ex.upstream_ms = (time.monotonic() - ex.started) * 1000
-                if status >= 500 and not route.expose_upstream_errors:
-                    state["replaced"] = True
-                    reply = ex.deny(UpstreamError(diagnosis=f"application answered {status}"))
-                    reply.status = status if status in (503, 504) else 502
-                    await self._reply(send, reply, ex, route)
-                    return
-                h = Headers(
-                    [
-                        (k.decode("latin-1").lower(), v.decode("latin-1"))
-                        for k, v in message.get("headers", [])
-                    ]
-                )
-                route.response_headers(ex, status, h)
-                ex.status = status
-                state["started"] = True
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": status,
-                        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in h.items],
-                    }
-                )
-                return
-            if message["type"] == "http.response.body":
-                if state["replaced"]:
-                    return
-                ex.bytes_out += len(message.get("body", b""))
-            await send(message)
-
+        relay = _ResponseRelay(self, send, ex, route)
         inner = dict(scope)
         inner["headers"] = _inner_headers(scope["headers"], ex, route.hide_credentials)
         inner_state = dict(scope.get("state") or {})
@@ -209,15 +175,124 @@ class BastionMiddleware:
         inner_state["bastion.request_id"] = ex.request_id
         inner["state"] = inner_state
         try:
-            await self.app(inner, replay, wrapped_send)
+            await self.app(inner, replay, relay.send)
         except Exception:
             ex.diagnosis = "application raised"
-            if not state["started"] and not state["replaced"]:
+            if not relay.started and not relay.replaced:
                 await self._reply(
                     send, ex.deny(InternalError(diagnosis="application raised")), ex, route
                 )
                 return
             raise
+
+
+def _encode(headers: Headers) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items]
+
+
+class _ResponseRelay:
+    """Passes the app's response to the client through the route's response layers: header
+    edits, 5xx replacement, and body filters (the body is held whole up to their limit)."""
+
+    def __init__(
+        self, mw: BastionMiddleware, send: Send, ex: Exchange, route: RouteRuntime
+    ) -> None:
+        self._mw, self._send, self.ex, self._route = mw, send, ex, route
+        self.started = False
+        self.replaced = False
+        self._status = 0
+        self._headers = Headers()
+        self._filters: tuple[Layer, ...] = ()
+        self._limit = 0
+        self._held: list[bytes] | None = None
+        self._held_bytes = 0
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._start(message)
+        elif kind == "http.response.body":
+            await self._body(message)
+        else:
+            await self._send(message)
+
+    async def _start(self, message: Message) -> None:
+        ex, route = self.ex, self._route
+        status = int(message["status"])
+        ex.upstream_status = status
+        ex.upstream_ms = (time.monotonic() - ex.started) * 1000
+        if status >= 500 and not route.expose_upstream_errors:
+            self.replaced = True
+            reply = ex.deny(UpstreamError(diagnosis=f"application answered {status}"))
+            reply.status = status if status in (503, 504) else 502
+            await self._mw._reply(self._send, reply, ex, route)
+            return
+        h = Headers(
+            [
+                (k.decode("latin-1").lower(), v.decode("latin-1"))
+                for k, v in message.get("headers", [])
+            ]
+        )
+        route.response_headers(ex, status, h)
+        ex.status = status
+        self.started = True
+        self._status, self._headers = status, h
+        self._filters, self._limit = route.body_filters(ex, status, h)
+        if self._filters:
+            self._held = []
+            return
+        await self._send({"type": "http.response.start", "status": status, "headers": _encode(h)})
+
+    async def _body(self, message: Message) -> None:
+        if self.replaced:
+            return
+        chunk = message.get("body", b"")
+        held = self._held
+        if held is None:
+            self.ex.bytes_out += len(chunk)
+            await self._send(message)
+            return
+        held.append(chunk)
+        self._held_bytes += len(chunk)
+        more = message.get("more_body", False)
+        if self._held_bytes > self._limit:
+            self._held = None
+            reply = self._route.body_too_large(self._filters, self.ex, self._status, self._headers)
+            if reply is not None:
+                self.replaced = True
+                await self._mw._reply(self._send, reply, self.ex, self._route)
+                return
+            await self._send(
+                {
+                    "type": "http.response.start",
+                    "status": self._status,
+                    "headers": _encode(self._headers),
+                }
+            )
+            body = b"".join(held)
+            self.ex.bytes_out += len(body)
+            await self._send({"type": "http.response.body", "body": body, "more_body": more})
+            return
+        if more:
+            return
+        self._held = None
+        result = self._route.filter_body(
+            self._filters, self.ex, self._status, self._headers, b"".join(held)
+        )
+        if isinstance(result, Reply):
+            self.replaced = True
+            await self._mw._reply(self._send, result, self.ex, self._route)
+            return
+        self._headers.set("content-length", str(len(result)))
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": self._status,
+                "headers": _encode(self._headers),
+            }
+        )
+        self.ex.bytes_out += len(result)
+        await self._send({"type": "http.response.body", "body": result, "more_body": False})
 
 
 def _inner_headers(

@@ -83,6 +83,11 @@ class RouteRuntime:
         self.chain = build_chain(cfg, services)
         self._layers = self.chain.layers
         self._response_layers = tuple(reversed(self._layers))
+        self._body_layers = tuple(
+            layer
+            for layer in self._response_layers
+            if type(layer).wants_response_body is not Layer.wants_response_body
+        )
         self.audit = AuditLayer(services.auditor)
         self.max_body_bytes = cfg.transport.max_body_bytes
         self.trusted_proxies = cfg.transport.trusted_proxies
@@ -133,6 +138,44 @@ class RouteRuntime:
             layer.on_response(ex, status, headers)
         if ex.response_headers:
             headers.items.extend(ex.response_headers)
+
+    def body_filters(
+        self, ex: Exchange, status: int, headers: Headers
+    ) -> tuple[tuple[Layer, ...], int]:
+        """The layers that must see this response's body whole, and the byte limit for it."""
+        if not self._body_layers or ex.request.method == "HEAD" or status in (204, 304):
+            return (), 0
+        wanted: list[Layer] = []
+        limit = 0
+        for layer in self._body_layers:
+            n = layer.wants_response_body(ex, status, headers)
+            if n > 0:
+                wanted.append(layer)
+                limit = n if not limit else min(limit, n)
+        return tuple(wanted), limit
+
+    @staticmethod
+    def filter_body(
+        layers: tuple[Layer, ...], ex: Exchange, status: int, headers: Headers, body: bytes
+    ) -> bytes | Reply:
+        """Run the body filters in response order; the first Reply wins."""
+        for layer in layers:
+            result = layer.on_response_body(ex, status, headers, body)
+            if isinstance(result, Reply):
+                return result
+            body = result
+        return body
+
+    @staticmethod
+    def body_too_large(
+        layers: tuple[Layer, ...], ex: Exchange, status: int, headers: Headers
+    ) -> Reply | None:
+        """Ask each body filter what to do with a body over its limit; the first Reply wins."""
+        for layer in layers:
+            reply = layer.on_response_body_too_large(ex, status, headers)
+            if reply is not None:
+                return reply
+        return None
 
     def upstream_target(self, ex: Exchange) -> str:
         """Path and query to request from the upstream."""

@@ -45,6 +45,7 @@ from bastion.gateway.forward import (
 
 if TYPE_CHECKING:
     from bastion.config.model import ServerConfig
+    from bastion.gateway.layers.base import Layer
     from bastion.gateway.runtime import Gateway, RouteRuntime
     from bastion.gateway.upstream import UpstreamConnection
 
@@ -110,10 +111,17 @@ class _ClientSink:
 
     __slots__ = (
         "_chunked",
+        "_filters",
+        "_framing",
+        "_headers",
+        "_held",
+        "_held_bytes",
+        "_limit",
         "_out",
         "_proto",
         "_replaced",
         "_route",
+        "_status",
         "done",
         "error",
         "ex",
@@ -130,6 +138,14 @@ class _ClientSink:
         self.head_sent = False
         self.done = False
         self.error: Exception | None = None
+        # Body filtering (response_filter layers): the body is held until it is complete.
+        self._filters: tuple[Layer, ...] = ()
+        self._limit = 0
+        self._held: list[bytes] | None = None
+        self._held_bytes = 0
+        self._status = 0
+        self._headers: Headers | None = None
+        self._framing = ""
 
     def on_head(self, status: int, raw: list[tuple[bytes, bytes]], length: int | None) -> None:
         ex = self.ex
@@ -156,7 +172,40 @@ class _ClientSink:
         if not keep and "connection: close" not in framing:
             framing += "connection: close\r\n"
         ex.status = status
+        filters, limit = self._route.body_filters(ex, status, headers)
+        if filters:
+            self._filters, self._limit = filters, limit
+            self._held, self._status, self._headers, self._framing = [], status, headers, framing
+            return
         self._out.append(serialize_head(status, headers, framing))
+        self.head_sent = True
+
+    def _release_held(self) -> None:
+        """Give up filtering: send the head as the upstream framed it, then what was held."""
+        held, self._held = self._held or [], None
+        assert self._headers is not None
+        self._out.append(serialize_head(self._status, self._headers, self._framing))
+        self.head_sent = True
+        for chunk in held:
+            self._write_chunk(chunk)
+
+    def _finish_held(self) -> None:
+        """The whole body is here: filter it and send it with its new length."""
+        held, self._held = self._held or [], None
+        assert self._headers is not None
+        body = b"".join(held)
+        result = self._route.filter_body(self._filters, self.ex, self._status, self._headers, body)
+        if isinstance(result, Reply):
+            self._replaced = True
+            self._emit_reply(result)
+            return
+        self._chunked = False
+        framing = f"content-length: {len(result)}\r\n"
+        if not self._proto.keep_alive_after:
+            framing += "connection: close\r\n"
+        self._out.append(serialize_head(self._status, self._headers, framing))
+        self._out.append(result)
+        self.ex.bytes_out += len(result)
         self.head_sent = True
 
     def _emit_reply(self, reply: Reply) -> None:
@@ -170,6 +219,25 @@ class _ClientSink:
     def on_body(self, chunk: bytes) -> None:
         if self._replaced or self.ex.request.method == "HEAD":
             return
+        held = self._held
+        if held is not None:
+            held.append(chunk)
+            self._held_bytes += len(chunk)
+            if self._held_bytes > self._limit:
+                assert self._headers is not None
+                reply = self._route.body_too_large(
+                    self._filters, self.ex, self._status, self._headers
+                )
+                if reply is not None:
+                    self._held = None
+                    self._replaced = True
+                    self._emit_reply(reply)
+                else:
+                    self._release_held()
+            return
+        self._write_chunk(chunk)
+
+    def _write_chunk(self, chunk: bytes) -> None:
         self.ex.bytes_out += len(chunk)
         if self._chunked:
             self._out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
@@ -177,6 +245,8 @@ class _ClientSink:
             self._out.append(chunk)
 
     def on_end(self) -> None:
+        if self._held is not None:
+            self._finish_held()
         if self._chunked and not self._replaced:
             self._out.append(b"0\r\n\r\n")
         self.done = True
@@ -184,6 +254,7 @@ class _ClientSink:
     def on_error(self, exc: Exception) -> None:
         self.error = exc
         self.done = True
+        self._held = None  # a partial body is never filtered nor sent
         if self.head_sent:
             # Too late for an error response: the client sees a truncated response.
             self.ex.decision = "error"

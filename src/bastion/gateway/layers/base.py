@@ -27,6 +27,29 @@ class Layer:
         """Edit the response headers in place (called for upstream responses and Replies)."""
         return None
 
+    def wants_response_body(self, ex: Exchange, status: int, headers: Headers) -> int:
+        """How many bytes of this response's body the layer must see whole (0: none).
+
+        Layers that filter bodies (schema allow-lists, data masking) override this and
+        :meth:`on_response_body`. The front end then buffers the body up to the smallest limit
+        asked for; streaming is kept for every other response.
+        """
+        return 0
+
+    def on_response_body(
+        self, ex: Exchange, status: int, headers: Headers, body: bytes
+    ) -> bytes | Reply:
+        """The body to send instead of ``body``, or a Reply that replaces the response."""
+        return body
+
+    def on_response_body_too_large(
+        self, ex: Exchange, status: int, headers: Headers
+    ) -> Reply | None:
+        """The body outgrew the limit from :meth:`wants_response_body`: a Reply replaces the
+        response (e.g. 502 when the route blocks what it cannot check); None lets it through
+        unfiltered."""
+        return None
+
     async def aclose(self) -> None:
         """Release background tasks and connections (called once at shutdown)."""
         return None
