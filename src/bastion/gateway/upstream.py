@@ -311,12 +311,9 @@ class UpstreamPool:
         return None
 
     async def _acquire(self) -> UpstreamConnection:
-        while self._idle:
-            conn = self._idle.pop()  # most recently used: likeliest to be alive
-            if conn.usable:
-                conn.reused = True
-                return conn
-            self.discard(conn)
+        idle = self._idle_connection()
+        if idle is not None:
+            return idle
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         while len(self._members) >= self.max_connections:
@@ -329,12 +326,9 @@ class UpstreamPool:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
-            while self._idle:
-                conn = self._idle.pop()
-                if conn.usable:
-                    conn.reused = True
-                    return conn
-                self.discard(conn)
+            idle = self._idle_connection()
+            if idle is not None:
+                return idle
         conn = UpstreamConnection(self)
         self._members.add(conn)
         try:
