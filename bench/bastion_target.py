@@ -5,6 +5,10 @@
 (c) ``none``: a pure proxy — no authentication (``unsafe_allow_anonymous``), no rate limits; the
     audit file stays on by default so that (c) differs from (a)/(b) only by authn and ratelimit
     (``audit=False`` gives an empty sink list instead).
+(d) ``openapi``: (a) plus the route's OpenAPI document (``openapi.yaml``, written by
+    :func:`write_openapi_spec`): the request matched and validated against it, its scopes
+    checked (authz) and the response filtered (schema allow-list, sensitive-data detectors).
+    (d) against (a) is the cost of the OpenAPI layers.
 
 Every file of a target lives in its work directory and the config refers to it by a relative
 path: the gateway and the CLI run with that directory as their working directory.
@@ -29,17 +33,24 @@ from joserfc.jwk import ECKey
 
 from bench.processes import ChildFailed, Children, log_tail, wait_for_port
 
-VARIANTS: dict[str, str] = {"a": "jwt", "b": "api_key", "c": "none"}
+VARIANTS: dict[str, str] = {"a": "jwt", "b": "api_key", "c": "none", "d": "openapi"}
 LABELS: dict[str, str] = {
     "a": "bastion (a) jwt",
     "b": "bastion (b) api-key",
     "c": "bastion (c) pure",
+    "d": "bastion (d) jwt+openapi",
 }
 LEGEND: dict[str, str] = {
     "a": "JWT ES256 (verified-token cache warm) + 2 rate limits + audit to a file",
     "b": "API key (Bearer) + 2 rate limits + audit to a file",
     "c": "no authn, no rate limits; audit to a file unless --no-audit-pure",
+    "d": "(a) + OpenAPI request validation, scope check (authz) and response filtering",
 }
+#: Paths of the benchmark's document, by body size in KiB (request and response alike).
+SIZE_PATHS: dict[int, str] = {1: "/api/echo", 100: "/api/echo100"}
+#: Order items in the request body for each size (~125 bytes each, see post.lua).
+SIZE_ITEMS: dict[int, int] = {1: 8, 100: 820}
+SPEC_FILE = "openapi.yaml"
 BENCH_ISSUER = "https://issuer.bench.test"
 BENCH_AUDIENCE = "bench-api"
 BENCH_KID = "bench-es256-1"
@@ -124,7 +135,7 @@ def bastion_config(
         "audit": {"sinks": [file_sink]},
         "routes": [route],
     }
-    if variant == "a":
+    if variant in ("a", "d"):
         doc["issuers"] = [
             {
                 "issuer": BENCH_ISSUER,
@@ -135,6 +146,8 @@ def bastion_config(
         ]
         route["authn"] = {"methods": ["jwt"]}
         route["ratelimit"] = {"limits": limits}
+        if variant == "d":
+            route["openapi"] = {"spec": SPEC_FILE}
     elif variant == "b":
         doc["api_keys"] = {"pepper": "${" + PEPPER_ENV + "}"}
         route["authn"] = {"methods": ["api_key"]}
@@ -145,6 +158,93 @@ def bastion_config(
         if not audit:
             doc["audit"] = {"sinks": []}
     return doc
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document of configuration (d): ``POST`` of an order (``post.lua``'s body) on every
+    path of :data:`SIZE_PATHS`, answered by an acknowledgement (the static upstream's body);
+    the token's ``bench`` scope required."""
+    text = {"type": "string", "maxLength": 200}
+    item = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["sku", "name", "quantity", "unit_price_cents", "note"],
+        "properties": {
+            "sku": {"type": "string", "maxLength": 32},
+            "name": text,
+            "quantity": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "unit_price_cents": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000},
+            "note": text,
+        },
+    }
+    order = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["order_id", "customer", "currency", "items"],
+        "properties": {
+            "order_id": {"type": "string", "maxLength": 64},
+            "customer": {"type": "string", "maxLength": 64},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "items": {"type": "array", "maxItems": 10_000, "items": item},
+        },
+    }
+    ack = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "status", "items"],
+        "properties": {
+            "id": {"type": "string", "maxLength": 64},
+            "status": {"type": "string", "enum": ["accepted", "rejected"]},
+            "items": {
+                "type": "array",
+                "maxItems": 10_000,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "sku": {"type": "string", "maxLength": 32},
+                        "quantity": {"type": "integer", "minimum": 0},
+                        "ok": {"type": "boolean"},
+                    },
+                },
+            },
+        },
+    }
+    operation = {
+        "operationId": "",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": order}}},
+        "responses": {
+            "200": {"description": "accepted", "content": {"application/json": {"schema": ack}}}
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Bastion benchmark", "version": "1"},
+        "security": [{"bearerAuth": ["bench"]}],
+        "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+        "paths": {
+            path: {"post": {**operation, "operationId": f"echo{size}k"}}
+            for size, path in SIZE_PATHS.items()
+        },
+    }
+
+
+def order_body(items: int) -> bytes:
+    """The request body ``post.lua`` sends with ``BENCH_BODY_ITEMS=items`` (same bytes)."""
+    parts = [
+        f'{{"sku":"SKU-{i:04d}","name":"Widget number {i}","quantity":{i % 5 + 1},'
+        f'"unit_price_cents":{1000 + 37 * i},"note":"standard shipping, no gift wrap"}}'
+        for i in range(1, items + 1)
+    ]
+    head = '{"order_id":"ord_0123456789abcdef","customer":"cus_42","currency":"EUR","items":['
+    return (head + ",".join(parts) + "]}").encode()
+
+
+def write_openapi_spec(directory: Path) -> Path:
+    """Write :func:`openapi_document` as ``directory/openapi.yaml`` (for configuration (d))."""
+    path = directory / SPEC_FILE
+    path.write_text(yaml.safe_dump(openapi_document(), sort_keys=False), encoding="utf-8")
+    return path
 
 
 def write_config(directory: Path, doc: dict[str, Any]) -> Path:
@@ -196,8 +296,11 @@ def start_bastion(
     return proc
 
 
-def smoke_request(port: int, body: bytes, authorization: str | None) -> None:
-    """One POST /api/echo as wrk will send it; ChildFailed unless the answer is a 200.
+def smoke_request(
+    port: int, body: bytes, authorization: str | None, path: str = "/api/echo"
+) -> None:
+    """One POST of ``body`` to ``path`` as wrk will send it; ChildFailed unless the answer is
+    a 200.
 
     Only the status and the problem ``code`` are reported, never the credential.
     """
@@ -206,7 +309,7 @@ def smoke_request(port: int, body: bytes, authorization: str | None) -> None:
     if authorization:
         headers["Authorization"] = authorization
     try:
-        conn.request("POST", "/api/echo", body=body, headers=headers)
+        conn.request("POST", path, body=body, headers=headers)
         resp = conn.getresponse()
         payload = resp.read()
     except (OSError, http.client.HTTPException) as exc:

@@ -1,14 +1,16 @@
 """Gateway benchmark: Bastion against nginx as a keep-alive reverse proxy, on loopback.
 
 Starts a static upstream (nginx answering every request with a fixed ~1 KB JSON body), nginx as a
-plain keep-alive reverse proxy to it (the reference), and Bastion in up to three configurations
-(see ``bench/bastion_target.py``). Each target gets a short warm-up, then in every round a
+plain keep-alive reverse proxy to it (the reference), and Bastion in up to four configurations
+(see ``bench/bastion_target.py``). With (d), the OpenAPI layers, (a) and (d) and nginx are also
+measured with ~100 KB request and response bodies, and the cost of the OpenAPI layers is
+printed as the throughput ratio (d)/(a) per body size. Each target gets a short warm-up, then in every round a
 throughput run (``wrk -t1 -c50``, proxy CPU read from ``/proc`` around it) and a paced latency
 run (20 connections at ~2k requests/s). Rounds are interleaved, targets rotate their position
 from round to round, and the table reports medians and ratios to nginx-proxy from the same run.
 
     .venv/bin/python bench/gateway.py [--duration 10] [--rounds 3] [--workers 1]
-                                      [--only a,b,c] [--json out.json]
+                                      [--only a,b,c,d] [--sizes 1,100] [--json out.json]
 
 Everything binds 127.0.0.1; every child process is killed on exit, Ctrl-C or error.
 """
@@ -35,9 +37,24 @@ if __package__ in (None, ""):  # run as a script: make `bench.*` importable from
 from rich.console import Console
 
 from bench import bastion_target as bt
-from bench.nginx import nginx_version, reverse_proxy_conf, start_nginx, static_upstream_conf
+from bench.nginx import (
+    nginx_version,
+    reverse_proxy_conf,
+    start_nginx,
+    static_upstream_conf,
+    write_static_files,
+)
 from bench.processes import ChildFailed, Children, free_port, session_stat
-from bench.report import REFERENCE, RoundSample, TargetResult, goal_lines, render_table, to_json
+from bench.report import (
+    REFERENCE,
+    RoundSample,
+    TargetResult,
+    goal_lines,
+    openapi_lines,
+    render_table,
+    size_key,
+    to_json,
+)
 from bench.wrk import WrkFailed, run_wrk
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +63,15 @@ STATIC_BODY = json.dumps(
         "id": "ord_0123456789abcdef",
         "status": "accepted",
         "items": [{"sku": f"SKU-{i:04d}", "quantity": i % 5 + 1, "ok": True} for i in range(20)],
+    },
+    separators=(",", ":"),
+)
+#: The static upstream's answer on the 100 KB path: the same shape, 2,200 items (~95 KB).
+BIG_BODY = json.dumps(
+    {
+        "id": "ord_0123456789abcdef",
+        "status": "accepted",
+        "items": [{"sku": f"SKU-{i:05d}", "quantity": i % 5 + 1, "ok": True} for i in range(2200)],
     },
     separators=(",", ":"),
 )
@@ -60,6 +86,27 @@ class Target:
     port: int
     session_id: int
     authorization: str | None = None
+    size_kb: int = 1
+
+    @property
+    def path(self) -> str:
+        return bt.SIZE_PATHS[self.size_kb]
+
+    @property
+    def body_items(self) -> int:
+        return bt.SIZE_ITEMS[self.size_kb]
+
+    def sized(self, size_kb: int) -> Target:
+        """The same running proxy, measured with ``size_kb`` bodies (its own result row)."""
+        label = f"{self.label}, {size_kb} KB"
+        return Target(
+            size_key(self.key, size_kb),
+            label,
+            self.port,
+            self.session_id,
+            self.authorization,
+            size_kb,
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,7 +115,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (10)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported")
     p.add_argument("--workers", type=int, default=1, help="Bastion server.workers = nginx workers")
-    p.add_argument("--only", default="a,b,c", help="Bastion configurations to run: a,b,c")
+    p.add_argument("--only", default="a,b,c,d", help="Bastion configurations: a,b,c,d")
+    p.add_argument(
+        "--sizes",
+        default="1,100",
+        help="body sizes in KB for the OpenAPI comparison of (d), (a) and nginx (1,100); "
+        "1 KB is always measured",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--connections", type=int, default=50, help="throughput connections (50)")
     p.add_argument("--paced-connections", type=int, default=20, help="latency connections (20)")
@@ -81,8 +134,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(bt.VARIANTS))
     if unknown:
-        p.error(f"--only: unknown configuration(s) {unknown}; use a, b, c")
+        p.error(f"--only: unknown configuration(s) {unknown}; use a, b, c, d")
+    if "d" in only and "a" not in only:
+        only.insert(0, "a")  # (d) is measured against (a): the same gateway without OpenAPI
     args.only = only
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    if not sizes or any(not s.isdigit() or int(s) not in bt.SIZE_PATHS for s in sizes):
+        p.error(f"--sizes: use some of {sorted(bt.SIZE_PATHS)}")
+    args.sizes = sorted({int(s) for s in sizes})
     if not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 300 or not 1 <= args.workers <= 64:
         p.error("--rounds 1..20, --duration 1..300 s, --workers 1..64")
     return args
@@ -124,12 +183,16 @@ def start_bastion_targets(
             )
             bt.write_config(directory, doc)
             authorization = None
-            if key == "a":
+            if key in ("a", "d"):
                 authorization = "Bearer " + bt.make_jwt_material(directory).token
             elif key == "b":
                 authorization = "Bearer " + bt.create_api_key(binary, directory, env)
+            if key == "d":
+                bt.write_openapi_spec(directory)
             proc = bt.start_bastion(children, binary, directory, port, env)
-            bt.smoke_request(port, STATIC_BODY.encode(), authorization)
+            for size in sorted({1, *args.sizes}) if key in ("a", "d") else [1]:
+                body = bt.order_body(bt.SIZE_ITEMS[size])
+                bt.smoke_request(port, body, authorization, bt.SIZE_PATHS[size])
         except ChildFailed as exc:
             reason = bt.describe_failure(directory, exc)
             console.print(f"[red]{bt.LABELS[key]} could not start:[/red] {reason}")
@@ -141,7 +204,8 @@ def start_bastion_targets(
 
 def measure_round(args: argparse.Namespace, target: Target, upstream_session: int) -> RoundSample:
     """One throughput run with the proxy's (and upstream's) CPU time around it, one paced run."""
-    url = f"http://127.0.0.1:{target.port}/api/echo"
+    url = f"http://127.0.0.1:{target.port}{target.path}"
+    body = {"path": target.path, "body_items": target.body_items}
     up_before = session_stat(upstream_session).cpu_seconds
     before = session_stat(target.session_id).cpu_seconds
     throughput = run_wrk(
@@ -149,6 +213,7 @@ def measure_round(args: argparse.Namespace, target: Target, upstream_session: in
         connections=args.connections,
         duration_s=args.duration,
         authorization=target.authorization,
+        **body,
     )
     cpu = session_stat(target.session_id).cpu_seconds - before
     up_cpu = session_stat(upstream_session).cpu_seconds - up_before
@@ -158,6 +223,7 @@ def measure_round(args: argparse.Namespace, target: Target, upstream_session: in
         duration_s=args.duration,
         authorization=target.authorization,
         rate=args.rate,
+        **body,
     )
     return RoundSample(throughput, cpu, paced, upstream_cpu_seconds=up_cpu)
 
@@ -165,12 +231,18 @@ def measure_round(args: argparse.Namespace, target: Target, upstream_session: in
 def run(args: argparse.Namespace, console: Console) -> list[TargetResult]:
     """Start everything, measure all rounds, return one result per target (nginx first)."""
     workdir = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
+    www = Path(tempfile.mkdtemp(prefix="bastion-bench-www-"))  # public: the static bodies only
     try:
         with Children() as children:
             up_port, proxy_port = free_port(), free_port()
             up_prefix, proxy_prefix = workdir / "nginx-upstream", workdir / "nginx-proxy"
+            big = {bt.SIZE_PATHS[100]: BIG_BODY}
+            write_static_files(www, big)
             upstream = start_nginx(
-                children, up_prefix, static_upstream_conf(up_prefix, up_port, STATIC_BODY), up_port
+                children,
+                up_prefix,
+                static_upstream_conf(up_prefix, up_port, STATIC_BODY, files=big, files_root=www),
+                up_port,
             )
             proxy = start_nginx(
                 children,
@@ -181,6 +253,10 @@ def run(args: argparse.Namespace, console: Console) -> list[TargetResult]:
             targets = [Target(REFERENCE, "nginx-proxy", proxy_port, proxy.pid)]
             bastion, failed = start_bastion_targets(args, children, workdir, up_port, console)
             targets += bastion
+            if any(t.key == "d" for t in bastion):
+                # The OpenAPI comparison at other sizes: nginx, (a) and (d) again.
+                sized = [t for t in targets if t.key in (REFERENCE, "a", "d")]
+                targets += [t.sized(kb) for kb in args.sizes if kb != 1 for t in sized]
             per_run = args.duration * 2 + 1
             estimate = len(targets) * (args.warmup + 1 + args.rounds * per_run)
             console.print(
@@ -190,10 +266,12 @@ def run(args: argparse.Namespace, console: Console) -> list[TargetResult]:
             results = {t.key: TargetResult(t.key, t.label) for t in targets}
             for t in targets:
                 run_wrk(
-                    f"http://127.0.0.1:{t.port}/api/echo",
+                    f"http://127.0.0.1:{t.port}{t.path}",
                     connections=args.connections,
                     duration_s=args.warmup,
                     authorization=t.authorization,
+                    path=t.path,
+                    body_items=t.body_items,
                 )
             for rnd in range(args.rounds):
                 order = targets[rnd % len(targets) :] + targets[: rnd % len(targets)]
@@ -218,6 +296,7 @@ def run(args: argparse.Namespace, console: Console) -> list[TargetResult]:
             console.print(f"Kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(www, ignore_errors=True)
 
 
 def machine_info() -> dict[str, Any]:
@@ -246,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[yellow]interrupted; all child processes stopped[/yellow]")
         return 130
     title = (
-        f"POST ~1 KB JSON, wrk -t1 -c{args.connections} -d{args.duration:.0f}s; latency at "
+        f"POST JSON (~1 KB unless the row says 100 KB), wrk -t1 -c{args.connections} -d{args.duration:.0f}s; latency at "
         f"{args.rate:,.0f} req/s over {args.paced_connections} connections; "
         f"workers={args.workers}; median of {args.rounds}"
     )
@@ -261,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     if goals:
         console.print("Issue 2 goals, configuration (a):")
         for line in goals:
+            console.print(line, markup=False)
+    openapi = openapi_lines(results)
+    if openapi:
+        console.print("Issue 4: cost of the OpenAPI layers, throughput (d) / (a) in the same run:")
+        for line in openapi:
             console.print(line, markup=False)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     if args.json is not None:

@@ -39,26 +39,65 @@ def _http_common(prefix: Path) -> str:
 """
 
 
-def static_upstream_conf(prefix: Path, port: int, body: str, workers: int = 1) -> str:
+_STATIC_PATH = re.compile(r"^(/[A-Za-z0-9_-]+)+$")
+
+
+def static_upstream_conf(
+    prefix: Path,
+    port: int,
+    body: str,
+    workers: int = 1,
+    files: dict[str, str] | None = None,
+    files_root: Path | None = None,
+) -> str:
     """An nginx answering every request (any method, POST included) with ``body`` as JSON.
 
     ``return 200 '…'`` works for every method and discards the request body while keeping the
-    connection alive, which is what an upstream behind a proxy should do.
+    connection alive, which is what an upstream behind a proxy should do. ``files`` maps exact
+    paths to larger bodies (nginx refuses long ``return`` strings): served from ``files_root``
+    (written by :func:`write_static_files`), POST included — the static module's 405 for POST
+    is turned into the file with a 200.
     """
     if _UNSAFE_IN_RETURN.search(body):
         raise ValueError("the static body must not contain quotes, backslashes or '$'")
+    locations = ""
+    for path in files or {}:
+        if not _STATIC_PATH.match(path):
+            raise ValueError(f"static file path {path!r} must be /segments of [A-Za-z0-9_-]")
+        locations += f"""        location = {path} {{
+            root {files_root or prefix / "www"};
+            default_type application/json;
+            error_page 405 =200 $uri;
+        }}
+"""
     return f"""{_common(prefix, workers)}
 http {{
 {_http_common(prefix)}
     server {{
         listen 127.0.0.1:{port};
-        location / {{
+{locations}        location / {{
             default_type application/json;
             return 200 '{body}';
         }}
     }}
 }}
 """
+
+
+def write_static_files(root: Path, files: dict[str, str]) -> None:
+    """Write the bodies :func:`static_upstream_conf` serves for ``files`` under ``root``, all
+    world-readable: nginx started as root serves them from unprivileged workers. Use a
+    directory that holds nothing else (the run's work directory stays private)."""
+    root.chmod(0o755)
+    for path, body in files.items():
+        if not _STATIC_PATH.match(path):
+            raise ValueError(f"static file path {path!r} must be /segments of [A-Za-z0-9_-]")
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for directory in target.relative_to(root).parents:
+            (root / directory).chmod(0o755)
+        target.write_text(body, encoding="utf-8")
+        target.chmod(0o644)
 
 
 def reverse_proxy_conf(prefix: Path, port: int, upstream_port: int, workers: int = 1) -> str:
@@ -77,6 +116,10 @@ http {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # 100 KB bodies stay in memory: no temp files (the work directory is private to
+            # the harness, and disk would measure something else).
+            client_body_buffer_size 1m;
+            proxy_max_temp_file_size 0;
         }}
     }}
 }}

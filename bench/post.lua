@@ -2,6 +2,8 @@
 --
 -- Every request: POST of a ~1 KB JSON body, with an Authorization header taken from the
 -- environment variable BENCH_AUTHORIZATION (e.g. "Bearer eyJ..."; unset: no header).
+-- BENCH_BODY_ITEMS (default 8: ~1 KB) sets how many order items the body holds (~125 bytes
+-- each), BENCH_PATH (default /api/echo) the path.
 --
 -- Arguments (after `--`): RATE CONNECTIONS
 --   RATE         requests per second for this wrk thread; 0 (default): as fast as possible.
@@ -16,9 +18,9 @@
 -- At the end, `done()` prints one line "BENCH_RESULT {json}" with the request count, errors
 -- and latency percentiles in microseconds, for bench/wrk.py to parse.
 
-local function build_body()
+local function build_body(count)
   local items = {}
-  for i = 1, 8 do
+  for i = 1, count do
     items[#items + 1] = string.format(
       '{"sku":"SKU-%04d","name":"Widget number %d","quantity":%d,"unit_price_cents":%d,' ..
       '"note":"standard shipping, no gift wrap"}', i, i, i % 5 + 1, 1000 + 37 * i)
@@ -28,8 +30,8 @@ local function build_body()
 end
 
 wrk.method = "POST"
-wrk.path = "/api/echo"
-wrk.body = build_body()
+wrk.path = os.getenv("BENCH_PATH") or "/api/echo"
+wrk.body = build_body(tonumber(os.getenv("BENCH_BODY_ITEMS") or "8") or 8)
 wrk.headers["Content-Type"] = "application/json"
 
 local auth = os.getenv("BENCH_AUTHORIZATION")

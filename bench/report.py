@@ -14,6 +14,22 @@ from bench.wrk import WrkResult
 REFERENCE = "nginx"
 
 
+def size_key(key: str, size_kb: int) -> str:
+    """The result key of target ``key`` measured with ``size_kb`` bodies (``a@100``)."""
+    return key if size_kb == 1 else f"{key}@{size_kb}"
+
+
+def reference_key(key: str) -> str:
+    """The nginx-proxy result measured with the same body size as ``key``."""
+    _, at, size = key.partition("@")
+    return REFERENCE + at + size
+
+
+def _reference_for(results: list[TargetResult], key: str) -> TargetResult | None:
+    ref = reference_key(key)
+    return next((r for r in results if r.key == ref and not r.failed), None)
+
+
 @dataclass(frozen=True)
 class RoundSample:
     """One round of one target: a throughput run (with the proxy's CPU) and a paced run."""
@@ -89,8 +105,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def render_table(results: list[TargetResult], console: Console, title: str) -> None:
-    """The results table: medians per target, ratios to nginx-proxy from the same run."""
-    ref = next((r for r in results if r.key == REFERENCE), None)
+    """The results table: medians per target, ratios to nginx-proxy (same body size, same
+    run)."""
     table = Table(title=title, title_justify="left")
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("target", "left"),
@@ -111,6 +127,7 @@ def render_table(results: list[TargetResult], console: Console, title: str) -> N
             table.add_row(r.label, "[red]failed[/red]", *["—"] * 8)
             continue
         m = r.median()
+        ref = _reference_for(results, r.key)
         rat = ratios(r, ref) if ref is not None else {}
         errors = int(m.get("errors", 0))
         table.add_row(
@@ -120,7 +137,7 @@ def render_table(results: list[TargetResult], console: Console, title: str) -> N
             _fmt(m.get("paced_rps"), ",.0f"),
             _fmt(m.get("p50_ms"), ".2f"),
             _fmt(m.get("p99_ms"), ".2f"),
-            "" if r.key == REFERENCE else _fmt(rat.get("added_p99_ms"), "+.2f"),
+            "" if r is ref else _fmt(rat.get("added_p99_ms"), "+.2f"),
             _fmt(m.get("cpu_us"), ".1f"),
             f"{r.peak_rss_kib / 1024:.1f}",
             f"[red]{errors}[/red]" if errors else "0",
@@ -156,13 +173,36 @@ def goal_lines(results: list[TargetResult], workers: int) -> list[str]:
     return lines
 
 
+def openapi_lines(results: list[TargetResult]) -> list[str]:
+    """The cost of the OpenAPI layers: throughput of (d) over (a) per body size, against the
+    issue 4 goal (at least 0.8 on 1 KB bodies)."""
+    by_key = {r.key: r for r in results if not r.failed and r.rounds}
+    lines = []
+    for key in sorted((k for k in by_key if k.partition("@")[0] == "d"), key=len):
+        base = by_key.get("a" + key[1:])
+        if base is None:
+            continue
+        d, a = by_key[key].median(), base.median()
+        if not a.get("rps"):
+            continue
+        ratio = d["rps"] / a["rps"]
+        size = key.partition("@")[2] or "1"
+        cpu = d["cpu_us"] - a["cpu_us"]
+        text = f"{size} KB: {ratio:.2f} ({d['rps']:,.0f} vs {a['rps']:,.0f} req/s, +{cpu:.1f} µs CPU/req)"
+        if size == "1":
+            lines.append(f"  {'met ' if ratio >= 0.8 else 'MISS'} {text}; goal >= 0.80")
+        else:
+            lines.append(f"       {text}")
+    return lines
+
+
 def to_json(
     results: list[TargetResult], settings: dict[str, Any], machine: dict[str, Any]
 ) -> dict[str, Any]:
     """A JSON-ready document: settings, machine, and per target its rounds, medians, ratios."""
-    ref = next((r for r in results if r.key == REFERENCE and not r.failed), None)
     targets: dict[str, Any] = {}
     for r in results:
+        ref = _reference_for(results, r.key)
         targets[r.key] = {
             "label": r.label,
             "failed": r.failed,

@@ -100,8 +100,11 @@ def run_wrk(
     authorization: str | None = None,
     rate: float = 0.0,
     threads: int = 1,
+    path: str = "/api/echo",
+    body_items: int = 8,
 ) -> WrkResult:
-    """Run wrk against ``url`` (POST /api/echo, ~1 KB JSON) and return its parsed result.
+    """Run wrk against ``url`` (POST ``path`` with a JSON order of ``body_items`` items, ~1 KB
+    for 8) and return its parsed result.
 
     ``authorization`` is passed to the Lua script through the environment, never on the
     command line, so tokens and API keys do not show up in process listings.
@@ -110,6 +113,8 @@ def run_wrk(
         url, connections=connections, duration_s=duration_s, threads=threads, rate=rate
     )
     env = {k: v for k, v in os.environ.items() if k != "BENCH_AUTHORIZATION"}
+    env["BENCH_PATH"] = path
+    env["BENCH_BODY_ITEMS"] = str(body_items)
     if authorization:
         env["BENCH_AUTHORIZATION"] = authorization
     try:

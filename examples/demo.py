@@ -2,9 +2,10 @@
 
 It generates everything under ``<workdir>/.demo/`` (wiped at each start): a self-signed
 certificate, a random API-key pepper, an ES256 key whose JWKS the gateway trusts, then starts
-``examples/saas_api.py`` and ``bastion up -c examples/bastion.yaml`` as child processes (logs in
-``.demo/*.log``), creates API keys with ``bastion keys create``, and runs every scenario with
-the equivalent curl command and the real answer. Then it prints the last audit records and
+``examples/saas_api.py --vulnerable`` and ``bastion up -c examples/bastion.yaml`` as child
+processes (logs in ``.demo/*.log``), creates API keys with ``bastion keys create``, and runs every
+scenario of ``examples/demo_scenarios.py`` with the equivalent curl command and the real answer
+(the last four attack the upstream's planted flaws directly, then through the gateway). Then it prints the last audit records and
 either exits (``--once``) or keeps running until Ctrl-C so you can try the commands.
 
 Exit code 0 when every scenario behaved as expected; otherwise 1 and one line saying which
@@ -25,7 +26,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,34 +38,20 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+if __package__ in (None, ""):  # run as a script: make `examples.*` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from examples.demo_scenarios import AUTH, SCENARIOS, Answer, DemoFailure, expect
+
 from bastion.crypto.certs import write_self_signed
 
 EXAMPLES = Path(__file__).resolve().parent
 CONFIG = EXAMPLES / "bastion.yaml"
 DEFAULT_PORTS = {"http": 8080, "https": 8443, "upstream": 9001}
-ISSUER, AUDIENCE, ORIGIN = "https://idp.example", "https://api.example", "https://app.example"
+ISSUER, AUDIENCE = "https://idp.example", "https://api.example"
 KID = "demo-es256-1"
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
-
-
-class DemoFailure(Exception):
-    """A scenario or a start-up step did not behave as expected; the message is one line."""
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One HTTP response: status, headers (lower-cased names) and body."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.headers.get('content-type', '')}".strip()
 
 
 @dataclass(frozen=True)
@@ -75,12 +61,6 @@ class Ports:
     http: int
     https: int
     upstream: int
-
-
-def expect(ok: bool, expected: str, got: object) -> None:
-    """Fail the current scenario with ``expected …, got …`` unless ``ok``."""
-    if not ok:
-        raise DemoFailure(f"expected {expected}, got {got}")
 
 
 class Demo:
@@ -120,13 +100,14 @@ class Demo:
         attacker = ECKey.generate_key("P-256", parameters={"kid": KID})  # same kid, other key
         self.secrets["TOKEN"] = sign(key, "alice")
         self.secrets["FORGED"] = sign(attacker, "admin")
-        if vars(self.ports) != DEFAULT_PORTS:
+        self.secrets["BOB"] = sign(key, "2", scope="read write")  # user 2 of the example API
+        if vars(self.ports) != DEFAULT_PORTS or self.workdir != EXAMPLES.parent:
             self.config = self.dir / "bastion.yaml"
             self.config.write_text(yaml.safe_dump(config_for(self.ports), sort_keys=False))
 
     def start(self) -> None:
         """Start the example upstream and the gateway; wait until both accept connections."""
-        upstream = [sys.executable, str(EXAMPLES / "saas_api.py"), "--port"]
+        upstream = [sys.executable, str(EXAMPLES / "saas_api.py"), "--vulnerable", "--port"]
         self.spawn("upstream", [*upstream, str(self.ports.upstream)], self.ports.upstream)
         self.spawn("gateway", [*bastion_cli(), "up", "-c", str(self.config)], self.ports.http)
         wait_for_port(self.procs[-1], self.ports.https, self.dir)
@@ -223,7 +204,7 @@ class Demo:
             conn.close()
 
 
-def sign(key: ECKey, subject: str) -> str:
+def sign(key: ECKey, subject: str, scope: str = "read") -> str:
     """An ES256 access token from the demo issuer for ``subject``, valid for one hour."""
     now = int(time.time())
     claims: dict[str, Any] = {
@@ -232,17 +213,24 @@ def sign(key: ECKey, subject: str) -> str:
         "sub": subject,
         "client_id": "demo-web",
     }
-    claims |= {"scope": "read", "iat": now, "exp": now + 3600, "jti": secrets.token_hex(8)}
+    claims |= {"scope": scope, "iat": now, "exp": now + 3600, "jti": secrets.token_hex(8)}
     return jwt.encode({"alg": "ES256", "kid": KID, "typ": "at+jwt"}, claims, key)
 
 
 def config_for(ports: Ports) -> dict[str, Any]:
-    """``examples/bastion.yaml`` with the listeners and the upstream moved to ``ports``."""
+    """``examples/bastion.yaml`` with the listeners, the upstream and the ownership resolver
+    moved to ``ports``, and the OpenAPI document named by its absolute path (the demo may run
+    in another working directory)."""
     doc: dict[str, Any] = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    upstream = f"http://127.0.0.1:{ports.upstream}"
     for listener in doc["listeners"]:
         listener["bind"] = f"127.0.0.1:{ports.https if listener.get('tls') else ports.http}"
     for route in doc["routes"]:
-        route["upstream"] = f"http://127.0.0.1:{ports.upstream}"
+        route["upstream"] = upstream
+        if "openapi" in route:
+            route["openapi"]["spec"] = str(EXAMPLES / "openapi.yaml")
+        for resolver in route.get("authz", {}).get("resolvers", []):
+            resolver["url"] = upstream
     return doc
 
 
@@ -274,174 +262,10 @@ def wait_for_port(child: tuple[str, subprocess.Popen[bytes]], port: int, logs: P
     raise DemoFailure(f"the {name} did not listen on 127.0.0.1:{port} within 20 s")
 
 
-# -- scenarios: (title, curl commands, check) -- the check returns a one-line result ---------------
-Check = Callable[[Demo], str]
-SCENARIOS: list[tuple[str, tuple[str, ...], Check]] = []
-AUTH = '-H "Authorization: Bearer ${}"'
-
-
-def scenario(title: str, *curl: str) -> Callable[[Check], Check]:
-    """Register a scenario; ``curl`` lines may use {http}, {https}, {direct}, {key}, {token}…"""
-
-    def register(check: Check) -> Check:
-        SCENARIOS.append((title, curl, check))
-        return check
-
-    return register
-
-
-def problem_code(r: Answer) -> str:
-    """The ``code`` of an RFC 9457 problem answer (fails unless it is one)."""
-    expect(r.headers.get("content-type") == "application/problem+json", "problem+json", r)
-    return str(r.json().get("code"))
-
-
-@scenario("An allowed request with an API key", "curl -s {key} {http}/api/invoices?user_id=1")
-def allowed(d: Demo) -> str:
-    r = d.call("GET", f"{d.http}/api/invoices?user_id=1", auth="KEY")
-    expect(r.status == 200, "200", r)
-    expect(r.headers.get("cache-control") == "no-store", "Cache-Control: no-store", r.headers)
-    return f"200 OK: {r.json()['total']} invoices of user 1, with Cache-Control: no-store"
-
-
-@scenario("No credential", "curl -si {http}/api/invoices")
-def no_key(d: Demo) -> str:
-    r = d.call("GET", f"{d.http}/api/invoices")
-    expect(r.status == 401, "401", r)
-    code, challenge = problem_code(r), r.headers.get("www-authenticate")
-    expect(code == "authn.failed" and challenge is not None, "authn.failed + challenge", r)
-    return f"401 application/problem+json, code {code}, WWW-Authenticate: {challenge}"
-
-
-@scenario(
-    "A forged token (the issuer's kid, an attacker's key, sub=admin)",
-    "curl -si {forged} {http}/api/users/1",
-)
-def forged(d: Demo) -> str:
-    r = d.call("GET", f"{d.http}/api/users/1", auth="FORGED")
-    expect(r.status == 401, "401", r)
-    expect(problem_code(r) == "authn.failed", "code authn.failed", r.body[:80])
-    return "401 with the same opaque answer as no credential (the reason is in the audit log)"
-
-
-@scenario("A valid JWT (ES256, trusted issuer and audience)", "curl -s {token} {http}/api/echo")
-def valid_jwt(d: Demo) -> str:
-    r = d.call("GET", f"{d.http}/api/echo", auth="TOKEN")
-    expect(r.status == 200, "200", r)
-    seen = r.json()["headers"]
-    expect(seen.get("x-bastion-subject") == "alice", "x-bastion-subject: alice", seen)
-    expect("authorization" not in seen, "no Authorization header upstream", seen)
-    return "200 OK: the upstream got x-bastion-subject: alice and no Authorization header"
-
-
-@scenario(
-    "CORS preflights from an allowed and a foreign origin",
-    "curl -si -X OPTIONS -H 'Origin: https://app.example' -H 'Access-Control-Request-Method: POST' {http}/api/invoices",
-    "curl -si -X OPTIONS -H 'Origin: https://evil.example' -H 'Access-Control-Request-Method: POST' {http}/api/invoices",
-)
-def cors(d: Demo) -> str:
-    asked = {"Access-Control-Request-Method": "POST"}
-    ok = d.call("OPTIONS", f"{d.http}/api/invoices", headers={"Origin": ORIGIN, **asked})
-    expect(ok.status == 204, "204 for the allowed origin", ok)
-    expect(ok.headers.get("access-control-allow-origin") == ORIGIN, "its origin echoed", ok.headers)
-    evil = d.call(
-        "OPTIONS", f"{d.http}/api/invoices", headers={"Origin": "https://evil.example", **asked}
-    )
-    expect(evil.status == 403, "403 for a foreign origin", evil)
-    expect("access-control-allow-origin" not in evil.headers, "no ACAO", evil.headers)
-    return f"{ORIGIN}: 204 with Access-Control-Allow-Origin; https://evil.example: 403, no CORS headers"
-
-
-@scenario(
-    "An oversized body (70 000 bytes; the limit is 64 KiB)",
-    "head -c 70000 /dev/zero | curl -si -X POST {key} --data-binary @- {http}/api/echo",
-)
-def oversized(d: Demo) -> str:
-    r = d.call("POST", f"{d.http}/api/echo", auth="KEY", body=b"\0" * 70_000)
-    expect(r.status == 413, "413", r)
-    return f"413 application/problem+json, code {problem_code(r)}; the upstream never saw it"
-
-
-@scenario("HTTPS with HSTS", "curl -si --cacert .demo/cert.pem {https}/api/health")
-def hsts(d: Demo) -> str:
-    r = d.call("GET", f"{d.https}/api/health")
-    value = r.headers.get("strict-transport-security", "")
-    expect(r.status == 200 and "max-age=31536000" in value, "200 with HSTS", r.headers)
-    expect("includeSubDomains" in value, "includeSubDomains", value)
-    return f"200 OK over TLS, Strict-Transport-Security: {value}"
-
-
-@scenario(
-    "An upstream 500 with a stack trace",
-    "curl -s {direct}/api/boom            # the upstream itself",
-    "curl -si {key} {http}/api/boom",
-)
-def boom(d: Demo) -> str:
-    raw = d.call("GET", f"{d.direct}/api/boom")
-    expect(raw.status == 500 and b"Traceback" in raw.body, "a 500 traceback upstream", raw)
-    r = d.call("GET", f"{d.http}/api/boom", auth="KEY")
-    expect(r.status == 502 and b"Traceback" not in r.body, "502 without the traceback", r)
-    return f"upstream: 500 with a Python traceback; via Bastion: 502, code {problem_code(r)}"
-
-
-@scenario(
-    "Version headers of the upstream stripped",
-    "curl -si {direct}/api/health         # the upstream itself",
-    "curl -si {http}/api/health",
-)
-def version_headers(d: Demo) -> str:
-    leaks = ("server", "x-powered-by")
-    raw = d.call("GET", f"{d.direct}/api/health")
-    expect(all(h in raw.headers for h in leaks), "Server and X-Powered-By upstream", raw.headers)
-    r = d.call("GET", f"{d.http}/api/health")
-    expect(r.status == 200 and not any(h in r.headers for h in leaks), "both removed", r.headers)
-    shown = ", ".join(f"{h}: {raw.headers[h]}" for h in leaks)
-    return f"upstream sends {shown}; via Bastion neither"
-
-
-@scenario(
-    "A burst of 10 requests (limit: 5/s and 1000/h per caller)",
-    "for i in $(seq 10); do curl -s -o /dev/null -w '%{{http_code}} ' {key} {http}/api/invoices; done",
-)
-def burst(d: Demo) -> str:
-    time.sleep(1.0)  # the caller's budget refills after the earlier scenarios: a clean burst
-    answers = [d.call("GET", f"{d.http}/api/invoices", auth="KEY") for _ in range(10)]
-    codes = [a.status for a in answers]
-    refused = [a for a in answers if a.status == 429]
-    expect(
-        codes[:5] == [200] * 5 and bool(refused) and set(codes) == {200, 429},
-        "5 answered, then 429s",
-        codes,
-    )
-    expect(all(a.headers.get("retry-after") for a in refused), "Retry-After on every 429", codes)
-    wait = refused[0].headers["retry-after"]
-    return (
-        f"{codes.count(200)} answered, then {len(refused)} refused with 429 (Retry-After: {wait})"
-    )
-
-
-@scenario(
-    "A leaked key revoked with `bastion keys revoke`",
-    "{bastion} keys revoke {leaked_id} -c {config}",
-    "curl -si {leaked} {http}/api/invoices",
-)
-def revoke(d: Demo) -> str:
-    before = d.call("GET", f"{d.http}/api/invoices", auth="LEAKED")
-    expect(before.status == 200, "200 before the revocation", before)
-    d.cli("keys", "revoke", d.leaked_id)
-    revoked_at, status = time.monotonic(), 200
-    while status != 401 and time.monotonic() - revoked_at < 3:
-        time.sleep(0.2)
-        status = d.call("GET", f"{d.http}/api/invoices", auth="LEAKED").status
-    expect(status == 401, "401 within 3 s of the revocation", status)
-    took = time.monotonic() - revoked_at
-    return f"200 before; 401 {took:.1f} s after the revocation (the change feed picked it up)"
-
-
 # -- the run ---------------------------------------------------------------------------------------
 def placeholders(d: Demo) -> dict[str, str]:
     """Values of the {names} the scenarios' curl lines use."""
-    auth = {name.lower(): AUTH.format(name) for name in ("KEY", "TOKEN", "FORGED", "LEAKED")}
+    auth = {name.lower(): AUTH.format(name) for name in ("KEY", "TOKEN", "FORGED", "LEAKED", "BOB")}
     urls = {"http": d.http, "https": d.https, "direct": d.direct}
     return {
         **urls,
@@ -461,7 +285,7 @@ def run(d: Demo, once: bool) -> None:
         out.print(f"  {line}", markup=False, soft_wrap=True)
     d.start()
     out.print(
-        f"upstream {d.direct} (examples/saas_api.py), gateway {d.http} and {d.https}"
+        f"upstream {d.direct} (examples/saas_api.py --vulnerable), gateway {d.http} and {d.https}"
         f" (bastion up); logs in {d.dir}",
         markup=False,
         soft_wrap=True,
@@ -511,6 +335,7 @@ def print_exports(d: Demo) -> None:
         "LEAKED": "API key of client demo-leaked (revoked in the last scenario)",
         "TOKEN": "ES256 access token for alice, valid 1 h",
         "FORGED": "the same claims with sub=admin, signed by an attacker's key",
+        "BOB": "ES256 access token for user 2 (Bob), scopes read write, no admin role",
     }
     for name, note in notes.items():
         out.print(f"export {name}={d.secrets[name]}  # {note}", markup=False, soft_wrap=True)

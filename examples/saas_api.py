@@ -1,13 +1,24 @@
 """A small SaaS API (users and invoices) that Bastion protects in the demo and the tests.
 
-It is deliberately an ordinary upstream: it trusts whoever reaches it, returns whole user records
-(SSN, card number, password hash included) and shows stack traces on errors. The gateway in
-front of it is what makes it safe; tests call it directly and through Bastion to show the
-difference. Test helpers: ``/api/echo`` (what the gateway forwarded), ``/api/boom`` (an upstream
-500 with a traceback), ``/api/slow?ms=N`` and ``/api/big?kb=N`` (a large streamed body).
+Callers are identified by the headers the gateway sends upstream: ``x-bastion-subject`` is a
+user's id (``2`` is Bob), or, with ``x-bastion-auth: api_key``, the id of a service client (an
+integration holding an API key) whose ``x-bastion-scopes`` say what it may do. The API trusts
+these headers: only the gateway may reach it (it listens on 127.0.0.1).
 
-Run it: ``python examples/saas_api.py --port 9001`` (127.0.0.1 only). In tests, build the ASGI
-app with :func:`create_app` and a fresh :class:`SaasStore`.
+Two modes. **Secure** (the default) checks ownership and roles itself and returns user records
+without secrets. **Vulnerable** (``--vulnerable``, ``create_app(vulnerable=True)``) plants
+exactly four flaws, listed with how to trigger them in ``examples/ground_truth.yaml``: a BOLA on
+invoices, mass assignment of ``is_admin``, user records with SSN, card number and password
+hash, and a user deletion without a role check. Each flaw is marked ``FLAW <id>`` below. In both
+modes the API is otherwise an ordinary upstream: it shows stack traces on errors and sends
+version headers, which the gateway hides.
+
+Test helpers: ``/api/echo`` (what the gateway forwarded), ``/api/boom`` (an upstream 500 with a
+traceback), ``/api/slow?ms=N`` and ``/api/big?kb=N`` (a large streamed body); and
+``/internal/invoices/{id}/owner``, the endpoint the gateway's ownership resolver asks.
+
+Run it: ``python examples/saas_api.py --port 9001 [--vulnerable]`` (127.0.0.1 only). In tests,
+build the ASGI app with :func:`create_app` and a fresh :class:`SaasStore`.
 """
 
 from __future__ import annotations
@@ -44,6 +55,10 @@ TEST_CARDS = (
 )
 FIRST_NAMES = ("Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy")
 ECHO_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+#: Fields of a user record that the API returns in secure mode.
+PUBLIC_USER_FIELDS = ("id", "name", "email", "role", "is_admin", "phone", "created_at")
+#: What vulnerable mode returns on top of them (FLAW user-sensitive-exposure).
+SECRET_USER_FIELDS = ("ssn", "card_number", "password_hash")
 
 
 @dataclass
@@ -54,10 +69,15 @@ class User:
     name: str
     email: str
     role: str
+    phone: str
     ssn: str
     card_number: str
     password_hash: str
     created_at: str = CREATED_AT
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
 
 @dataclass
@@ -91,11 +111,14 @@ def fake_password_hash(seed: str) -> str:
 
 
 class SaasStore:
-    """In-memory users and invoices, seeded deterministically (same ids and values every run)."""
+    """In-memory users and invoices, seeded deterministically (same ids and values every run).
+    Ids are never reused after a deletion."""
 
     def __init__(self, users: int = 10, invoices_per_user: int = 3) -> None:
         self.users: dict[int, User] = {}
         self.invoices: dict[int, Invoice] = {}
+        self._user_ids = 0
+        self._invoice_ids = 0
         for i in range(1, users + 1):
             name = FIRST_NAMES[(i - 1) % len(FIRST_NAMES)]
             self.add_user(name if i <= len(FIRST_NAMES) else f"{name} {i}", f"user{i}@example.test")
@@ -105,12 +128,14 @@ class SaasStore:
 
     def add_user(self, name: str, email: str, role: str | None = None) -> User:
         """Create a user with seeded sensitive fields; the first user is the admin."""
-        i = len(self.users) + 1
+        self._user_ids += 1
+        i = self._user_ids
         user = User(
             id=i,
             name=name,
             email=email,
             role=role or ("admin" if i == 1 else "user"),
+            phone=f"+1-555-01{i % 100:02d}",
             ssn=f"{100 + 7 * i % 565:03d}-{10 + i % 90:02d}-{1000 + 37 * i % 9000:04d}",
             card_number=TEST_CARDS[(i - 1) % len(TEST_CARDS)],
             password_hash=fake_password_hash(f"user-{i}"),
@@ -120,9 +145,29 @@ class SaasStore:
 
     def add_invoice(self, user_id: int, amount_cents: int, currency: str, desc: str) -> Invoice:
         """Create an open invoice owned by ``user_id``."""
-        invoice = Invoice(len(self.invoices) + 1, user_id, amount_cents, currency, "open", desc)
+        self._invoice_ids += 1
+        invoice = Invoice(self._invoice_ids, user_id, amount_cents, currency, "open", desc)
         self.invoices[invoice.id] = invoice
         return invoice
+
+    def delete_user(self, user_id: int) -> None:
+        """Remove a user and the invoices they own."""
+        self.users.pop(user_id, None)
+        for invoice_id in [i.id for i in self.invoices.values() if i.user_id == user_id]:
+            del self.invoices[invoice_id]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a user, or a service client (``user`` None) with its scopes."""
+
+    user: User | None
+    client: str
+    scopes: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user is not None and self.user.is_admin
 
 
 def _error(status: int, error: str, message: str) -> JSONResponse:
@@ -165,40 +210,144 @@ def _store(request: Request) -> SaasStore:
     return store
 
 
+def _vulnerable(request: Request) -> bool:
+    return bool(request.app.state.vulnerable)
+
+
+def _caller(request: Request) -> Caller:
+    """The caller named by the gateway's identity headers; 401 when there is none we know."""
+    subject = request.headers.get("x-bastion-subject", "")
+    scopes = frozenset(request.headers.get("x-bastion-scopes", "").split())
+    if subject and request.headers.get("x-bastion-auth") == "api_key":
+        return Caller(None, subject, scopes)
+    user = _store(request).users.get(int(subject)) if subject.isdigit() else None
+    if user is None:
+        raise BadInput(401, "unauthenticated", "no known caller (x-bastion-subject)")
+    return Caller(user, subject, scopes)
+
+
+def _user_caller(request: Request) -> Caller:
+    """A user (service clients may not manage users)."""
+    caller = _caller(request)
+    if caller.user is None:
+        raise BadInput(403, "forbidden", "service clients cannot manage users")
+    return caller
+
+
+def _require_admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise BadInput(403, "forbidden", "this operation is for administrators")
+
+
+def _require_scope(caller: Caller, scope: str) -> None:
+    if caller.user is None and scope not in caller.scopes:
+        raise BadInput(403, "forbidden", f"the {scope} scope is needed")
+
+
+def _user_json(request: Request, user: User) -> dict[str, Any]:
+    doc = {name: getattr(user, name) for name in PUBLIC_USER_FIELDS}
+    if _vulnerable(request):  # FLAW user-sensitive-exposure: the whole record goes out
+        doc.update({name: getattr(user, name) for name in SECRET_USER_FIELDS})
+    return doc
+
+
+def _own_user(request: Request, caller: Caller) -> User:
+    """The user of the path, if the caller is that user or an administrator (else 404)."""
+    user = _store(request).users.get(request.path_params["user_id"])
+    if user is None or not (caller.is_admin or caller.user is user):
+        raise BadInput(404, "not_found", "no such user")
+    return user
+
+
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
 async def list_users(request: Request) -> Response:
+    """Every user: administrators only."""
+    _require_admin(_user_caller(request))
     limit = _int_param(request, "limit", 50, 1, 100)
     offset = _int_param(request, "offset", 0, 0, 1_000_000)
     users = list(_store(request).users.values())[offset : offset + limit]
-    return JSONResponse({"items": [asdict(u) for u in users], "total": len(_store(request).users)})
+    items = [_user_json(request, u) for u in users]
+    return JSONResponse({"items": items, "total": len(_store(request).users)})
 
 
 async def get_user(request: Request) -> Response:
-    user = _store(request).users.get(request.path_params["user_id"])
-    if user is None:
-        return _error(404, "not_found", "no such user")
-    return JSONResponse(asdict(user))
+    """One user: the user themself or an administrator."""
+    return JSONResponse(_user_json(request, _own_user(request, _user_caller(request))))
+
+
+def _profile_fields(doc: dict[str, Any], *, required: bool) -> dict[str, str]:
+    """The fields a user may set about themself: name, email, phone."""
+    out: dict[str, str] = {}
+    for name, limit in (("name", 100), ("email", 254), ("phone", 32)):
+        value = _field(doc, name, str, required=required and name != "phone")
+        if value is None:
+            continue
+        if not 1 <= len(value) <= limit or (name == "email" and "@" not in value):
+            raise BadInput(422, "invalid_field", "name must be 1-100 characters, email an address")
+        out[name] = value
+    return out
+
+
+def _mass_assigned_role(request: Request, doc: dict[str, Any]) -> str | None:
+    """FLAW mass-assignment-is-admin: vulnerable mode copies ``is_admin`` from the body."""
+    if _vulnerable(request) and isinstance(doc.get("is_admin"), bool):
+        return "admin" if doc["is_admin"] else "user"
+    return None  # secure mode: only the known fields are copied
 
 
 async def create_user(request: Request) -> Response:
+    """Sign up (no identity needed): name, email and phone; never a role."""
     doc = await _json_object(request)
-    name = _field(doc, "name", str)
-    email = _field(doc, "email", str)
-    if not 1 <= len(name) <= 100 or "@" not in email or len(email) > 254:
-        raise BadInput(422, "invalid_field", "name must be 1-100 characters, email an address")
-    # Only known fields are copied: a client cannot set its own role here.
-    user = _store(request).add_user(name, email)
-    return JSONResponse(asdict(user), 201, headers={"Location": f"/api/users/{user.id}"})
+    fields = _profile_fields(doc, required=True)
+    user = _store(request).add_user(
+        fields["name"], fields["email"], _mass_assigned_role(request, doc)
+    )
+    if "phone" in fields:
+        user.phone = fields["phone"]
+    body = _user_json(request, user)
+    return JSONResponse(body, 201, headers={"Location": f"/api/users/{user.id}"})
+
+
+async def update_user(request: Request) -> Response:
+    """Change one's name, email or phone (the user themself or an administrator)."""
+    user = _own_user(request, _user_caller(request))
+    doc = await _json_object(request)
+    for name, value in _profile_fields(doc, required=False).items():
+        setattr(user, name, value)
+    role = _mass_assigned_role(request, doc)
+    if role is not None:
+        user.role = role
+    return JSONResponse(_user_json(request, user))
+
+
+async def delete_user(request: Request) -> Response:
+    """Delete a user and their invoices: administrators only."""
+    caller = _user_caller(request)
+    if not _vulnerable(request):  # FLAW bfla-delete-user: vulnerable mode skips the role check
+        _require_admin(caller)
+    store = _store(request)
+    if request.path_params["user_id"] not in store.users:
+        raise BadInput(404, "not_found", "no such user")
+    store.delete_user(request.path_params["user_id"])
+    return Response(status_code=204)
 
 
 async def list_invoices(request: Request) -> Response:
+    """Invoices: a user sees their own; administrators and service clients with ``read`` any
+    (``user_id`` filters by owner)."""
+    caller = _caller(request)
+    _require_scope(caller, "read")
     limit = _int_param(request, "limit", 50, 1, 100)
     offset = _int_param(request, "offset", 0, 0, 1_000_000)
-    invoices = list(_store(request).invoices.values())
     owner = request.query_params.get("user_id")
+    if caller.user is not None and not caller.is_admin:
+        if owner is not None and owner != str(caller.user.id):
+            raise BadInput(403, "forbidden", "you can list only your own invoices")
+        owner = str(caller.user.id)
+    invoices = list(_store(request).invoices.values())
     if owner is not None:
         invoices = [inv for inv in invoices if str(inv.user_id) == owner]
     page = invoices[offset : offset + limit]
@@ -206,13 +355,24 @@ async def list_invoices(request: Request) -> Response:
 
 
 async def get_invoice(request: Request) -> Response:
+    """One invoice: its owner, an administrator or a service client with ``read``."""
+    caller = _caller(request)
+    _require_scope(caller, "read")
     invoice = _store(request).invoices.get(request.path_params["invoice_id"])
     if invoice is None:
-        return _error(404, "not_found", "no such invoice")
+        raise BadInput(404, "not_found", "no such invoice")
+    mine = caller.user is None or caller.is_admin or invoice.user_id == caller.user.id
+    if not mine and not _vulnerable(request):  # FLAW bola-invoice-read: no owner check
+        raise BadInput(404, "not_found", "no such invoice")
     return JSONResponse(asdict(invoice))
 
 
 async def create_invoice(request: Request) -> Response:
+    """Bill a user: administrators, or service clients with ``write``."""
+    caller = _caller(request)
+    if caller.user is not None:
+        _require_admin(caller)
+    _require_scope(caller, "write")
     doc = await _json_object(request)
     user_id = _field(doc, "user_id", int)
     amount = _field(doc, "amount_cents", int)
@@ -227,6 +387,15 @@ async def create_invoice(request: Request) -> Response:
         raise BadInput(422, "invalid_field", "description is limited to 500 characters")
     invoice = store.add_invoice(user_id, amount, currency, description)
     return JSONResponse(asdict(invoice), 201, headers={"Location": f"/api/invoices/{invoice.id}"})
+
+
+async def invoice_owner(request: Request) -> Response:
+    """``{"owner": "<user id>"}`` for the gateway's ownership resolver (internal: the gateway
+    calls it directly; its OpenAPI document does not declare it, so clients cannot)."""
+    invoice = _store(request).invoices.get(request.path_params["invoice_id"])
+    if invoice is None:
+        raise BadInput(404, "not_found", "no such invoice")
+    return JSONResponse({"owner": str(invoice.user_id)})
 
 
 async def echo(request: Request) -> Response:
@@ -318,16 +487,20 @@ async def _bad_input(request: Request, exc: Exception) -> Response:
     return _error(500, "internal", "internal error")
 
 
-def create_app(store: SaasStore | None = None) -> ASGIApp:
-    """The ASGI app over ``store`` (a freshly seeded one by default)."""
+def create_app(store: SaasStore | None = None, *, vulnerable: bool = False) -> ASGIApp:
+    """The ASGI app over ``store`` (a freshly seeded one by default). ``vulnerable`` plants the
+    four flaws of ``examples/ground_truth.yaml``; the default is the secure API."""
     routes = [
         Route("/api/health", health, methods=["GET"]),
         Route("/api/users", list_users, methods=["GET"]),
         Route("/api/users", create_user, methods=["POST"]),
         Route("/api/users/{user_id:int}", get_user, methods=["GET"]),
+        Route("/api/users/{user_id:int}", update_user, methods=["PATCH"]),
+        Route("/api/users/{user_id:int}", delete_user, methods=["DELETE"]),
         Route("/api/invoices", list_invoices, methods=["GET"]),
         Route("/api/invoices", create_invoice, methods=["POST"]),
         Route("/api/invoices/{invoice_id:int}", get_invoice, methods=["GET"]),
+        Route("/internal/invoices/{invoice_id:int}/owner", invoice_owner, methods=["GET"]),
         Route("/api/echo", echo, methods=ECHO_METHODS),
         Route("/api/boom", boom, methods=["GET"]),
         Route("/api/slow", slow, methods=["GET"]),
@@ -335,6 +508,7 @@ def create_app(store: SaasStore | None = None) -> ASGIApp:
     ]
     app = Starlette(routes=routes, exception_handlers={BadInput: _bad_input})
     app.state.store = store or SaasStore()
+    app.state.vulnerable = vulnerable
     return PoweredBy(app)
 
 
@@ -344,8 +518,14 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=9001, help="TCP port on 127.0.0.1")
+    parser.add_argument(
+        "--vulnerable",
+        action="store_true",
+        help="plant the flaws listed in examples/ground_truth.yaml (for demos and scanners)",
+    )
     args = parser.parse_args(argv)
-    uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="warning")
+    app = create_app(vulnerable=args.vulnerable)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

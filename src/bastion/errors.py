@@ -11,8 +11,13 @@ records and the CLI only and never reaches a client.
     ├── StoreError                        store.unavailable         503
     ├── RequestRejected                   (base of what the gateway answers itself)
     │   ├── BadRequest                    request.malformed         400
+    │   │   └── InvalidRequest            openapi.invalid_request   400
     │   ├── NotFound                      route.not_found           404
+    │   │   └── OperationUnknown          openapi.operation_unknown 404
     │   ├── MethodNotAllowed              request.method_not_allowed 405
+    │   │   └── OperationMethodNotAllowed openapi.method_not_allowed 405 (+ Allow)
+    │   ├── UnsupportedMediaType          openapi.unsupported_media_type 415
+    │   ├── ResolverUnavailable           authz.resolver_unavailable 503
     │   ├── Forbidden                     access.forbidden          403
     │   ├── IpDenied                      transport.ip_denied       403
     │   ├── PayloadTooLarge               transport.body_too_large  413
@@ -25,6 +30,8 @@ records and the CLI only and never reaches a client.
     │   ├── UpstreamUnavailable           upstream.unavailable      502
     │   ├── UpstreamTimeout               upstream.timeout          504
     │   └── UpstreamError                 upstream.error            502
+    │       ├── ResponseBlocked           response.blocked          502
+    │       └── ResponseTooLarge          response.too_large        502
     └── InternalError                     internal.error            500
 """
 
@@ -186,6 +193,41 @@ class CorsRejected(RequestRejected):
     title = "Forbidden"
 
 
+class InvalidRequest(BadRequest):
+    """A parameter or the body does not match the operation's OpenAPI schemas. ``detail`` names
+    the parameter or JSON pointer and the rule, never the value sent."""
+
+    code = "openapi.invalid_request"
+
+
+class OperationUnknown(NotFound):
+    """No operation of the route's OpenAPI document has this path (a shadow endpoint)."""
+
+    code = "openapi.operation_unknown"
+
+
+class OperationMethodNotAllowed(MethodNotAllowed):
+    """The path is declared, the method is not (``Allow`` lists the declared ones)."""
+
+    code = "openapi.method_not_allowed"
+
+
+class UnsupportedMediaType(RequestRejected):
+    """The body's Content-Type is not one the operation declares."""
+
+    code = "openapi.unsupported_media_type"
+    status = 415
+    title = "Unsupported media type"
+
+
+class ResolverUnavailable(RequestRejected):
+    """An ownership resolver (SQL, HTTP) could not answer: the request is refused (fail closed)."""
+
+    code = "authz.resolver_unavailable"
+    status = 503
+    title = "Service unavailable"
+
+
 class UpstreamUnavailable(RequestRejected):
     code = "upstream.unavailable"
     status = 502
@@ -202,6 +244,19 @@ class UpstreamError(RequestRejected):
     code = "upstream.error"
     status = 502
     title = "Bad gateway"
+
+
+class ResponseBlocked(UpstreamError):
+    """The upstream's response broke the route's response policy (undeclared properties or
+    status, sensitive data, malformed JSON): the client gets none of it."""
+
+    code = "response.blocked"
+
+
+class ResponseTooLarge(UpstreamError):
+    """A JSON response was larger than the route's response filter may hold to check it."""
+
+    code = "response.too_large"
 
 
 class InternalError(BastionError):

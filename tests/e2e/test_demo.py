@@ -44,8 +44,17 @@ EXPECTED = [
     "refused with 429 (Retry-After: 1)",
     "11. A leaked key revoked with `bastion keys revoke`",
     "✓ 200 before; 401 ",
+    # The flaws examples/saas_api.py --vulnerable plants (examples/ground_truth.yaml).
+    "12. A BOLA",
+    "✓ upstream: 200 with user 3's invoice; via Bastion: 403, code access.forbidden",
+    "13. Mass assignment",
+    "✓ upstream: Dave (user 4) is now an administrator; via Bastion: 400, code openapi.invalid_request",
+    "14. Excessive data exposure",
+    "✓ upstream: 200 with ssn, card_number, password_hash; via Bastion: 200 without them",
+    "15. An administrative operation without a role check",
+    "✓ upstream: 204, user 9 deleted by Bob; via Bastion: 403, code access.forbidden",
     "no API key secret or token in the file",
-    "demo OK: 11 scenarios behaved as expected",
+    "demo OK: 15 scenarios behaved as expected",
 ]
 
 
@@ -121,7 +130,7 @@ def test_demo_runs_every_scenario_and_stops_its_processes(tmp_path: Path, ports:
         assert stat.S_IMODE((demo / secret_file).stat().st_mode) == 0o600, secret_file
     records = [orjson.loads(x) for x in (demo / "audit.jsonl").read_bytes().splitlines()]
     statuses = [r["http"]["response"]["status_code"] for r in records]
-    for status in (200, 401, 403, 413, 429, 502):
+    for status in (200, 400, 401, 403, 413, 429, 502):
         assert status in statuses
     # The printed key is the real one: its secret is on stdout, never in the audit log.
     key = next(w for w in out.split() if w.startswith("KEY=bsk_")).removeprefix("KEY=")

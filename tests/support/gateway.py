@@ -115,7 +115,14 @@ def default_doc(tmp: Path, upstream_port: int) -> dict[str, Any]:
 class GatewayHarness:
     """Gateway + upstream in a background loop. ``request`` is a blocking client."""
 
-    def __init__(self, tmp: Path, doc_overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        doc_overrides: dict[str, Any] | None = None,
+        extra_routes: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """``extra_routes`` are appended to the routes, with the test upstream as their
+        default ``upstream``."""
         self.tmp = tmp
         write_self_signed(tmp, hostnames=["localhost"], ip_addresses=["127.0.0.1"])
         self.signing_key = ECKey.generate_key("P-256", parameters={"kid": "k1"})
@@ -126,6 +133,8 @@ class GatewayHarness:
         self.upstream = self.thread.call(TestUpstream().start())
         doc = default_doc(tmp, self.upstream.port)
         doc.update(doc_overrides or {})
+        for route in extra_routes or []:
+            doc["routes"].append({"upstream": f"http://127.0.0.1:{self.upstream.port}", **route})
         self.config: BastionConfig = parse_config(doc, {})
         self.store = MemoryStore()
         self.services = GatewayServices.create(self.config, store=self.store)

@@ -71,7 +71,7 @@ def test_pure_proxy_config_is_anonymous_without_limits() -> None:
 
 def test_unknown_variant_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown variant"):
-        bt.bastion_config("d", port=1, upstream_port=2)
+        bt.bastion_config("e", port=1, upstream_port=2)
 
 
 def test_written_config_loads_from_its_directory(tmp_path: Path) -> None:
@@ -174,3 +174,80 @@ def test_medians_ratios_and_goals() -> None:
     assert goal_lines([ref, a], workers=2)[0].split()[0] == "MISS"  # 0.32 < 0.40
     a.rounds.append(RoundSample(_wrk(10, 9.0, errors=4), 1.0, None))
     assert a.median()["errors"] == 4
+
+
+def test_openapi_config_adds_the_document_to_the_jwt_config(tmp_path: Path) -> None:
+    cfg = parse_config(_config("d"), ENV)
+    route = cfg.routes[0]
+    assert route.openapi.spec == bt.SPEC_FILE
+    assert route.authn.methods == ["jwt"]
+    assert [lim.rate for lim in route.ratelimit.limits] == [bt.HIGH_RATE, bt.HIGH_RATE]
+    assert route.response_filter.enabled is None  # on, because the route has a document
+    a = _config("a")
+    a["routes"][0]["openapi"] = {"spec": bt.SPEC_FILE}
+    assert _config("d") == a  # (d) is (a) plus the document, nothing else
+
+
+def test_bench_bodies_are_valid_and_clean_for_the_openapi_layers(tmp_path: Path) -> None:
+    from bench.gateway import BIG_BODY, STATIC_BODY
+
+    from bastion.gateway.layers.response_filter.config import ResponseFilterConfig
+    from bastion.gateway.layers.response_filter.layer import ResponseFilterLayer
+    from bastion.openapi.spec import load_spec
+
+    spec = load_spec(str(bt.write_openapi_spec(tmp_path)))
+    response_filter = ResponseFilterLayer(ResponseFilterConfig(), spec.operations)
+    for size, answer in ((1, STATIC_BODY), (100, BIG_BODY)):
+        op, _, _ = spec.match("POST", bt.SIZE_PATHS[size])
+        assert op is not None
+        assert op.security == ({"bearerAuth": ("bench",)},)
+        request = op.request_body[0]
+        assert request.validator is not None
+        order = json.loads(bt.order_body(bt.SIZE_ITEMS[size]))
+        assert request.validator.is_valid(order)
+        size_bytes = len(bt.order_body(bt.SIZE_ITEMS[size]))
+        assert 0.9 * size * 1024 <= size_bytes <= 1.1 * size * 1024, size_bytes
+        media = op.response_schemas(200)
+        assert media is not None
+        compiled, problems = response_filter._prepare(media[0])
+        assert problems == []
+        assert compiled.fast is not None
+        assert compiled.fast.is_valid(json.loads(answer))  # the fast path: nothing to change
+
+
+def test_static_upstream_serves_big_bodies_from_a_public_directory(tmp_path: Path) -> None:
+    from bench.nginx import write_static_files
+
+    www = tmp_path / "www"
+    www.mkdir(mode=0o700)
+    write_static_files(www, {"/api/echo100": '{"a":1}'})
+    assert (www / "api" / "echo100").read_text() == '{"a":1}'
+    assert (www.stat().st_mode & 0o777, (www / "api").stat().st_mode & 0o777) == (0o755, 0o755)
+    conf = static_upstream_conf(tmp_path, 18080, "{}", files={"/api/echo100": "x"}, files_root=www)
+    assert f"location = /api/echo100 {{\n            root {www};" in conf
+    assert "error_page 405 =200 $uri;" in conf
+    with pytest.raises(ValueError, match="static file path"):
+        static_upstream_conf(tmp_path, 18080, "{}", files={"/../etc": "x"})
+    proxy = reverse_proxy_conf(tmp_path, 18081, 18080)
+    assert "client_body_buffer_size 1m;" in proxy
+    assert "proxy_max_temp_file_size 0;" in proxy
+
+
+def test_openapi_ratio_lines() -> None:
+    from bench.report import openapi_lines, reference_key, size_key
+
+    assert size_key("a", 1) == "a"
+    assert size_key("d", 100) == "d@100"
+    assert reference_key("d@100") == "nginx@100"
+    assert reference_key("a") == "nginx"
+    results = []
+    for key, rps in (("a", 10_000), ("d", 8_500), ("a@100", 2_000), ("d@100", 500)):
+        r = TargetResult(key, key)
+        r.rounds.append(RoundSample(_wrk(rps * 10, 1.0), rps * 10 * 50e-6, None))
+        results.append(r)
+    lines = openapi_lines(results)
+    assert lines[0].split()[:3] == ["met", "1", "KB:"]
+    assert "0.85" in lines[0]
+    assert "100 KB: 0.25" in lines[1]
+    results[1].rounds[0] = RoundSample(_wrk(70_000, 1.0), 1.0, None)
+    assert openapi_lines(results)[0].split()[0] == "MISS"

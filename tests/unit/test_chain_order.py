@@ -4,6 +4,7 @@ the chain ``build_chain`` actually produces for a route."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from bastion.config import parse_config
@@ -15,6 +16,8 @@ from bastion.gateway.services import GatewayServices
 from bastion.store.memory import MemoryStore
 
 PEPPER = "p" * 40
+BANK = str(Path(__file__).resolve().parents[1] / "fixtures" / "openapi" / "bank.yaml")
+INVOICES = {"name": "invoices", "type": "http", "url": "http://127.0.0.1:9", "path": "/o/{id}"}
 UP = "http://127.0.0.1:9"
 FULL = {
     "authn": {"methods": ["api_key"]},
@@ -40,7 +43,17 @@ def services(cfg: BastionConfig) -> GatewayServices:
 
 
 def test_layer_order_is_pinned() -> None:
-    assert LAYER_ORDER == ("transport", "cors", "authn", "ratelimit", "proxy", "audit")
+    assert LAYER_ORDER == (
+        "transport",
+        "cors",
+        "authn",
+        "ratelimit",
+        "openapi",
+        "authz",
+        "response_filter",
+        "proxy",
+        "audit",
+    )
 
 
 def test_every_request_layer_is_registered_in_the_order_table() -> None:
@@ -61,6 +74,33 @@ def test_anonymous_route_has_no_authn_layer() -> None:
     anonymous = {**FULL, "authn": {"methods": [], "unsafe_allow_anonymous": True}}
     cfg = config({"name": "open", "upstream": UP, **anonymous})
     assert build_chain(cfg.routes[0], services(cfg)).names == ("transport", "cors", "ratelimit")
+
+
+def test_route_with_a_spec_gets_openapi_and_authz_in_order() -> None:
+    spec = {"openapi": {"spec": BANK}, "authz": {"resolvers": [INVOICES]}}
+    cfg = config({"name": "full", "upstream": UP, **FULL, **spec})
+    names = build_chain(cfg.routes[0], services(cfg)).names
+    assert names == tuple(n for n in LAYER_ORDER if n in names)  # table order
+    assert {"transport", "cors", "authn", "ratelimit", "openapi", "authz"} <= set(names)
+
+
+def test_route_without_a_spec_has_neither_openapi_nor_authz() -> None:
+    cfg = config({"name": "plain", "upstream": UP, **FULL})
+    names = build_chain(cfg.routes[0], services(cfg)).names
+    assert "openapi" not in names
+    assert "authz" not in names
+
+
+def test_routes_share_one_compiled_spec() -> None:
+    spec = {"openapi": {"spec": BANK}, "authz": {"resolvers": [INVOICES]}}
+    keys = {"authn": {"methods": ["api_key"]}}
+    cfg = config(
+        {"name": "a", "upstream": UP, **keys, **spec}, {"name": "b", "upstream": UP, **keys, **spec}
+    )
+    svc = services(cfg)
+    build_chain(cfg.routes[0], svc)
+    build_chain(cfg.routes[1], svc)
+    assert len(svc.openapi_specs) == 1
 
 
 def test_route_without_limits_has_no_ratelimit_layer() -> None:
@@ -100,5 +140,27 @@ async def test_runtime_runs_the_chain_in_order() -> None:
             reply = await route.run_request(ex)
             assert reply is not None
             assert (reply.status, ex.reason) == (401, "authn.failed")
+    finally:
+        await route.aclose()
+
+
+async def test_openapi_refuses_before_authz() -> None:
+    """An undeclared endpoint is a 404 from openapi even for a caller authz would refuse (401):
+    the contract is checked first, then who may use it."""
+    anonymous = {"authn": {"methods": [], "unsafe_allow_anonymous": True}}
+    spec = {"openapi": {"spec": BANK}, "authz": {"resolvers": [INVOICES]}}
+    cfg = config({"name": "bank", "upstream": UP, **anonymous, **spec})
+    route = RouteRuntime(cfg.routes[0], services(cfg))
+    try:
+        ex = exchange()
+        ex.request.path = "/v1/accounts/me"
+        reply = await route.run_request(ex)
+        assert reply is not None
+        assert (reply.status, ex.reason) == (401, "authn.failed")  # authz: needs a principal
+        ex = exchange()
+        ex.request.path = "/v1/undeclared"
+        reply = await route.run_request(ex)
+        assert reply is not None
+        assert (reply.status, ex.reason) == (404, "openapi.operation_unknown")
     finally:
         await route.aclose()

@@ -19,6 +19,9 @@ STABLE_CODES = {
     "access.forbidden", "transport.ip_denied", "transport.body_too_large", "transport.uri_too_long",
     "transport.headers_too_large", "request.method_not_allowed", "authn.failed", "ratelimit.exceeded", "cors.origin_denied",
     "upstream.unavailable", "upstream.timeout", "upstream.error", "internal.error",
+    "response.blocked", "response.too_large",
+    "openapi.invalid_request", "openapi.operation_unknown", "openapi.method_not_allowed",
+    "openapi.unsupported_media_type", "authz.resolver_unavailable",
 }  # fmt: skip
 
 

@@ -1,13 +1,33 @@
-"""The example upstream behaves as the demo and the gateway tests expect (driven over ASGI)."""
+"""The example upstream behaves as the demo and the gateway tests expect (driven over ASGI), in
+its secure mode and in its vulnerable mode, which plants exactly the flaws of
+``examples/ground_truth.yaml``."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from examples.saas_api import TEST_CARDS, SaasStore, create_app
+import yaml
+from examples.saas_api import (
+    PUBLIC_USER_FIELDS,
+    SECRET_USER_FIELDS,
+    TEST_CARDS,
+    SaasStore,
+    create_app,
+)
 from starlette.types import ASGIApp, Message
+
+from bastion.openapi.spec import load_spec
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+GROUND_TRUTH = yaml.safe_load((EXAMPLES / "ground_truth.yaml").read_text(encoding="utf-8"))
+
+ALICE = [(b"x-bastion-subject", b"1")]  # the administrator
+BOB = [(b"x-bastion-subject", b"2")]
+SERVICE = [(b"x-bastion-auth", b"api_key"), (b"x-bastion-subject", b"billing")]
 
 
 def _luhn_ok(number: str) -> bool:
@@ -49,7 +69,7 @@ async def _call(
         "raw_path": path.encode(),
         "query_string": query,
         "root_path": "",
-        "headers": headers or [(b"host", b"upstream.test")],
+        "headers": [(b"host", b"upstream.test"), *(headers or [])],
         "client": ("127.0.0.9", 50123),
         "server": ("127.0.0.1", 9001),
     }
@@ -63,6 +83,11 @@ async def _call(
 @pytest.fixture
 def app() -> ASGIApp:
     return create_app(SaasStore())
+
+
+@pytest.fixture
+def vulnerable() -> ASGIApp:
+    return create_app(SaasStore(), vulnerable=True)
 
 
 def test_seed_is_deterministic_and_holds_luhn_valid_cards() -> None:
@@ -79,18 +104,97 @@ def test_seed_is_deterministic_and_holds_luhn_valid_cards() -> None:
     assert len({u.ssn for u in a.users.values()}) == 10
 
 
-async def test_user_records_carry_sensitive_fields(app: ASGIApp) -> None:
-    status, headers, body = await _call(app, "GET", "/api/users/2")
+async def test_user_records_carry_secrets_only_in_vulnerable_mode(
+    app: ASGIApp, vulnerable: ASGIApp
+) -> None:
+    status, headers, body = await _call(app, "GET", "/api/users/2", headers=BOB)
     user = json.loads(body)
     assert status == 200
     assert headers["content-type"] == "application/json"
     assert headers["x-powered-by"] == "saas-api"
-    assert user["card_number"] == "5555555555554444"
-    assert set(user) >= {"ssn", "password_hash", "email", "role"}
-    status, _, body = await _call(app, "GET", "/api/users", query=b"limit=3&offset=1")
+    assert tuple(user) == PUBLIC_USER_FIELDS
+    assert (user["id"], user["name"], user["is_admin"]) == (2, "Bob", False)
+    status, _, body = await _call(vulnerable, "GET", "/api/users/2", headers=BOB)
+    leaked = json.loads(body)
+    assert tuple(leaked) == PUBLIC_USER_FIELDS + SECRET_USER_FIELDS
+    assert leaked["card_number"] == "5555555555554444"
+    assert leaked["password_hash"].startswith("$2b$12$")
+    status, _, body = await _call(
+        app, "GET", "/api/users", query=b"limit=3&offset=1", headers=ALICE
+    )
     page = json.loads(body)
     assert [u["id"] for u in page["items"]] == [2, 3, 4]
     assert page["total"] == 10
+    assert "ssn" not in page["items"][0]
+
+
+@pytest.mark.parametrize("mode", ["secure", "vulnerable"])
+async def test_callers_are_named_by_the_gateway_headers(mode: str) -> None:
+    app = create_app(SaasStore(), vulnerable=mode == "vulnerable")
+    for headers in ([], [(b"x-bastion-subject", b"99")], [(b"x-bastion-subject", b"bob")]):
+        status, _, body = await _call(app, "GET", "/api/users/2", headers=headers)
+        assert (status, json.loads(body)["error"]) == (401, "unauthenticated")
+    assert (await _call(app, "GET", "/api/users/3", headers=BOB))[0] == 404  # not Bob's
+    assert (await _call(app, "GET", "/api/users/3", headers=ALICE))[0] == 200  # the admin
+    assert (await _call(app, "GET", "/api/users", headers=BOB))[0] == 403
+    assert (await _call(app, "GET", "/api/users/2", headers=SERVICE))[0] == 403
+    status, _, body = await _call(app, "GET", "/api/invoices", headers=BOB)
+    assert {i["user_id"] for i in json.loads(body)["items"]} == {2}
+    assert (await _call(app, "GET", "/api/invoices", query=b"user_id=3", headers=BOB))[0] == 403
+    assert (await _call(app, "GET", "/api/invoices/1", headers=SERVICE))[0] == 403  # no scope
+    reader = [*SERVICE, (b"x-bastion-scopes", b"read")]
+    status, _, body = await _call(app, "GET", "/api/invoices", query=b"user_id=3", headers=reader)
+    assert [i["id"] for i in json.loads(body)["items"]] == [7, 8, 9]
+
+
+async def test_bola_on_invoices_only_in_vulnerable_mode(app: ASGIApp, vulnerable: ASGIApp) -> None:
+    # Invoice 7 belongs to user 3 (Carol); Bob is user 2.
+    assert (await _call(app, "GET", "/api/invoices/4", headers=BOB))[0] == 200  # his own
+    status, _, body = await _call(app, "GET", "/api/invoices/7", headers=BOB)
+    assert (status, json.loads(body)["error"]) == (404, "not_found")
+    status, _, body = await _call(vulnerable, "GET", "/api/invoices/7", headers=BOB)
+    assert status == 200
+    assert json.loads(body)["user_id"] == 3
+
+
+@pytest.mark.parametrize("method", ["PATCH", "POST"])
+async def test_mass_assignment_of_is_admin_only_in_vulnerable_mode(
+    app: ASGIApp, vulnerable: ASGIApp, method: str
+) -> None:
+    path = "/api/users/2" if method == "PATCH" else "/api/users"
+    doc = {"name": "Mallory", "email": "m@example.test", "is_admin": True, "role": "admin"}
+    for target, admin in ((app, False), (vulnerable, True)):
+        status, _, body = await _call(target, method, path, json.dumps(doc).encode(), BOB)
+        user = json.loads(body)
+        assert status == (200 if method == "PATCH" else 201)
+        assert (user["name"], user["is_admin"], user["role"]) == (
+            "Mallory",
+            admin,
+            "admin" if admin else "user",
+        )
+
+
+async def test_user_deletion_needs_the_admin_role_only_in_secure_mode(
+    app: ASGIApp, vulnerable: ASGIApp
+) -> None:
+    status, _, body = await _call(app, "DELETE", "/api/users/3", headers=BOB)
+    assert (status, json.loads(body)["error"]) == (403, "forbidden")
+    assert (await _call(app, "GET", "/api/users/3", headers=ALICE))[0] == 200
+    assert (await _call(vulnerable, "DELETE", "/api/users/3", headers=BOB))[0] == 204
+    assert (await _call(vulnerable, "GET", "/api/users/3", headers=ALICE))[0] == 404
+    assert (await _call(app, "DELETE", "/api/users/3", headers=ALICE))[0] == 204
+    assert (await _call(app, "DELETE", "/api/users/3", headers=ALICE))[0] == 404
+    # The user's invoices went with them; ids are not reused.
+    status, _, body = await _call(app, "GET", "/api/invoices/7", headers=ALICE)
+    assert status == 404
+    status, _, body = await _call(app, "POST", "/api/users", b'{"name": "N", "email": "n@x"}')
+    assert json.loads(body)["id"] == 11
+
+
+async def test_internal_owner_endpoint_answers_the_resolver(app: ASGIApp) -> None:
+    status, _, body = await _call(app, "GET", "/internal/invoices/7/owner")
+    assert (status, json.loads(body)) == (200, {"owner": "3"})
+    assert (await _call(app, "GET", "/internal/invoices/999/owner"))[0] == 404
 
 
 @pytest.mark.parametrize(
@@ -108,7 +212,7 @@ async def test_user_records_carry_sensitive_fields(app: ASGIApp) -> None:
 async def test_bad_lookups_and_parameters(
     app: ASGIApp, path: str, query: bytes, status: int
 ) -> None:
-    got, _, body = await _call(app, "GET", path, query=query)
+    got, _, body = await _call(app, "GET", path, query=query, headers=ALICE)
     assert got == status
     if status == 400:
         assert json.loads(body)["error"] == "invalid_parameter"
@@ -122,7 +226,7 @@ async def test_create_user_copies_only_known_fields(app: ASGIApp) -> None:
     assert user["id"] == 11
     assert user["role"] == "user"
     assert headers["location"] == "/api/users/11"
-    _, _, body = await _call(app, "GET", "/api/users/11")
+    _, _, body = await _call(app, "GET", "/api/users/11", headers=[(b"x-bastion-subject", b"11")])
     assert json.loads(body)["name"] == "Mallory"
 
 
@@ -148,10 +252,10 @@ async def test_create_user_refuses_bad_bodies(
 
 async def test_invoices_create_list_and_filter_by_owner(app: ASGIApp) -> None:
     doc = {"user_id": 3, "amount_cents": 4200, "currency": "USD", "description": "extra"}
-    status, _, body = await _call(app, "POST", "/api/invoices", json.dumps(doc).encode())
+    status, _, body = await _call(app, "POST", "/api/invoices", json.dumps(doc).encode(), ALICE)
     assert status == 201
     assert json.loads(body)["id"] == 31
-    _, _, body = await _call(app, "GET", "/api/invoices", query=b"user_id=3")
+    _, _, body = await _call(app, "GET", "/api/invoices", query=b"user_id=3", headers=ALICE)
     items = json.loads(body)["items"]
     assert [i["user_id"] for i in items] == [3, 3, 3, 3]
     assert items[-1]["amount_cents"] == 4200
@@ -161,13 +265,15 @@ async def test_invoices_create_list_and_filter_by_owner(app: ASGIApp) -> None:
         {"user_id": 1, "amount_cents": True},
         {"user_id": 1, "amount_cents": 1, "currency": "euro"},
     ):
-        status, _, _ = await _call(app, "POST", "/api/invoices", json.dumps(bad).encode())
+        status, _, _ = await _call(app, "POST", "/api/invoices", json.dumps(bad).encode(), ALICE)
         assert status == 422
+    assert (await _call(app, "POST", "/api/invoices", json.dumps(doc).encode(), BOB))[0] == 403
+    writer = [*SERVICE, (b"x-bastion-scopes", b"read write")]
+    assert (await _call(app, "POST", "/api/invoices", json.dumps(doc).encode(), writer))[0] == 201
 
 
 async def test_echo_returns_headers_in_order_and_body(app: ASGIApp) -> None:
     headers = [
-        (b"host", b"upstream.test"),
         (b"x-forwarded-for", b"203.0.113.7"),
         (b"x-multi", b"1"),
         (b"x-multi", b"2"),
@@ -204,3 +310,44 @@ async def test_slow_and_big(app: ASGIApp) -> None:
     assert len(json.loads(body)["data"]) == 130 * 1024 - 11
     status, _, body = await _call(app, "GET", "/api/health")
     assert (status, json.loads(body)) == (200, {"status": "ok"})
+
+
+# What each flaw's answer shows beyond its status (in vulnerable mode only).
+EVIDENCE: dict[str, Callable[[Any], bool]] = {
+    "bola-invoice-read": lambda doc: doc.get("user_id") == 3,
+    "mass-assignment-is-admin": lambda doc: doc.get("is_admin") is True,
+    "user-sensitive-exposure": lambda doc: {"ssn", "card_number", "password_hash"} <= set(doc),
+    "bfla-delete-user": lambda doc: doc is None,  # 204, no body
+}
+
+
+def test_ground_truth_lists_exactly_the_planted_flaws() -> None:
+    assert [f["id"] for f in GROUND_TRUTH["flaws"]] == list(EVIDENCE)
+    source = (EXAMPLES / "saas_api.py").read_text(encoding="utf-8")
+    for flaw in GROUND_TRUTH["flaws"]:
+        assert f"FLAW {flaw['id']}" in source  # each one is marked where it is planted
+        assert flaw["owasp"].startswith("API")
+        assert flaw["cwe"].startswith("CWE-")
+
+
+@pytest.mark.parametrize("flaw", GROUND_TRUTH["flaws"], ids=lambda f: str(f["id"]))
+async def test_ground_truth_triggers_answer_as_listed(flaw: dict[str, Any]) -> None:
+    trigger = flaw["trigger"]
+    req = trigger["request"]
+    body = json.dumps(req["body"]).encode() if "body" in req else b""
+    who = [(b"x-bastion-subject", trigger["as"].encode())]
+    for mode in ("secure", "vulnerable"):
+        app = create_app(SaasStore(), vulnerable=mode == "vulnerable")
+        status, _, out = await _call(app, req["method"], req["path"], body, who)
+        assert status == trigger[mode]["status"], mode
+        doc = json.loads(out) if out else None
+        shown = status < 300 and EVIDENCE[flaw["id"]](doc)
+        assert shown is (mode == "vulnerable"), mode
+
+
+def test_ground_truth_operations_are_the_contract_s() -> None:
+    spec = load_spec(str(EXAMPLES / "openapi.yaml"))
+    declared = {(op.method, op.path_template): op.operation_id for op in spec.operations}
+    for flaw in GROUND_TRUTH["flaws"]:
+        for op in flaw["operations"]:
+            assert declared[(op["method"], op["path"])] == op["operation_id"]

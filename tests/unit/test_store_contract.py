@@ -1,41 +1,57 @@
 """One contract, every backend: the same suite runs against each store in ``BACKENDS``.
 
-A PostgreSQL backend joins by adding a factory to ``BACKENDS`` (e.g. one that creates a fresh
-schema on the server at 127.0.0.1:5432 and drops it afterwards).
+PostgreSQL runs against the real server on 127.0.0.1:5432, each test in a schema of its own
+(``tests/support/postgres.py``), migrated with ``bastion db upgrade``'s code path.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import orjson
 import pytest
 
 from bastion.errors import ConfigError, StoreError
-from bastion.store import MemoryStore, SqliteStore, open_store
+from bastion.store import MemoryStore, PostgresStore, SqliteStore, open_store
 from bastion.store.base import ApiKeyRecord, ClientRecord, Revocation, Store
+from tests.support.postgres import pg_schema
 
-StoreFactory = Callable[[Path], Awaitable[Store]]
-
-
-async def _memory(tmp_path: Path) -> Store:
-    return MemoryStore()
+StoreFactory = Callable[[Path], AbstractAsyncContextManager[Store]]
 
 
-async def _sqlite(tmp_path: Path) -> Store:
-    return SqliteStore(str(tmp_path / "state.db"))
+@asynccontextmanager
+async def _memory(tmp_path: Path) -> AsyncIterator[Store]:
+    yield MemoryStore()
 
 
-BACKENDS: dict[str, StoreFactory] = {"memory": _memory, "sqlite": _sqlite}
+@asynccontextmanager
+async def _sqlite(tmp_path: Path) -> AsyncIterator[Store]:
+    yield SqliteStore(str(tmp_path / "state.db"))
+
+
+@asynccontextmanager
+async def _postgres(tmp_path: Path) -> AsyncIterator[Store]:
+    async with pg_schema("contract") as url:
+        store = PostgresStore(url)
+        await store.upgrade()
+        yield store
+
+
+BACKENDS: dict[str, StoreFactory] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s = await BACKENDS[request.param](tmp_path)
-    await s.open()
-    yield s
-    await s.close()
+    async with BACKENDS[request.param](tmp_path) as s:
+        await s.open()
+        yield s
+        await s.close()
 
 
 def _client(cid: str = "acme", at: float = 100.0) -> ClientRecord:
@@ -259,7 +275,7 @@ async def test_unserialisable_audit_record_is_a_store_error(store: Store) -> Non
 
 
 async def test_store_has_no_audit_update_or_delete() -> None:
-    for cls in (MemoryStore, SqliteStore):
+    for cls in (MemoryStore, SqliteStore, PostgresStore):
         public = {n for n in dir(cls) if not n.startswith("_") and "audit" in n}
         assert public <= {"write_audit", "count_audit", "audit_rows"}
 
@@ -300,11 +316,23 @@ def test_open_store_maps_urls(tmp_path: Path) -> None:
     absolute = open_store(f"sqlite:///{tmp_path}/x.db")
     assert isinstance(absolute, SqliteStore)
     assert absolute.path == f"{tmp_path}/x.db"
+    for url in ("postgresql://bob:hunter2@db:6543/x", "postgres://bob:hunter2@db:6543/x"):
+        pg = open_store(url)
+        assert isinstance(pg, PostgresStore)
+        assert pg.target == "db:6543/x"
+        assert "hunter2" not in repr(pg)
 
 
 @pytest.mark.parametrize(
     "url",
-    ["postgresql://bob:hunter2@db/x", "sqlite:///", "sqlite://relative.db", "redis://x", ""],
+    [
+        "mysql://bob:hunter2@db/x",
+        "postgresql://",
+        "sqlite:///",
+        "sqlite://relative.db",
+        "redis://x",
+        "",
+    ],
 )
 def test_open_store_refuses_other_urls_without_echoing_credentials(url: str) -> None:
     with pytest.raises(ConfigError) as info:

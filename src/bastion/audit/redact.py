@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote_plus
 
 from bastion.core.exchange import Headers
+from bastion.core.sensitive import luhn_valid
 
 REDACTED = "[REDACTED]"
 
@@ -212,19 +213,6 @@ _NOT_DIGITS = bytes(b for b in range(256) if not 48 <= b <= 57)
 #: user agents and routes repeat, and a hit costs a set lookup instead of a scan.
 _CLEAN_CACHE_LEN = 512
 _CLEAN_CACHE_MAX = 4096
-
-
-def luhn_valid(digits: str) -> bool:
-    """True if the string of ASCII digits passes the Luhn (mod 10) check."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
 
 
 def _mask_card_run(m: re.Match[str]) -> str:

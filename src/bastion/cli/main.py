@@ -27,7 +27,8 @@ from bastion.config.model import BastionConfig, gateway_problems
 from bastion.config.types import parse_duration
 from bastion.core.apikeys import hash_secret, new_api_key
 from bastion.errors import BastionError, ConfigError
-from bastion.store import open_store
+from bastion.events.bus import Event
+from bastion.store import open_store, upgrade_store
 from bastion.store.base import ApiKeyRecord, ClientRecord, Store
 
 app = typer.Typer(
@@ -39,8 +40,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+db_app = typer.Typer(help="The state store's schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
 
 out = Console()
 err = Console(stderr=True)
@@ -119,6 +122,19 @@ def up(
     _serve(config, workers)
 
 
+# -- db ---------------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt) -> None:
+    """Apply pending schema migrations to the configured store (PostgreSQL: required before
+    the first start and after each Bastion upgrade; gateway nodes never migrate)."""
+    cfg = _load(config)
+    where, before, after = _run(upgrade_store(cfg.store))
+    if before == after:
+        out.print(f"{where}: schema is current (version {after})", highlight=False)
+    else:
+        out.print(f"{where}: schema upgraded from version {before} to {after}", highlight=False)
+
+
 # -- keys -------------------------------------------------------------------------------------------
 async def _with_store(cfg: BastionConfig, fn: Any) -> Any:
     store: Store = open_store(cfg.store)
@@ -127,6 +143,29 @@ async def _with_store(cfg: BastionConfig, fn: Any) -> Any:
         return await fn(store)
     finally:
         await store.close()
+
+
+async def _push(cfg: BastionConfig, event: Event) -> None:
+    """Push a committed change to every gateway node through Redis (distributed mode).
+
+    A failure only delays the change: nodes also read it from the store's change feed.
+    """
+    if cfg.cache is None:
+        return
+    from bastion.events.redis_bus import publish_control, redis_client
+
+    client = redis_client(cfg.cache, timeout=max(1.0, cfg.cluster.redis_timeout))
+    try:
+        await publish_control(client, cfg.cluster.key_prefix, event)
+    except Exception as exc:
+        err.print(
+            f"warning: Redis did not take the change ({type(exc).__name__}); gateways apply it "
+            f"on their next change-feed poll (change_poll_interval {cfg.change_poll_interval}s)",
+            highlight=False,
+            markup=False,
+        )
+    finally:
+        await client.aclose()
 
 
 def _iso(ts: float | None) -> str:
@@ -173,6 +212,7 @@ def keys_create(
         if await store.get_client(client) is None:
             await store.put_client(ClientRecord(id=client, name=client, created_at=now))
         await store.put_api_key(record)
+        await _push(cfg, {"type": "api_key.created", "key_id": key_id, "client_id": client})
 
     _run(_with_store(cfg, work))
     if as_json:
@@ -245,12 +285,17 @@ def keys_list(
 def keys_revoke(
     config: ConfigOpt, key_id: Annotated[str, typer.Argument(help="Key id (bsk_<id> or <id>).")]
 ) -> None:
-    """Revoke an API key at once; running gateways stop accepting it on their next poll."""
+    """Revoke an API key at once: pushed to running gateways through Redis when `cache` is
+    set, otherwise applied on their next change-feed poll."""
     cfg = _load(config)
     kid = key_id.removeprefix("bsk_").split("_", 1)[0]
 
     async def work(store: Store) -> bool:
-        return await store.revoke_api_key(kid, time.time())
+        at = time.time()
+        if not await store.revoke_api_key(kid, at):
+            return False
+        await _push(cfg, {"type": "api_key.revoked", "key_id": kid, "at": at})
+        return True
 
     if not _run(_with_store(cfg, work)):
         raise CliFailure(f"no active key with id {kid!r}")

@@ -9,7 +9,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from bastion.config.model import BastionConfig
+from bastion.config.model import BastionConfig, RouteConfig
+from bastion.errors import ConfigError
+from bastion.gateway.layers.authz.config import HttpResolverConfig
+from bastion.gateway.layers.authz.layer import resolver_problems
+from bastion.openapi.review import review
+from bastion.openapi.spec import OpenApiSpec, SpecOptions, load_spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +37,68 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check_config(cfg: BastionConfig) -> list[Finding]:
-    """Warnings for a valid config, in file order."""
+def _openapi_findings(
+    loc: str,
+    r: RouteConfig,
+    specs: dict[tuple[str, SpecOptions], OpenApiSpec],
+    errors: list[str],
+) -> list[Finding]:
+    """Warnings about a route's OpenAPI enforcement; a document that does not compile, or
+    rules naming resolvers the route does not define, go to ``errors``."""
     out: list[Finding] = []
+    oa, authz = r.openapi, r.authz
+    if oa.spec is None:
+        return out
+    key = (oa.spec, oa.spec_options())
+    spec = specs.get(key)
+    if spec is None:
+        try:
+            spec = specs[key] = load_spec(oa.spec, key[1])
+        except ConfigError as exc:
+            errors.extend(f"{loc}.openapi.spec: {p}" for p in exc.problems)
+            return out
+    errors.extend(f"{loc}.{p}" for p in resolver_problems(spec, authz))
+    out.extend(Finding(f"{loc}.openapi.spec", message) for message in review(spec.operations))
+    if not oa.enforce:
+        out.append(Finding(f"{loc}.openapi.enforce", "OpenAPI enforcement in shadow mode"))
+    if oa.additional_properties != "closed":
+        out.append(
+            Finding(
+                f"{loc}.openapi.additional_properties",
+                "request bodies accept undeclared properties (mass assignment)",
+            )
+        )
+    if oa.undeclared_query != "refuse":
+        out.append(Finding(f"{loc}.openapi.undeclared_query", "undeclared query parameters pass"))
+    if oa.unsafe_allow_http_spec:
+        out.append(
+            Finding(f"{loc}.openapi.unsafe_allow_http_spec", "spec may be fetched over HTTP")
+        )
+    if not authz.enforce:
+        out.append(
+            Finding(f"{loc}.authz.enforce", "scope, role and ownership checks in shadow mode")
+        )
+    for j, res in enumerate(authz.resolvers):
+        if not isinstance(res, HttpResolverConfig):
+            continue
+        if res.url.scheme == "http" and not _is_loopback(res.url.host or ""):
+            out.append(
+                Finding(
+                    f"{loc}.authz.resolvers[{j}].url",
+                    "ownership resolver over plain HTTP to a non-loopback host",
+                )
+            )
+    return out
+
+
+def check_config(cfg: BastionConfig) -> list[Finding]:
+    """Warnings for a valid config, in file order.
+
+    Compiles each route's OpenAPI document (once per distinct one): ConfigError when one does
+    not compile or its ownership rules name resolvers the route does not define."""
+    out: list[Finding] = []
+    specs: dict[tuple[str, SpecOptions], OpenApiSpec] = {}
+    errors: list[str] = []
     for i, lst in enumerate(cfg.listeners):
         if lst.tls is None and (lst.public or not _is_loopback(lst.host)):
             out.append(
@@ -96,4 +160,7 @@ def check_config(cfg: BastionConfig) -> list[Finding]:
             )
         if "*" in r.cors.allow_origins:
             out.append(Finding(f"{loc}.cors.allow_origins", "any origin may read responses ('*')"))
+        out.extend(_openapi_findings(loc, r, specs, errors))
+    if errors:
+        raise ConfigError(errors)
     return out

@@ -7,9 +7,12 @@ from pydantic import Field, HttpUrl, field_validator
 from bastion.config.types import Duration, Secret, StrictModel
 from bastion.gateway.layers.audit.config import AuditConfig
 from bastion.gateway.layers.authn.config import ApiKeysConfig, AuthnConfig, IssuerConfig
+from bastion.gateway.layers.authz.config import AuthzConfig
 from bastion.gateway.layers.cors.config import CorsConfig
+from bastion.gateway.layers.openapi.config import OpenApiConfig
 from bastion.gateway.layers.proxy.config import ProxyConfig
 from bastion.gateway.layers.ratelimit.config import RateLimitConfig
+from bastion.gateway.layers.response_filter.config import ResponseFilterConfig
 from bastion.gateway.layers.transport.config import TransportConfig
 
 
@@ -75,6 +78,9 @@ class LayerSettings(StrictModel):
     cors: CorsConfig = Field(default_factory=CorsConfig)
     authn: AuthnConfig = Field(default_factory=AuthnConfig)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    openapi: OpenApiConfig = Field(default_factory=OpenApiConfig)
+    authz: AuthzConfig = Field(default_factory=AuthzConfig)
+    response_filter: ResponseFilterConfig = Field(default_factory=ResponseFilterConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
 
 
@@ -104,14 +110,82 @@ class RouteConfig(LayerSettings):
         return v.lower() if v else v
 
 
+class ClusterConfig(StrictModel):
+    """Distributed mode: how the nodes share state, and what a node does when a backend fails."""
+
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="Gateway processes sharing the rate limits (every worker on every host). "
+        "While Redis cannot be reached, each one enforces 1/nodes of every limit locally.",
+    )
+    revocation_max_staleness: Duration = Field(
+        default=5,
+        gt=0,
+        le=300,
+        description="Longest a node may go without confirming that its revocation state is "
+        "current (a change-feed poll that reached the store, or a Redis heartbeat). Past it, "
+        "API keys and tokens are refused until the store or Redis answers again.",
+    )
+    store_outage_grace: Duration = Field(
+        default=300,
+        gt=0,
+        le=86_400,
+        description="How long API keys keep authenticating from the node's cache while the "
+        "store cannot be reached (revocations still arrive through Redis); then they are "
+        "refused.",
+    )
+    audit_spool_dir: str = Field(
+        default="bastion-spool",
+        min_length=1,
+        description="Directory where a PostgreSQL store spools audit records while the "
+        "database is unreachable; they are moved into it when it answers again.",
+    )
+    redis_timeout: Duration = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="Connect and read timeout of Redis calls. A rate-limit check that takes "
+        "longer is decided by the local limiter.",
+    )
+    redis_retry: Duration = Field(
+        default=1,
+        gt=0,
+        le=60,
+        description="After a Redis failure, how long rate limits stay local before Redis is "
+        "tried again.",
+    )
+    key_prefix: str = Field(
+        default="bastion:",
+        pattern=r"^[A-Za-z0-9:_.-]{1,64}$",
+        description="Prefix of every Redis key Bastion uses, so several clusters can share "
+        "one Redis.",
+    )
+    event_stream_maxlen: int = Field(
+        default=100_000,
+        ge=1000,
+        description="Approximate bound (MAXLEN ~) of the Redis streams of audit records and "
+        "security events.",
+    )
+
+
 class BastionConfig(StrictModel):
     """Root of ``bastion.yaml``."""
 
     version: int = Field(default=1, ge=1, le=1)
     store: str = Field(
         default="sqlite:///bastion.db",
-        description="State store URL: sqlite:///PATH or memory:// (postgresql:// in distributed mode).",
+        description="State store URL: sqlite:///PATH, memory://, or postgresql://USER@HOST/DB "
+        "for distributed mode (apply the schema with `bastion db upgrade` first).",
     )
+    cache: str | None = Field(
+        default=None,
+        description="Redis URL (redis://HOST:PORT/DB or rediss:// for TLS) for distributed "
+        "mode: shared rate limits, revocation push to every node, event streams. None: all "
+        "of that stays in each process.",
+    )
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     listeners: list[ListenerConfig] = Field(min_length=1)
     server: ServerConfig = Field(default_factory=ServerConfig)
     issuers: list[IssuerConfig] = Field(default_factory=list)
@@ -140,8 +214,15 @@ def cross_check(cfg: BastionConfig) -> list[str]:
                 problems.append(f"routes[{i}].authn.issuers: {iss!r} is not in issuers")
         if "api_key" in r.authn.methods and cfg.api_keys.pepper is None:
             problems.append(f"routes[{i}].authn.methods: 'api_key' needs api_keys.pepper")
-    if not cfg.store.startswith(("sqlite:///", "memory://")):
-        problems.append("store: use sqlite:///PATH or memory://")
+    if not cfg.store.startswith(("sqlite:///", "memory://", "postgresql://", "postgres://")):
+        problems.append("store: use sqlite:///PATH, postgresql://HOST/DB or memory://")
+    if cfg.cache is not None and not cfg.cache.startswith(("redis://", "rediss://", "unix://")):
+        problems.append("cache: use redis://HOST:PORT/DB, rediss://… or unix://PATH")
+    if cfg.cluster.revocation_max_staleness <= cfg.change_poll_interval:
+        problems.append(
+            "cluster.revocation_max_staleness: must be longer than change_poll_interval, "
+            "or every request would be refused between two polls"
+        )
     return problems
 
 

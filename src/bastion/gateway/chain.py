@@ -12,7 +12,17 @@ from bastion.gateway.layers.base import Layer
 
 #: Request order. Responses pass through the same layers in reverse. ``proxy`` is the terminal
 #: step (forwarding) and ``audit`` runs once the response is complete.
-LAYER_ORDER: tuple[str, ...] = ("transport", "cors", "authn", "ratelimit", "proxy", "audit")
+LAYER_ORDER: tuple[str, ...] = (
+    "transport",
+    "cors",
+    "authn",
+    "ratelimit",
+    "openapi",
+    "authz",
+    "response_filter",
+    "proxy",
+    "audit",
+)
 
 
 @dataclass(frozen=True, slots=True)

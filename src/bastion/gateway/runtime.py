@@ -20,13 +20,17 @@ from bastion.errors import BastionError
 from bastion.gateway.chain import LAYER_ORDER, Chain
 from bastion.gateway.layers.audit.layer import AuditLayer
 from bastion.gateway.layers.authn.layer import AuthnLayer
+from bastion.gateway.layers.authz.layer import AuthzLayer
 from bastion.gateway.layers.base import Layer
 from bastion.gateway.layers.cors.layer import CorsLayer
+from bastion.gateway.layers.openapi.layer import OpenApiLayer
 from bastion.gateway.layers.ratelimit.layer import RateLimitLayer
+from bastion.gateway.layers.response_filter.layer import ResponseFilterLayer
 from bastion.gateway.layers.transport.config import HstsConfig
 from bastion.gateway.layers.transport.layer import TransportLayer
 from bastion.gateway.services import GatewayServices
 from bastion.gateway.upstream import UpstreamPool
+from bastion.openapi.spec import OpenApiSpec, load_spec
 
 LayerBuilder = Callable[[RouteConfig, GatewayServices], Layer | None]
 
@@ -50,12 +54,52 @@ def _ratelimit(r: RouteConfig, s: GatewayServices) -> Layer | None:
     return RateLimitLayer(r.name, r.ratelimit, s.ratelimit_backend, s.clock)
 
 
+def route_spec(r: RouteConfig, s: GatewayServices) -> OpenApiSpec | None:
+    """The route's compiled OpenAPI document (None without ``openapi.spec``), compiled once per
+    distinct source and options for the whole gateway. Raises ConfigError."""
+    source = r.openapi.spec
+    if source is None:
+        return None
+    key = (source, r.openapi.spec_options())
+    spec = s.openapi_specs.get(key)
+    if spec is None:
+        spec = s.openapi_specs[key] = load_spec(source, key[1])
+    return spec
+
+
+def _openapi(r: RouteConfig, s: GatewayServices) -> Layer | None:
+    spec = route_spec(r, s)
+    if spec is None:
+        return None
+    return OpenApiLayer(r.openapi, spec, route_prefix=r.path_prefix, strip_prefix=r.strip_prefix)
+
+
+def _authz(r: RouteConfig, s: GatewayServices) -> Layer | None:
+    spec = route_spec(r, s)
+    if spec is None:
+        return None
+    return AuthzLayer(r.authz, spec, bus=s.bus, clock=s.clock)
+
+
+def _response_filter(r: RouteConfig, s: GatewayServices) -> Layer | None:
+    """On where the route has an OpenAPI document (allow-list and detectors); on a route
+    without one only with ``response_filter.enabled: true`` (detectors alone)."""
+    cfg = r.response_filter
+    spec = route_spec(r, s)
+    if cfg.enabled is False or (cfg.enabled is None and spec is None):
+        return None
+    return ResponseFilterLayer(cfg, spec.operations if spec is not None else ())
+
+
 #: The request-side layers by name. A new layer registers here and in ``LAYER_ORDER``.
 LAYER_BUILDERS: dict[str, LayerBuilder] = {
     "transport": lambda r, s: TransportLayer(r.transport),
     "cors": lambda r, s: CorsLayer(r.cors),
     "authn": _authn,
     "ratelimit": _ratelimit,
+    "openapi": _openapi,
+    "authz": _authz,
+    "response_filter": _response_filter,
 }
 
 

@@ -14,8 +14,13 @@ Location = Literal["path", "query", "header", "cookie"]
 
 #: Key under which the ``openapi`` layer leaves the matched operation for later layers.
 OPERATION_ANNOTATION = "openapi.operation"
-#: Key under which it leaves the path parameters (name → raw string value).
+#: Key under which it leaves the path parameters (name → string value, percent-decoded).
 PATH_PARAMS_ANNOTATION = "openapi.path_params"
+#: Key under which it leaves every validated parameter, coerced to its schema's type:
+#: ``{"path": {...}, "query": {...}, "header": {...}, "cookie": {...}}`` (header names lower-case).
+PARAMS_ANNOTATION = "openapi.params"
+#: Key under which it leaves the parsed JSON (or form) request body, when there is one.
+BODY_ANNOTATION = "openapi.body"
 
 
 class Validator(Protocol):
@@ -28,7 +33,8 @@ class Validator(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Parameter:
-    """A declared parameter; ``schema`` is fully resolved (no ``$ref`` left)."""
+    """A declared parameter; ``schema`` is self-contained JSON Schema 2020-12 (see
+    :class:`MediaSchema`)."""
 
     name: str
     location: Location
@@ -39,11 +45,39 @@ class Parameter:
 
 @dataclass(frozen=True, slots=True)
 class MediaSchema:
-    """A body schema for one media type (``application/json``, …), resolved and compiled."""
+    """A body schema for one media type (``application/json``, …), resolved and compiled.
+
+    ``schema`` is JSON Schema 2020-12 with every ``$ref`` inlined, except in recursive schemas:
+    there ``{"$ref": "#/$defs/<name>"}`` remains, its target in the root schema's ``$defs``.
+    OpenAPI 3.0 keywords are converted (``nullable`` → a ``"null"`` type). Request schemas are
+    as enforced: objects closed (``additionalProperties``/``unevaluatedProperties: false``) unless
+    the document says otherwise, ``readOnly`` properties replaced by ``false``. Response schemas
+    are as written (only converted).
+    """
 
     media_type: str
     schema: dict[str, Any]
     validator: Validator | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRule:
+    """One parsed ``x-bastion-owner`` rule: the object id at ``location.name`` must belong to
+    the caller. ``expected`` is ``principal.sub``, ``principal.client_id`` or ``claims.<path>``;
+    ``match`` says whether the id (or the resolver's owner) must equal it or be in it (a list
+    claim). With ``resolver``, the object's owners are looked up and compared instead of the
+    id itself."""
+
+    location: Literal["path", "query", "header", "cookie", "body"]
+    name: str  # parameter name; for body a dotted path into the JSON body
+    expected: str
+    match: Literal["equals", "in"]
+    resolver: str | None = None
+
+    @property
+    def param(self) -> str:
+        """``path.account_id``: the rule's ``param`` as written."""
+        return f"{self.location}.{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +94,12 @@ class Operation:
     #: () : explicitly public (``security: []``). Each requirement maps scheme name → scopes.
     security: tuple[dict[str, tuple[str, ...]], ...] | None
     roles: frozenset[str] | None  # x-bastion-roles
-    owner_rule: dict[str, Any] | None  # x-bastion-owner, as written
+    owner_rule: Any  # x-bastion-owner as written (a mapping, or a list of them), else None
     #: Responses by status key as in the document ("200", "2XX", "default") → media schemas.
     responses: dict[str, tuple[MediaSchema, ...]] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     extensions: dict[str, Any] = field(default_factory=dict)  # every x-… of the operation
+    owner_rules: tuple[OwnerRule, ...] = ()  # x-bastion-owner, parsed; all must pass
 
     def response_schemas(self, status: int) -> tuple[MediaSchema, ...] | None:
         """Schemas declared for ``status``: exact code, then ``NXX``, then ``default``; None if
@@ -83,6 +118,11 @@ class CompiledSpec(Protocol):
 
     @property
     def operations(self) -> tuple[Operation, ...]: ...
+
+    @property
+    def base_path(self) -> str:
+        """Path of ``servers[0].url`` without a trailing '/' ('' when none)."""
+        ...
 
     def match(self, method: str, path: str) -> tuple[Operation | None, dict[str, str], bool]:
         """``(operation, path_params, path_known)``. ``path_known`` is True when some operation

@@ -104,6 +104,16 @@ MIGRATIONS: tuple[Migration, ...] = (
                 "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log"
                 " BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
             ),
+            # Added with the PostgreSQL backend, before any PostgreSQL database existed, so
+            # no database applied version 1 without them. TRUNCATE is refused too.
+            "postgresql": (
+                "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$",
+                "CREATE TRIGGER audit_log_no_update BEFORE UPDATE OR DELETE ON audit_log"
+                " FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+                "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log"
+                " FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+            ),
         },
     ),
 )

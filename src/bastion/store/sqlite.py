@@ -14,10 +14,12 @@ placeholders (a PostgreSQL backend uses ``%s``). Every ``sqlite3`` error is tran
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -26,6 +28,7 @@ from bastion.errors import StoreError
 from bastion.store.base import ApiKeyRecord, Change, ClientRecord, Revocation
 from bastion.store.memory import revocation_change
 from bastion.store.migrations import LATEST_VERSION, SCHEMA_TABLE, pending, statements_for
+from bastion.store.rows import audit_row, key_from_row, key_params
 
 T = TypeVar("T")
 
@@ -198,19 +201,7 @@ class SqliteStore:
         payload = orjson.dumps({"key_id": key.id, "client_id": key.client_id}).decode()
 
         def tx(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                _INSERT_KEY,
-                (
-                    key.id,
-                    key.client_id,
-                    key.secret_hash,
-                    orjson.dumps(list(key.scopes)).decode(),
-                    key.name,
-                    key.created_at,
-                    key.expires_at,
-                    key.revoked_at,
-                ),
-            )
+            conn.execute(_INSERT_KEY, key_params(key))
             conn.execute(_INSERT_CHANGE, ("api_key.created", payload, key.created_at))
 
         await self._call("put_api_key", lambda conn: self._write(conn, tx))
@@ -218,7 +209,7 @@ class SqliteStore:
     async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
         def q(conn: sqlite3.Connection) -> ApiKeyRecord | None:
             row = conn.execute(_SELECT_KEYS + " WHERE id = ?", (key_id,)).fetchone()
-            return _key_from_row(row) if row else None
+            return key_from_row(row) if row else None
 
         return await self._call("get_api_key", q)
 
@@ -232,7 +223,7 @@ class SqliteStore:
                 rows = conn.execute(
                     _SELECT_KEYS + " WHERE client_id = ? ORDER BY created_at, id", (client_id,)
                 )
-            return [_key_from_row(row) for row in rows]
+            return [key_from_row(row) for row in rows]
 
         return await self._call("list_api_keys", q)
 
@@ -313,7 +304,7 @@ class SqliteStore:
         if not records:
             return
         try:
-            rows = [_audit_row(r) for r in records]
+            rows = [audit_row(r) for r in records]
         except TypeError as exc:
             raise StoreError(diagnosis=f"audit record not serialisable: {exc}") from exc
         await self._call(
@@ -326,6 +317,31 @@ class SqliteStore:
             return int(conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0])
 
         return await self._call("count_audit", q)
+
+
+def sqlite_schema_version(path: str) -> int:
+    """The highest migration applied to the file at ``path`` (0: no file or no schema).
+
+    Blocking; StoreError if the file cannot be read as a database.
+    """
+    if path == ":memory:" or not os.path.exists(path):
+        return 0
+    try:
+        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            if (
+                conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+                ).fetchone()
+                is None
+            ):
+                return 0
+            row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+            return int(row[0] or 0)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(diagnosis=f"sqlite {path!r}: {exc}") from exc
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -345,38 +361,3 @@ def _migrate(conn: sqlite3.Connection) -> None:
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
             (migration.version, migration.name, time.time()),
         )
-
-
-def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
-    kid, client_id, secret_hash, scopes, name, created, expires, revoked = row
-    return ApiKeyRecord(
-        id=kid,
-        client_id=client_id,
-        secret_hash=secret_hash,
-        scopes=tuple(orjson.loads(scopes)),
-        created_at=created,
-        expires_at=expires,
-        revoked_at=revoked,
-        name=name,
-    )
-
-
-def _audit_row(record: dict[str, Any]) -> tuple[Any, ...]:
-    """The indexed columns of one ECS record plus the record as JSON text."""
-    return (
-        str(record.get("@timestamp", "")),
-        _dig(record, "http", "request", "id"),
-        _dig(record, "event", "outcome"),
-        _dig(record, "source", "ip"),
-        _dig(record, "user", "id"),
-        orjson.dumps(record).decode(),
-    )
-
-
-def _dig(record: dict[str, Any], *path: str) -> str | None:
-    node: Any = record
-    for part in path:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return None if node is None else str(node)

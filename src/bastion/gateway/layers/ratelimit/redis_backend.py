@@ -1,0 +1,272 @@
+"""Rate limits shared by every gateway node: GCRA in Redis, one Lua script per round trip.
+
+Exactness comes from Redis: the script reads the server's clock (``TIME``), so the nodes'
+clocks never matter, and runs atomically, so N nodes draw from one budget per key. The state
+is one integer per key, the theoretical arrival time in microseconds, stored with a TTL in
+milliseconds that ends when the bucket is full again (an expired key and a full bucket are
+the same thing).
+
+Speed comes from batching: the layer's checks are queued, and one flusher task sends every
+check queued so far as a single ``EVALSHA`` (one script call decides the whole batch, each
+check all-or-nothing), then the next batch while the first is in flight. Under load a round
+trip carries tens of checks; alone, a check costs one round trip.
+
+Failure: when Redis errs or exceeds the client's timeout, the batch, and every check for the
+next ``retry_after`` seconds, is decided by a local in-memory limiter holding ``1/nodes`` of
+each limit, so the cluster as a whole stays near the configured rate, never unlimited. The
+switch is logged once each way. There is deliberately no ``check_many_now``: the layer must
+await this backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import orjson
+from redis.asyncio import Redis
+
+from bastion.core.gcra import GcraResult
+from bastion.gateway.layers.ratelimit.backend import Key, LimitSpec, MemoryRateLimitBackend
+
+log = logging.getLogger("bastion.ratelimit")
+
+# KEYS: every limit key of every check, in order.
+# ARGV: number of checks, then per check: number of limits, cost, then per limit: interval
+# (us, integer), burst. Returns the server time (us), then per check: all-allowed (0/1) and
+# per limit: allowed, retry_after (us), remaining, reset (us).
+GCRA_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {now}
+local k, a = 1, 2
+for c = 1, tonumber(ARGV[1]) do
+  local n, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  local all = 1
+  local res = {}
+  for i = 1, n do
+    local interval, burst = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    a = a + 2
+    local tau = interval * burst
+    local stored = redis.call('GET', KEYS[k + i - 1])
+    local tat = now
+    if stored then
+      tat = tonumber(stored)
+      if tat < now then tat = now end
+    end
+    local new_tat = tat + interval * cost
+    if new_tat - tau > now then
+      all = 0
+      res[i] = {0, new_tat - tau - now, math.max(0, math.floor((tau - (tat - now)) / interval)),
+                tat - now, tat}
+    else
+      res[i] = {1, 0, math.max(0, math.floor((tau - (new_tat - now)) / interval)),
+                new_tat - now, new_tat}
+    end
+  end
+  out[#out + 1] = all
+  for i = 1, n do
+    local r = res[i]
+    if all == 1 then
+      redis.call('SET', KEYS[k + i - 1], string.format('%.0f', r[5]),
+                 'PX', math.max(1, math.ceil(r[4] / 1000)))
+    end
+    out[#out + 1] = r[1]
+    out[#out + 1] = r[2]
+    out[#out + 1] = r[3]
+    out[#out + 1] = r[4]
+  end
+  k = k + n
+end
+return out
+"""
+
+#: Keys longer than this (a long subject) are hashed, to keep Redis keys small.
+MAX_KEY_BYTES = 200
+
+
+@dataclass(slots=True)
+class _Check:
+    limits: Sequence[LimitSpec]
+    keys: Sequence[Key]
+    now: float
+    cost: int
+    future: asyncio.Future[list[GcraResult]]
+
+
+class RedisRateLimitBackend:
+    """A :class:`~bastion.gateway.layers.ratelimit.backend.RateLimitBackend` on Redis.
+
+    ``client`` should fail fast (``events.redis_bus.redis_client``). ``prefix`` namespaces
+    the keys; ``nodes`` sizes the local fallback (each node gets ``1/nodes`` of every limit);
+    ``retry_after`` (s) is how long the fallback lasts before Redis is tried again;
+    ``max_batch`` bounds the checks sent in one round trip. Use it from one event loop.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "bastion:",
+        nodes: int = 1,
+        retry_after: float = 1.0,
+        max_batch: int = 256,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if nodes < 1 or retry_after <= 0 or max_batch < 1:
+            raise ValueError("nodes, retry_after and max_batch must be positive")
+        self._client = client
+        self._script = client.register_script(GCRA_SCRIPT)
+        self._prefix = f"{prefix}rl:"
+        self._nodes = nodes
+        self._retry_after = retry_after
+        self._max_batch = max_batch
+        self._monotonic = monotonic
+        self._queue: list[_Check] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._down_until: float | None = None
+        self._local = MemoryRateLimitBackend()
+        self._local_specs: dict[LimitSpec, LimitSpec] = {}
+        self.round_trips = 0
+        self.fallbacks = 0
+
+    @property
+    def degraded(self) -> bool:
+        """True while checks are decided by the local fallback limiter."""
+        return self._down_until is not None
+
+    async def check_many(
+        self, limits: Sequence[LimitSpec], keys: Sequence[Key], now: float, cost: int = 1
+    ) -> list[GcraResult]:
+        """See :meth:`RateLimitBackend.check_many`. ``now`` (monotonic s) is used only by the
+        local fallback; Redis decides on its own clock."""
+        if len(limits) != len(keys):
+            raise ValueError("limits and keys must have the same length")
+        down = self._down_until
+        if down is not None and self._monotonic() < down:
+            return self._decide_locally(limits, keys, now, cost)
+        future: asyncio.Future[list[GcraResult]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Check(limits, keys, now, cost, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="ratelimit-redis-flush")
+        return await future
+
+    async def check(self, limit: LimitSpec, key: Key, now: float, cost: int = 1) -> GcraResult:
+        """See :meth:`RateLimitBackend.check`."""
+        return (await self.check_many((limit,), (key,), now, cost))[0]
+
+    async def aclose(self) -> None:
+        """Let the queued checks finish, at most the client's timeout (the client is closed by
+        its owner)."""
+        flusher = self._flusher
+        if flusher is not None:
+            await asyncio.wait({flusher}, timeout=5.0)
+
+    # -- the flusher ----------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: len(batch)]
+                down = self._down_until
+                if down is not None and self._monotonic() < down:
+                    self._resolve_locally(batch)
+                    continue
+                try:
+                    reply = await self._script(*self._encode(batch))
+                    results = self._decode(batch, reply)
+                except asyncio.CancelledError:
+                    self._resolve_locally(batch)
+                    raise
+                except Exception as exc:  # Redis down, slow, or a broken reply
+                    self._enter_fallback(exc)
+                    self._resolve_locally(batch)
+                    continue
+                self.round_trips += 1
+                if self._down_until is not None:
+                    self._down_until = None
+                    log.warning("Redis rate limiting available again; shared limits restored")
+                for check, result in zip(batch, results, strict=True):
+                    if not check.future.done():
+                        check.future.set_result(result)
+        finally:
+            self._flusher = None
+
+    def _encode(self, batch: list[_Check]) -> tuple[list[str], list[int]]:
+        keys: list[str] = []
+        args: list[int] = [len(batch)]
+        for check in batch:
+            args.append(len(check.limits))
+            args.append(check.cost)
+            for spec, key in zip(check.limits, check.keys, strict=True):
+                keys.append(self.redis_key(key))
+                args.append(max(1, round(spec.interval * 1_000_000)))
+                args.append(spec.burst)
+        return keys, args
+
+    @staticmethod
+    def _decode(batch: list[_Check], reply: object) -> list[list[GcraResult]]:
+        if not isinstance(reply, list) or not reply:
+            raise ValueError("unexpected reply from the rate-limit script")
+        values = [int(v) for v in reply]
+        pos = 2  # skip the server time and the first check's all-allowed flag
+        out: list[list[GcraResult]] = []
+        for check in batch:
+            results: list[GcraResult] = []
+            for _ in check.limits:
+                allowed, retry_us, remaining, reset_us = values[pos : pos + 4]
+                pos += 4
+                reset = reset_us / 1_000_000
+                results.append(
+                    GcraResult(bool(allowed), check.now + reset, retry_us / 1e6, remaining, reset)
+                )
+            out.append(results)
+            pos += 1  # the next check's all-allowed flag
+        if pos - 1 != len(values):
+            raise ValueError("rate-limit script reply has the wrong length")
+        return out
+
+    def redis_key(self, key: Key) -> str:
+        """The Redis key of a limiter key: its JSON form (hashed when long), prefixed."""
+        raw = orjson.dumps(key, default=str)
+        if len(raw) > MAX_KEY_BYTES:
+            return self._prefix + "h:" + hashlib.sha256(raw).hexdigest()
+        return self._prefix + raw.decode()
+
+    # -- the local fallback --------------------------------------------------------------------
+
+    def _enter_fallback(self, exc: BaseException) -> None:
+        self.fallbacks += 1
+        if self._down_until is None:
+            log.warning(
+                "Redis rate limiting unavailable (%s): limits enforced locally at 1/%d per node",
+                type(exc).__name__,
+                self._nodes,
+            )
+        self._down_until = self._monotonic() + self._retry_after
+
+    def _resolve_locally(self, batch: list[_Check]) -> None:
+        for check in batch:
+            if not check.future.done():
+                check.future.set_result(
+                    self._decide_locally(check.limits, check.keys, check.now, check.cost)
+                )
+
+    def _decide_locally(
+        self, limits: Sequence[LimitSpec], keys: Sequence[Key], now: float, cost: int
+    ) -> list[GcraResult]:
+        specs = [self._local_spec(s) for s in limits]
+        return self._local.check_many_now(specs, keys, now, cost)
+
+    def _local_spec(self, spec: LimitSpec) -> LimitSpec:
+        local = self._local_specs.get(spec)
+        if local is None:
+            n = self._nodes
+            local = self._local_specs[spec] = LimitSpec(spec.interval * n, max(1, spec.burst // n))
+        return local

@@ -1,0 +1,250 @@
+"""The response_filter layer: JSON responses checked against the operation's declared schema
+and scanned for sensitive data before they reach the client (excessive data exposure).
+
+Per response, from the matched operation the ``openapi`` layer left in ``ex.annotations``: a
+status (or a content type for it) the operation does not declare is blocked or reported
+(``undeclared_status``); a JSON body (``application/json``, ``+json``) is held up to
+``max_body_bytes`` and filtered against the declared schema's allow-list plan, then by the
+detectors. Without an operation (a route with no spec, or an unmatched request in shadow mode)
+only the detectors run. Other content types stream untouched. Fail closed: JSON the gateway
+cannot read (malformed, or compressed despite the ``Accept-Encoding: identity`` it sends
+upstream) is blocked, like an oversized body unless ``oversize: pass``.
+
+The common case costs one ``orjson.loads`` and one compiled ``jsonschema-rs`` check (see
+``plan.fast_schema``): a clean body is sent as the upstream wrote it. Only bodies that need
+changes are walked in Python and re-serialised. What was removed, masked or blocked goes to
+``ex.annotations["response_filter"]`` as JSON pointers and detector names, never values.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema_rs
+import orjson
+
+from bastion.core.exchange import Exchange, Headers, Reply
+from bastion.core.sensitive import SensitiveScanner
+from bastion.errors import ConfigError, ResponseBlocked, ResponseTooLarge
+from bastion.gateway.layers.base import Layer
+from bastion.gateway.layers.response_filter.config import ResponseFilterConfig
+from bastion.gateway.layers.response_filter.plan import OPEN, Node, build_plan, fast_schema
+from bastion.gateway.layers.response_filter.walk import BodyFilter, Findings, SensitiveAction
+from bastion.openapi.model import OPERATION_ANNOTATION, MediaSchema, Operation, Validator
+
+__all__ = ["ANNOTATION", "ResponseFilterLayer", "is_json"]
+
+log = logging.getLogger("bastion.gateway.response_filter")
+
+#: Where the layer records what it did to a response.
+ANNOTATION = "response_filter"
+#: Per-request decision taken on the response head, read when the body is complete.
+_DECISION = "response_filter.decision"
+
+
+def is_json(media_type: str) -> bool:
+    """``application/json`` and every ``+json`` type (lower-case, without parameters)."""
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPlan:
+    """A response schema ready for use: its allow-list plan and the fast-path validator."""
+
+    plan: Node
+    fast: Validator | None
+
+
+class ResponseFilterLayer(Layer):
+    """Filters one route's JSON responses. ``operations`` (from the route's compiled spec)
+    are prepared at start-up, so a bad ``x-bastion-sensitive`` mark is a ConfigError then;
+    an operation met later is prepared on first use."""
+
+    name = "response_filter"
+
+    def __init__(self, config: ResponseFilterConfig, operations: Iterable[Operation] = ()) -> None:
+        self._cfg = config
+        self._enforce = config.enforce
+        self._limit = config.max_body_bytes
+        self._scanner = SensitiveScanner(config.detectors, config.sensitive_fields)
+        self._default_roles = frozenset(config.sensitive_roles)
+        self._remove_undeclared = config.enforce and config.undeclared == "remove"
+        self._action: SensitiveAction = None
+        if config.enforce and config.sensitive != "block":
+            self._action = config.sensitive
+        self._plans: dict[int, tuple[MediaSchema, CompiledPlan]] = {}
+        self.detect_only = self._compile(OPEN)
+        problems: list[str] = []
+        for op in operations:
+            for status, schemas in op.responses.items():
+                for media in schemas:
+                    where = f"{op.method} {op.path_template} responses.{status}"
+                    problems.extend(f"{where}: {p}" for p in self._prepare(media)[1])
+        if problems:
+            raise ConfigError(problems)
+        if config.oversize == "pass":
+            log.warning(
+                "response_filter: JSON responses over %d bytes pass unfiltered (oversize: pass)",
+                self._limit,
+            )
+
+    def _compile(self, plan: Node) -> CompiledPlan:
+        schema = fast_schema(plan, self._scanner)
+        fast = jsonschema_rs.Draft202012Validator(schema) if schema is not None else None
+        return CompiledPlan(plan, fast)
+
+    def _prepare(self, media: MediaSchema) -> tuple[CompiledPlan, list[str]]:
+        found = self._plans.get(id(media))
+        if found is not None and found[0] is media:
+            return found[1], []
+        plan, problems = build_plan(media.schema, self._scanner)
+        compiled = self._compile(plan)
+        self._plans[id(media)] = (media, compiled)
+        return compiled, problems
+
+    # -- request and response head ----------------------------------------------------------
+    async def on_request(self, ex: Exchange) -> Reply | None:
+        # A compressed body cannot be read: ask the upstream for the identity encoding.
+        ex.request.headers.set("accept-encoding", "identity")
+        return None
+
+    def wants_response_body(self, ex: Exchange, status: int, headers: Headers) -> int:
+        media = _media_type(headers.get("content-type"))
+        op = ex.annotations.get(OPERATION_ANNOTATION)
+        compiled = self.detect_only
+        if isinstance(op, Operation):
+            declared = op.response_schemas(status)
+            if declared is None:
+                return self._undeclared(ex, f"status {status} is not declared", media)
+            chosen = _select(declared, media)
+            if chosen is None:
+                if not declared and not media:
+                    return 0  # no body declared, none announced
+                return self._undeclared(ex, f"{media or 'no content type'} for {status}", media)
+            compiled = self._prepare(chosen)[0]
+        if not is_json(media):
+            return 0
+        encoding = (headers.get("content-encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            return self._decide_block(ex, f"{encoding}-encoded JSON cannot be checked")
+        ex.annotations[_DECISION] = compiled
+        return self._limit
+
+    def _undeclared(self, ex: Exchange, what: str, media: str) -> int:
+        note = self._note(ex)
+        note["undeclared_response"] = what
+        if self._cfg.undeclared_status == "block":
+            return self._decide_block(ex, f"undeclared response: {what}")
+        if not is_json(media):
+            return 0
+        ex.annotations[_DECISION] = self.detect_only
+        return self._limit
+
+    def _decide_block(self, ex: Exchange, reason: str) -> int:
+        if not self._enforce:
+            self._note(ex)["would_block"] = reason
+            return 0
+        ex.annotations[_DECISION] = reason
+        return 1  # the body is never sent: hold as little as possible
+
+    # -- response body ----------------------------------------------------------------------
+    def on_response_body(
+        self, ex: Exchange, status: int, headers: Headers, body: bytes
+    ) -> bytes | Reply:
+        decision = ex.annotations.pop(_DECISION, None)
+        if isinstance(decision, str):
+            return self._blocked(ex, decision)
+        if not isinstance(decision, CompiledPlan) or not body or body.isspace():
+            return body
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self._block_or_pass(ex, "the upstream sent malformed JSON", body)
+        fast = decision.fast
+        if fast is not None and fast.is_valid(doc):
+            return body
+        principal = ex.principal
+        walk = BodyFilter(
+            self._scanner,
+            remove_undeclared=self._remove_undeclared,
+            action=self._action,
+            roles=principal.roles if principal is not None else frozenset(),
+            default_roles=self._default_roles,
+        )
+        try:
+            out = walk.run(doc, decision.plan)
+        except RecursionError:
+            return self._block_or_pass(ex, "the JSON body is nested too deeply to check", body)
+        findings = walk.findings
+        if not findings:
+            return body
+        self._record(ex, findings)
+        if not self._enforce:
+            return body
+        cfg = self._cfg
+        if cfg.undeclared == "block" and findings.removed_count:
+            return self._blocked(ex, f"undeclared property {findings.removed[0]}")
+        if cfg.sensitive == "block" and findings.masked_count:
+            first = findings.masked[0]
+            return self._blocked(ex, f"sensitive data ({first['by']}) at {first['path'] or '/'}")
+        return orjson.dumps(out)
+
+    def on_response_body_too_large(
+        self, ex: Exchange, status: int, headers: Headers
+    ) -> Reply | None:
+        decision = ex.annotations.pop(_DECISION, None)
+        if isinstance(decision, str):
+            return self._blocked(ex, decision)
+        if self._cfg.oversize == "pass" or not self._enforce:
+            self._note(ex)["unfiltered_over_bytes"] = self._limit
+            return None
+        self._note(ex)["blocked"] = "too_large"
+        diagnosis = f"response_filter: JSON body over {self._limit} bytes"
+        return ex.deny(ResponseTooLarge(diagnosis=diagnosis))
+
+    # -- outcomes ---------------------------------------------------------------------------
+    def _blocked(self, ex: Exchange, reason: str) -> Reply:
+        self._note(ex)["blocked"] = reason
+        return ex.deny(ResponseBlocked(diagnosis=f"response_filter: {reason}"))
+
+    def _block_or_pass(self, ex: Exchange, reason: str, body: bytes) -> bytes | Reply:
+        if self._enforce:
+            return self._blocked(ex, reason)
+        self._note(ex)["would_block"] = reason
+        return body
+
+    def _record(self, ex: Exchange, findings: Findings) -> None:
+        note = self._note(ex)
+        note["enforced"] = self._enforce
+        if findings.removed_count:
+            note["undeclared"] = findings.removed
+            note["undeclared_count"] = findings.removed_count
+        if findings.masked_count:
+            note["sensitive"] = findings.masked
+            note["sensitive_count"] = findings.masked_count
+
+    @staticmethod
+    def _note(ex: Exchange) -> dict[str, Any]:
+        note = ex.annotations.get(ANNOTATION)
+        if note is None:
+            note = ex.annotations[ANNOTATION] = {}
+        return note
+
+
+def _select(declared: tuple[MediaSchema, ...], media: str) -> MediaSchema | None:
+    """The declared schema for a response's media type: exact, ``type/*``, ``*/*``, and an
+    ``application/json`` schema for any ``+json`` type."""
+    by_type = {m.media_type.split(";", 1)[0].strip().lower(): m for m in declared}
+    found = by_type.get(media)
+    if found is None and media:
+        found = by_type.get(media.split("/", 1)[0] + "/*") or by_type.get("*/*")
+        if found is None and media.endswith("+json"):
+            found = by_type.get("application/json")
+    return found

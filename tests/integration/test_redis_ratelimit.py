@@ -1,0 +1,143 @@
+"""The Redis rate-limit backend against the real Redis on 127.0.0.1:6379: exact shared GCRA,
+all-or-nothing, server time, millisecond TTLs, coalesced round trips, and a local fallback
+that is never "unlimited"."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from bastion.events.redis_bus import redis_client
+from bastion.gateway.layers.ratelimit.backend import LimitSpec
+from bastion.gateway.layers.ratelimit.redis_backend import RedisRateLimitBackend
+from tests.support.cluster import REDIS_URL, drop_prefix, new_prefix
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
+
+TEN_PER_S = LimitSpec(0.1, 10)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Redis]:
+    c = redis_client(REDIS_URL, timeout=1.0)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    p = new_prefix()
+    yield p
+    await drop_prefix(p)
+
+
+async def admitted(backend: RedisRateLimitBackend, n: int, spec: LimitSpec = TEN_PER_S) -> int:
+    results = await asyncio.gather(
+        *(backend.check(spec, ("r", 0, "ip", "a"), 0.0) for _ in range(n))
+    )
+    return sum(r.allowed for r in results)
+
+
+async def test_a_burst_admits_exactly_the_burst_in_few_round_trips(
+    client: Redis, prefix: str
+) -> None:
+    backend = RedisRateLimitBackend(client, prefix=prefix)
+    assert await admitted(backend, 60) == 10
+    assert backend.round_trips <= 2  # 60 concurrent checks were coalesced
+    assert not hasattr(backend, "check_many_now")  # the layer must await it
+
+
+async def test_two_nodes_share_one_budget(client: Redis, prefix: str) -> None:
+    other = redis_client(REDIS_URL, timeout=1.0)
+    try:
+        a = RedisRateLimitBackend(client, prefix=prefix)
+        b = RedisRateLimitBackend(other, prefix=prefix)
+        counts = await asyncio.gather(admitted(a, 30), admitted(b, 30))
+        assert sum(counts) == 10
+    finally:
+        await other.aclose()
+
+
+async def test_the_nodes_clocks_do_not_matter(client: Redis, prefix: str) -> None:
+    backend = RedisRateLimitBackend(client, prefix=prefix)
+    key = ("r", 0, "ip", "b")
+    wild = [0.0, 1e9, -5.0, 123.4] * 5
+    results = [await backend.check(TEN_PER_S, key, now) for now in wild]
+    assert sum(r.allowed for r in results) == 10
+    refused = results[-1]
+    assert not refused.allowed
+    assert 0 < refused.retry_after <= 0.1
+    assert refused.remaining == 0
+
+
+async def test_all_or_nothing_across_limits(client: Redis, prefix: str) -> None:
+    backend = RedisRateLimitBackend(client, prefix=prefix)
+    small, big = LimitSpec(1.0, 2), LimitSpec(10.0, 1000)
+    keys = (("r", 0, "ip", "c"), ("r", 1, "route"))
+    outcomes = [await backend.check_many((small, big), keys, 0.0) for _ in range(5)]
+    assert [o[0].allowed for o in outcomes] == [True, True, False, False, False]
+    # The refusals took nothing from the big limit: only two units were recorded there.
+    assert outcomes[1][1].remaining == 998
+    assert outcomes[4][1].remaining == 997  # "would have" after the two recorded
+    assert not outcomes[4][0].allowed
+    assert outcomes[4][1].allowed  # described, not recorded
+
+
+async def test_keys_expire_in_milliseconds_when_the_bucket_is_full_again(
+    client: Redis, prefix: str
+) -> None:
+    backend = RedisRateLimitBackend(client, prefix=prefix)
+    key = ("r", 0, "ip", "d")
+    await backend.check(LimitSpec(0.25, 4), key, 0.0)
+    ttl = await client.pttl(backend.redis_key(key))
+    assert 240 <= ttl <= 250
+    await asyncio.sleep(0.3)
+    assert await client.exists(backend.redis_key(key)) == 0
+
+
+async def test_long_and_odd_keys_stay_distinct_and_bounded(client: Redis, prefix: str) -> None:
+    backend = RedisRateLimitBackend(client, prefix=prefix)
+    long_a = ("r", 0, "sub", "jwt", "https://iss", "x" * 500 + "a")
+    long_b = ("r", 0, "sub", "jwt", "https://iss", "x" * 500 + "b")
+    assert backend.redis_key(long_a) != backend.redis_key(long_b)
+    assert len(backend.redis_key(long_a)) < 100
+    tricky = ("r", 0, "sub", "jwt", 'a","b', "c")
+    assert backend.redis_key(tricky) != backend.redis_key(("r", 0, "sub", "jwt", "a", 'b","c'))
+    one = LimitSpec(10.0, 1)
+    assert (await backend.check(one, long_a, 0.0)).allowed
+    assert (await backend.check(one, long_b, 0.0)).allowed
+    assert not (await backend.check(one, long_a, 0.0)).allowed
+
+
+async def test_unreachable_redis_falls_back_to_a_per_node_share(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dead = redis_client("redis://127.0.0.1:1/0", timeout=0.2)
+    try:
+        backend = RedisRateLimitBackend(dead, prefix=new_prefix(), nodes=2, retry_after=60)
+        with caplog.at_level(logging.WARNING, logger="bastion.ratelimit"):
+            first = await admitted(backend, 20)
+            second = await admitted(backend, 20)
+        assert first == 5  # half of the burst of 10: two nodes share the limit
+        assert second == 0  # never unlimited
+        assert backend.degraded
+        warnings = [r for r in caplog.records if "enforced locally" in r.getMessage()]
+        assert len(warnings) == 1
+    finally:
+        await dead.aclose()
+
+
+async def test_fallback_ends_when_redis_answers_again(client: Redis, prefix: str) -> None:
+    backend = RedisRateLimitBackend(client, prefix=prefix, retry_after=0.05)
+    backend._enter_fallback(ConnectionError("simulated"))
+    assert backend.degraded
+    assert (await backend.check(TEN_PER_S, ("r", 0, "ip", "e"), 0.0)).allowed  # local
+    assert backend.round_trips == 0
+    await asyncio.sleep(0.06)
+    assert (await backend.check(TEN_PER_S, ("r", 0, "ip", "e"), 0.0)).allowed
+    assert backend.round_trips == 1
+    assert not backend.degraded
