@@ -68,3 +68,26 @@ def test_route_audience_silences_missing_aud() -> None:
     }
     found = warnings_for(doc)
     assert not any("missing aud" in w for w in found)
+
+
+def test_workers_without_cache_and_plain_remote_redis_warned() -> None:
+    base_doc = {
+        "listeners": [{"bind": "127.0.0.1:8080"}],
+        "api_keys": {"pepper": PEPPER},
+        "routes": [
+            {
+                "name": "a",
+                "upstream": "http://127.0.0.1:1",
+                "ratelimit": {"limits": [{"rate": 5}]},
+                "authn": {"methods": ["api_key"]},
+            }
+        ],
+    }
+    found = warnings_for({**base_doc, "server": {"workers": 4}})
+    assert any(w.startswith("server.workers: 4 workers without `cache`") for w in found)
+    found = warnings_for({**base_doc, "cache": "redis://10.1.2.3:6379/0"})
+    assert any(w.startswith("cache: Redis reached without TLS") for w in found)
+    assert not any(
+        w.startswith("cache")
+        for w in warnings_for({**base_doc, "cache": "redis://127.0.0.1:6379/0"})
+    )

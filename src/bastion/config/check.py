@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from bastion.config.model import BastionConfig, RouteConfig
 from bastion.errors import ConfigError
@@ -91,6 +92,27 @@ def _openapi_findings(
     return out
 
 
+def _cluster_findings(cfg: BastionConfig) -> list[Finding]:
+    """Multi-process settings that silently weaken limits or expose traffic."""
+    out: list[Finding] = []
+    if cfg.server.workers > 1 and cfg.cache is None:
+        out.append(
+            Finding(
+                "server.workers",
+                f"{cfg.server.workers} workers without `cache`: each worker enforces every rate "
+                "limit on its own (a client gets up to that many times the limit) and learns "
+                "revocations only from the store's change feed",
+            )
+        )
+    if cfg.cache is not None:
+        parsed = urlsplit(cfg.cache)
+        if parsed.scheme == "redis" and not _is_loopback(parsed.hostname or ""):
+            out.append(
+                Finding("cache", "Redis reached without TLS on a non-loopback host (use rediss://)")
+            )
+    return out
+
+
 def check_config(cfg: BastionConfig) -> list[Finding]:
     """Warnings for a valid config, in file order.
 
@@ -108,6 +130,7 @@ def check_config(cfg: BastionConfig) -> list[Finding]:
                     "would cross the network in clear text",
                 )
             )
+    out.extend(_cluster_findings(cfg))
     for i, iss in enumerate(cfg.issuers):
         if not iss.audiences:
             out.append(
