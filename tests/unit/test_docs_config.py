@@ -173,7 +173,12 @@ def test_example_is_valid_and_warns_as_documented(tmp_path: Path) -> None:
     assert key_password is not None
     assert key_password.get_secret_value() == "correct horse"
     findings = [str(f) for f in check_config(cfg)]
-    assert findings == ["routes[2].authn.unsafe_allow_anonymous: route accepts anonymous requests"]
+    assert findings == [
+        "server.workers: 2 workers without `cache`: each worker enforces every rate limit on its "
+        "own (a client gets up to that many times the limit) and learns revocations only from "
+        "the store's change feed",
+        "routes[2].authn.unsafe_allow_anonymous: route accepts anonymous requests",
+    ]
     assert f"warning {findings[0]}" in CONFIG_DOC.read_text(encoding="utf-8")
 
 
