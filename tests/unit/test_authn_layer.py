@@ -13,7 +13,7 @@ from bastion.core.clock import ManualClock
 from bastion.core.exchange import Exchange, Headers, Reply, RequestView
 from bastion.core.gcra import LocalLimiter
 from bastion.core.revocation import RevocationState
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, StoreError
 from bastion.gateway.layers.authn.apikeys import ApiKeyIndex
 from bastion.gateway.layers.authn.config import AuthnConfig
 from bastion.gateway.layers.authn.jwt import JwtVerifier
@@ -321,3 +321,48 @@ async def test_limiters_can_be_shared_between_routes(env: Env) -> None:
     reply = await run(b, exchange([("x-api-key", env.api_key)]))
     assert reply is not None
     assert reply.status == 429
+
+
+class _NotCurrent(RevocationState):
+    """Revocation state of a node that lost contact with the store and Redis."""
+
+    def current(self) -> bool:
+        return False
+
+
+class _DownStore(FakeStore):
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        raise StoreError(diagnosis="connection refused")
+
+
+async def test_node_side_failures_refuse_but_never_lock_the_client_out(env: Env) -> None:
+    jwt_down = JwtVerifier(
+        [issuer_config(hmac_secret=HMAC_SECRET, algorithms=["HS256"])],
+        env.clock,
+        _NotCurrent(env.clock),
+    )
+    await jwt_down.start()
+    unknown_id_key = new_api_key()[2]  # not cached: the index must ask the (down) store
+    keys_down = ApiKeyIndex(_DownStore([]), PEPPER, env.clock)  # type: ignore[arg-type]
+    layer = AuthnLayer(
+        AuthnConfig.model_validate({"failed_attempts_limit": {"rate": 2, "per": 60}}),
+        jwt=jwt_down,
+        api_keys=keys_down,
+        clock=env.clock,
+    )
+    for _ in range(5):
+        ex = exchange(bearer(env.token()))
+        reply = await run(layer, ex)
+        assert reply is not None
+        assert reply.status == 401  # still fail closed
+        assert ex.diagnosis == "jwt: revocation state not current"
+        ex = exchange([("x-api-key", unknown_id_key)])
+        reply = await run(layer, ex)
+        assert reply is not None
+        assert reply.status == 401
+        assert ex.diagnosis == "api_key: store unavailable"
+    # Ten refusals later the client is not locked out: a real failure still counts.
+    for expected in (401, 401, 429):
+        reply = await run(layer, exchange(bearer("wrong")))
+        assert reply is not None
+        assert reply.status == expected

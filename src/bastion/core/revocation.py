@@ -61,6 +61,11 @@ class RevocationState:
         old = self._not_before.get(key)
         self._not_before[key] = not_before if old is None else max(old, not_before)
 
+    def current(self) -> bool:
+        """Whether this node can vouch that its lists are up to date (always, in one process;
+        distributed mode overrides it with a freshness bound)."""
+        return True
+
     def is_token_revoked(
         self, issuer: str | None, subject: str, jti: str | None, issued_at: float | None
     ) -> bool:

@@ -140,6 +140,10 @@ class GuardedRevocationState(RevocationState):
         super().__init__(clock)
         self._freshness = freshness
 
+    def current(self) -> bool:
+        """False while ``freshness`` is stale."""
+        return not self._freshness.stale()
+
     def is_token_revoked(
         self, issuer: str | None, subject: str, jti: str | None, issued_at: float | None
     ) -> bool:

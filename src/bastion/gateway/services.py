@@ -34,7 +34,7 @@ from bastion.events.bus import Event, EventBus
 from bastion.events.feed import ChangeFeed
 from bastion.events.freshness import Freshness, GuardedRevocationState
 from bastion.gateway.layers.audit.layer import AuditLayer
-from bastion.gateway.layers.authn.apikeys import ApiKeyIndex
+from bastion.gateway.layers.authn.apikeys import STATE_NOT_CURRENT, ApiKeyIndex
 from bastion.gateway.layers.authn.jwt import JwtVerifier
 from bastion.gateway.layers.ratelimit.backend import MemoryRateLimitBackend, RateLimitBackend
 from bastion.openapi.spec import OpenApiSpec, SpecOptions
@@ -55,7 +55,7 @@ log = logging.getLogger("bastion.gateway")
 JWT_CACHE_SIZE = 20_000
 
 #: Diagnosis of an API key refused because this node cannot confirm it is current.
-STALE = "api_key: revocation state not current"
+STALE = STATE_NOT_CURRENT
 
 
 class GuardedApiKeyIndex(ApiKeyIndex):

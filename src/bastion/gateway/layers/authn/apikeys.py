@@ -26,6 +26,8 @@ WRONG_SECRET = "api_key: wrong secret"  # noqa: S105 - a diagnosis, not a secret
 REVOKED = "api_key: revoked"
 EXPIRED = "api_key: expired"
 STORE_UNAVAILABLE = "api_key: store unavailable"
+#: The node cannot vouch for its key cache (distributed mode, outage): fail closed.
+STATE_NOT_CURRENT = "api_key: revocation state not current"
 
 
 def _principal(rec: ApiKeyRecord) -> Principal:

@@ -67,6 +67,12 @@ _CLAIM_REASONS = {
 }
 
 
+#: The node cannot vouch for its revocation lists (distributed mode, outage): fail closed.
+STATE_NOT_CURRENT = "jwt: revocation state not current"
+#: Keys unavailable: the JWKS endpoint has been failing for longer than the stale limit.
+KEYS_UNAVAILABLE = "jwt: keys unavailable"
+
+
 class TokenRejected(Exception):
     """A token was refused; ``reason`` (e.g. ``"jwt: expired"``) is for the audit record only."""
 
@@ -207,18 +213,24 @@ class JwtVerifier:
                 if allowed_issuers is not None and principal.issuer not in allowed_issuers:
                     raise TokenRejected("jwt: issuer not allowed on route")
                 if not issuer.keys.available():
-                    raise TokenRejected("jwt: keys unavailable")
+                    raise TokenRejected(KEYS_UNAVAILABLE)
                 if not _audience_ok(auds, audience, issuer):
                     raise TokenRejected("jwt: wrong audience")
-                if self._revocations.is_token_revoked(
-                    principal.issuer, principal.subject, principal.key_id, iat
-                ):
-                    raise TokenRejected("jwt: revoked")
+                self._check_revocation(principal, iat)
                 return principal
             self._cache.pop(token, None)
             if now >= expires:
                 raise TokenRejected("jwt: expired")
         return await self._verify_uncached(token, audience, allowed_issuers, before_crypto)
+
+    def _check_revocation(self, principal: Principal, issued_at: float | None) -> None:
+        revocations = self._revocations
+        if not revocations.current():
+            raise TokenRejected(STATE_NOT_CURRENT)
+        if revocations.is_token_revoked(
+            principal.issuer, principal.subject, principal.key_id, issued_at
+        ):
+            raise TokenRejected("jwt: revoked")
 
     async def _verify_uncached(
         self,
@@ -263,7 +275,7 @@ class JwtVerifier:
 
         keys = issuer.keys
         if not keys.available():
-            raise TokenRejected("jwt: keys unavailable")
+            raise TokenRejected(KEYS_UNAVAILABLE)
         kid = header.get("kid")
         key = keys.key_for(kid)
         if key is None and await keys.refetch_for_unknown_kid():
@@ -295,10 +307,7 @@ class JwtVerifier:
         iat = claims.get("iat")
         iat_f = float(iat) if iat is not None else None
         principal = _principal(claims, issuer.config.issuer)
-        if self._revocations.is_token_revoked(
-            principal.issuer, principal.subject, principal.key_id, iat_f
-        ):
-            raise TokenRejected("jwt: revoked")
+        self._check_revocation(principal, iat_f)
         expires = float(claims["exp"]) + issuer.config.leeway
         self._remember(
             token,

@@ -18,6 +18,7 @@ from bastion.core.clock import Clock
 from bastion.core.exchange import Exchange, Principal, Reply
 from bastion.core.gcra import LocalLimiter
 from bastion.errors import AuthenticationFailed, ConfigError, Forbidden, RateLimited
+from bastion.gateway.layers.authn import apikeys, jwt
 from bastion.gateway.layers.authn.apikeys import ApiKeyIndex
 from bastion.gateway.layers.authn.config import AuthnConfig
 from bastion.gateway.layers.authn.jwt import JwtVerifier, TokenRejected
@@ -30,6 +31,17 @@ WWW_AUTHENTICATE = ("www-authenticate", 'Bearer realm="bastion"')
 _QUERY_CREDENTIAL_NAMES = frozenset({"access_token", "api_key", "apikey", "api-key", "x-api-key"})
 _JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.", re.ASCII)
 _MAX_QUERY_FIELDS = 1000
+
+
+#: Diagnoses of refusals caused by this node, not by the client's credential.
+NODE_FAULTS = frozenset(
+    {
+        apikeys.STORE_UNAVAILABLE,
+        apikeys.STATE_NOT_CURRENT,
+        jwt.KEYS_UNAVAILABLE,
+        jwt.STATE_NOT_CURRENT,
+    }
+)
 
 
 def credential_in_query(query: str) -> bool:
@@ -165,5 +177,9 @@ class AuthnLayer(Layer):
         return principal, ""
 
     def _fail(self, ex: Exchange, ip: str, reason: str) -> Reply:
-        self._failed.check(ip, self._clock.monotonic())
+        # Refusals that are this node's fault (store, keys or revocation state unavailable) are
+        # still refusals (fail closed), but must not lock out a client that retries through an
+        # outage.
+        if reason not in NODE_FAULTS:
+            self._failed.check(ip, self._clock.monotonic())
         return ex.deny(AuthenticationFailed(diagnosis=reason, headers=[WWW_AUTHENTICATE]))
