@@ -7,9 +7,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,17 +19,11 @@ import orjson
 import pytest
 
 from bastion.core.apikeys import hash_secret
+from tests.support.cluster import BASTION, Node
 
 pytestmark = pytest.mark.e2e
 
 PEPPER = "cli-pepper-" + "z" * 32
-_SCRIPT = Path(sys.executable).with_name("bastion")
-# The installed console script ([project.scripts]); the same entry point otherwise.
-BASTION = (
-    [str(_SCRIPT)]
-    if _SCRIPT.exists()
-    else [sys.executable, "-c", "from bastion.cli.main import main; main()"]
-)
 ENV = {
     **{k: v for k, v in os.environ.items() if k != "BASTION_DEBUG"},
     "BASTION_TEST_PEPPER": PEPPER,
@@ -242,54 +234,6 @@ def upstream() -> Iterator[int]:
         server.server_close()
 
 
-class GatewayProcess:
-    """``bastion gateway`` in a subprocess; stderr collected by a thread."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.proc = subprocess.Popen(
-            [*BASTION, "gateway", "-c", "gateway.yaml"],
-            cwd=workdir,
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.log: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.append(line)
-
-    def port(self, timeout: float = 60) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.log):
-                m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-                if m:
-                    return int(m.group(1))
-            assert self.proc.poll() is None, "".join(self.log)
-            time.sleep(0.05)
-        raise AssertionError("the gateway did not start:\n" + "".join(self.log))
-
-    def stop(self, timeout: float = 30) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout)
-        self._reader.join(10)
-        return code
-
-    def close(self) -> None:
-        """Kill the process if it is still running and release the pipe."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._reader.join(10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-
 def get(port: int, key: str) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -316,7 +260,7 @@ def test_running_gateway_sees_revocation_and_flushes_audit_on_sigterm(
     (workdir / "bastion.yaml").write_text((workdir / "gateway.yaml").read_text())
     key = create_key(workdir)
     other = create_key(workdir, "other")
-    gw = GatewayProcess(workdir)
+    gw = Node(workdir, Path("gateway.yaml"), env=ENV)
     try:
         port = gw.port()
         made = 0

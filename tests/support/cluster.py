@@ -163,11 +163,11 @@ def bastion(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedP
 class Node:
     """``bastion gateway -c CONFIG`` in a subprocess; its log collected by a thread."""
 
-    def __init__(self, workdir: Path, config: Path) -> None:
+    def __init__(self, workdir: Path, config: Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [*BASTION, "gateway", "-c", str(config)],
             cwd=workdir,
-            env=ENV,
+            env=ENV if env is None else env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
