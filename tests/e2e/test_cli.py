@@ -19,7 +19,8 @@ import orjson
 import pytest
 
 from bastion.core.apikeys import hash_secret
-from tests.support.cluster import BASTION, Node
+from tests.support import cluster
+from tests.support.cluster import Node
 
 pytestmark = pytest.mark.e2e
 
@@ -33,15 +34,7 @@ ENV = {
 
 
 def bastion(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*BASTION, *args],
-        cwd=cwd,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return cluster.bastion(cwd, *args, timeout=timeout, env=ENV)
 
 
 def lines(text: str) -> list[str]:

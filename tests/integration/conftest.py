@@ -5,9 +5,13 @@ meets a server that is down; and ``hang_guard``, for tests that talk to those se
 from __future__ import annotations
 
 import faulthandler
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis
+
+from bastion.events.redis_bus import redis_client
+from tests.support.cluster import REDIS_URL, drop_prefix, new_prefix
 
 HANG_LIMIT = 180  # s; no test of this tier comes near it
 
@@ -34,3 +38,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     calm = [i for i in items if i.get_closest_marker("disruptive") is None]
     disruptive = [i for i in items if i.get_closest_marker("disruptive") is not None]
     items[:] = calm + disruptive
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Redis]:
+    """A Redis client on the machine's server (127.0.0.1:6379)."""
+    c = redis_client(REDIS_URL, timeout=1.0)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A fresh key prefix, its keys deleted after the test."""
+    p = new_prefix()
+    yield p
+    await drop_prefix(p)

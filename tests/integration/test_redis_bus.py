@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -17,23 +16,9 @@ from bastion.core.clock import SystemClock
 from bastion.events.bus import EventBus
 from bastion.events.redis_bus import RedisControlBus, publish_control, redis_client
 from bastion.events.redis_streams import GROUP, RedisEventStreams
-from tests.support.cluster import REDIS_URL, drop_prefix, new_prefix
+from tests.support.cluster import REDIS_URL, new_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[Redis]:
-    c = redis_client(REDIS_URL, timeout=1.0)
-    yield c
-    await c.aclose()
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    p = new_prefix()
-    yield p
-    await drop_prefix(p)
 
 
 class Node:

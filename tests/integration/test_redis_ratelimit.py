@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -14,25 +13,11 @@ from redis.asyncio import Redis
 from bastion.events.redis_bus import redis_client
 from bastion.gateway.layers.ratelimit.backend import LimitSpec
 from bastion.gateway.layers.ratelimit.redis_backend import RedisRateLimitBackend
-from tests.support.cluster import REDIS_URL, drop_prefix, new_prefix
+from tests.support.cluster import REDIS_URL, new_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
 TEN_PER_S = LimitSpec(0.1, 10)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[Redis]:
-    c = redis_client(REDIS_URL, timeout=1.0)
-    yield c
-    await c.aclose()
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    p = new_prefix()
-    yield p
-    await drop_prefix(p)
 
 
 async def admitted(backend: RedisRateLimitBackend, n: int, spec: LimitSpec = TEN_PER_S) -> int:

@@ -147,12 +147,14 @@ def sign_token(key: ECKey, **claims: Any) -> str:
     return jwt.encode({"alg": "ES256", "kid": "k1", "typ": "at+jwt"}, body, key)
 
 
-def bastion(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def bastion(
+    cwd: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the ``bastion`` CLI to completion."""
     return subprocess.run(
         [*BASTION, *args],
         cwd=cwd,
-        env=ENV,
+        env=ENV if env is None else env,
         capture_output=True,
         text=True,
         timeout=timeout,
