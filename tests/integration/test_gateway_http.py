@@ -328,3 +328,15 @@ def test_methods_outside_the_allow_list_refused(gateway: GatewayHarness, method:
     raw = gateway.raw(f"{method} {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
     assert raw.startswith(b"HTTP/1.1 405") or raw.startswith(b"HTTP/1.1 400"), raw[:40]
     assert not gateway.upstream.requests
+
+
+def test_head_of_a_replaced_5xx_has_no_body_and_keeps_the_connection_in_sync(
+    gateway: GatewayHarness,
+) -> None:
+    raw = gateway.raw(
+        b"HEAD /public/boom HTTP/1.1\r\nHost: t\r\n\r\n"
+        b"GET /public/echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 502")
+    assert rest.startswith(b"HTTP/1.1 200")  # no problem body was sent after the HEAD answer

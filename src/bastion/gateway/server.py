@@ -122,8 +122,6 @@ class _ClientSink:
         "_replaced",
         "_route",
         "_status",
-        "done",
-        "error",
         "ex",
         "head_sent",
     )
@@ -136,8 +134,6 @@ class _ClientSink:
         self._chunked = False
         self._replaced = False
         self.head_sent = False
-        self.done = False
-        self.error: Exception | None = None
         # Body filtering (response_filter layers): the body is held until it is complete.
         self._filters: tuple[Layer, ...] = ()
         self._limit = 0
@@ -209,11 +205,7 @@ class _ClientSink:
         self.head_sent = True
 
     def _emit_reply(self, reply: Reply) -> None:
-        headers = Headers(reply.headers)
-        self._route.response_headers(self.ex, reply.status, headers)
-        self.ex.status = reply.status
-        self._out.append(self._proto.reply_bytes(reply.status, headers, reply.body))
-        self.ex.bytes_out += len(reply.body)
+        self._out.append(self._proto.render_reply(reply, self._route, self.ex))
         self.head_sent = True
 
     def on_body(self, chunk: bytes) -> None:
@@ -249,11 +241,8 @@ class _ClientSink:
             self._finish_held()
         if self._chunked and not self._replaced:
             self._out.append(b"0\r\n\r\n")
-        self.done = True
 
     def on_error(self, exc: Exception) -> None:
-        self.error = exc
-        self.done = True
         self._held = None  # a partial body is never filtered nor sent
         if self.head_sent:
             # Too late for an error response: the client sees a truncated response.
@@ -585,20 +574,22 @@ class HttpProtocol(asyncio.Protocol):
             self._upstream = None
         sink.flush()
 
-    def reply_bytes(self, status: int, headers: Headers, body: bytes) -> bytes:
-        framing = f"content-length: {len(body)}\r\n"
-        if not self.keep_alive_after:
-            framing += "connection: close\r\n"
-        return serialize_head(status, headers, framing) + body
-
-    def _send_reply(self, reply: Reply, route: RouteRuntime | None, ex: Exchange) -> None:
+    def render_reply(self, reply: Reply, route: RouteRuntime | None, ex: Exchange) -> bytes:
+        """A gateway-made response, with the route's response headers, as bytes; records the
+        status on the exchange. A HEAD request gets the head only."""
         headers = Headers(list(reply.headers))
         if route is not None:
             route.response_headers(ex, reply.status, headers)
         ex.status = reply.status
-        ex.bytes_out = len(reply.body)
         body = b"" if ex.request.method == "HEAD" else reply.body
-        self.write(self.reply_bytes(reply.status, headers, body))
+        ex.bytes_out = len(body)
+        framing = f"content-length: {len(reply.body)}\r\n"
+        if not self.keep_alive_after:
+            framing += "connection: close\r\n"
+        return serialize_head(reply.status, headers, framing) + body
+
+    def _send_reply(self, reply: Reply, route: RouteRuntime | None, ex: Exchange) -> None:
+        self.write(self.render_reply(reply, route, ex))
 
     def _fail_parse(self, err: BastionError) -> None:
         """Queue an error answer for a request we could not parse or accept; the connection
