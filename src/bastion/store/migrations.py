@@ -9,14 +9,18 @@ A database records what it has applied in ``schema_migrations``. Applying is ide
 migration whose version is already recorded is skipped. A database whose highest version is
 unknown to this code was written by a newer Bastion and must be refused, not written to.
 
-Rules for adding a migration: append it with the next version number, never edit or reorder a
+Rules for adding a migration: add a module to :mod:`bastion.store.schema` with the next
+version number, never edit or reorder a
 released one, keep statements portable, and give every index and trigger an explicit name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+from bastion.store.schema import Migration, discover
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "SCHEMA_TABLE", "Migration", "pending", "statements_for"]
 
 #: Per-dialect spellings of the placeholders used in the statements below.
 DIALECT_TYPES: Mapping[str, Mapping[str, str]] = {
@@ -36,16 +40,6 @@ SCHEMA_TABLE = (
     " name VARCHAR(128) NOT NULL,"
     " applied_at DOUBLE PRECISION NOT NULL)"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One schema step: ``statements`` run for every dialect, then the dialect's own extras."""
-
-    version: int
-    name: str
-    statements: tuple[str, ...]
-    dialect_statements: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -116,7 +110,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             ),
         },
     ),
+    # Later versions: one module each in bastion.store.schema.
+    *discover(),
 )
+
+if len({m.version for m in MIGRATIONS}) != len(MIGRATIONS):  # pragma: no cover - programming error
+    raise RuntimeError("two schema migrations share a version number")
 
 #: The highest schema version this code knows.
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -141,6 +141,15 @@ class PostgresStore:
 
         return await self._call(op, tx)
 
+    async def read(self, op: str, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``fn(conn)`` on a pooled connection (for repositories of later features that keep
+        their own tables in this database). Driver errors become StoreError."""
+        return await self._call(op, fn)
+
+    async def write(self, op: str, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Like :meth:`read`, inside one transaction that holds the change-feed lock."""
+        return await self._write(op, fn)
+
     async def _connect(self) -> asyncpg.Connection[asyncpg.Record]:
         try:
             return await asyncpg.connect(

@@ -83,6 +83,16 @@ class SqliteStore:
         except ValueError as exc:  # a stored JSON column that does not parse
             raise StoreError(diagnosis=f"sqlite {op}: corrupt row: {exc}") from exc
 
+    async def read(self, op: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on the store's thread (for repositories of later features that keep
+        their own tables in this file). ``op`` names the call in errors; sqlite3 errors become
+        StoreError."""
+        return await self._call(op, fn)
+
+    async def write(self, op: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Like :meth:`read`, inside one ``BEGIN IMMEDIATE`` transaction: all of it, or none."""
+        return await self._call(op, lambda conn: self._write(conn, fn))
+
     @staticmethod
     def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one write transaction: all of it commits, or none."""

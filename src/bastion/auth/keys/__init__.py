@@ -1,0 +1,1 @@
+"""Signing keys of the authorization server: lifecycle, JWKS, key stores."""

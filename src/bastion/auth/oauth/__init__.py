@@ -1,0 +1,1 @@
+"""The OAuth 2.1 / OpenID Connect protocol endpoints, one module per RFC."""

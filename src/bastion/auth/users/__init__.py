@@ -1,0 +1,1 @@
+"""Users of the authorization server: passwords, login, TOTP, lockout."""
