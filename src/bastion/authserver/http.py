@@ -1,6 +1,6 @@
 """The authorization server's own request and response: plain data, no web framework.
 
-Every endpoint of :mod:`bastion.auth` is a coroutine ``handler(request) -> Response``. The ASGI
+Every endpoint of :mod:`bastion.authserver` is a coroutine ``handler(request) -> Response``. The ASGI
 adapter builds a :class:`Request` (body already read, bounded), calls the handler and sends the
 :class:`Response`; tests call handlers directly. Header names are lower-case.
 
