@@ -6,29 +6,35 @@ and configuration errors, 1 for everything else. No traceback unless ``BASTION_D
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 import os
 import sys
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from bastion.cli.common import (
+    CliFailure,
+    ConfigOpt,
+    JsonOpt,
+    err,
+    load,
+    out,
+    push,
+    run,
+    with_store,
+)
 from bastion.config.check import check_config
-from bastion.config.load import load_config
-from bastion.config.model import BastionConfig, gateway_problems
+from bastion.config.model import gateway_problems
 from bastion.config.types import parse_duration
 from bastion.core.apikeys import hash_secret, new_api_key
 from bastion.errors import BastionError, ConfigError
-from bastion.events.bus import Event
-from bastion.store import open_store, upgrade_store
+from bastion.store import upgrade_store
 from bastion.store.base import ApiKeyRecord, ClientRecord, Store
 
 app = typer.Typer(
@@ -45,29 +51,6 @@ app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
-
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to bastion.yaml.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-class CliFailure(Exception):
-    """A failure the CLI reports as one line, with an exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _load(path: Path) -> BastionConfig:
-    return load_config(path)
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
 
 # -- config -------------------------------------------------------------------------------------
 @config_app.command("check")
@@ -76,7 +59,7 @@ def config_check(
     strict: Annotated[bool, typer.Option(help="Exit 1 when there are warnings.")] = False,
 ) -> None:
     """Validate FILE without starting anything; print errors and dangerous settings."""
-    cfg = _load(config)
+    cfg = load(config)
     problems = gateway_problems(cfg)
     if problems:
         raise ConfigError(problems)
@@ -94,7 +77,7 @@ def config_check(
 def _serve(config: Path, workers: int | None) -> None:
     from bastion.gateway.serve import run_workers
 
-    cfg = _load(config)
+    cfg = load(config)
     problems = gateway_problems(cfg)
     if problems:
         raise ConfigError(problems)
@@ -127,8 +110,8 @@ def up(
 def db_upgrade(config: ConfigOpt) -> None:
     """Apply pending schema migrations to the configured store (PostgreSQL: required before
     the first start and after each Bastion upgrade; gateway nodes never migrate)."""
-    cfg = _load(config)
-    where, before, after = _run(upgrade_store(cfg.store))
+    cfg = load(config)
+    where, before, after = run(upgrade_store(cfg.store))
     if before == after:
         out.print(f"{where}: schema is current (version {after})", highlight=False)
     else:
@@ -136,38 +119,6 @@ def db_upgrade(config: ConfigOpt) -> None:
 
 
 # -- keys -------------------------------------------------------------------------------------------
-async def _with_store(cfg: BastionConfig, fn: Any) -> Any:
-    store: Store = open_store(cfg.store)
-    await store.open()
-    try:
-        return await fn(store)
-    finally:
-        await store.close()
-
-
-async def _push(cfg: BastionConfig, event: Event) -> None:
-    """Push a committed change to every gateway node through Redis (distributed mode).
-
-    A failure only delays the change: nodes also read it from the store's change feed.
-    """
-    if cfg.cache is None:
-        return
-    from bastion.events.redis_bus import publish_control, redis_client
-
-    client = redis_client(cfg.cache, timeout=max(1.0, cfg.cluster.redis_timeout))
-    try:
-        await publish_control(client, cfg.cluster.key_prefix, event)
-    except Exception as exc:
-        err.print(
-            f"warning: Redis did not take the change ({type(exc).__name__}); gateways apply it "
-            f"on their next change-feed poll (change_poll_interval {cfg.change_poll_interval}s)",
-            highlight=False,
-            markup=False,
-        )
-    finally:
-        await client.aclose()
-
-
 def _iso(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -186,7 +137,7 @@ def keys_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API key. The key is printed once and cannot be shown again."""
-    cfg = _load(config)
+    cfg = load(config)
     if cfg.api_keys.pepper is None:
         raise CliFailure("api_keys.pepper is not set in the config: keys cannot be hashed", 2)
     pepper = cfg.api_keys.pepper.get_secret_value().encode()
@@ -212,9 +163,9 @@ def keys_create(
         if await store.get_client(client) is None:
             await store.put_client(ClientRecord(id=client, name=client, created_at=now))
         await store.put_api_key(record)
-        await _push(cfg, {"type": "api_key.created", "key_id": key_id, "client_id": client})
+        await push(cfg, {"type": "api_key.created", "key_id": key_id, "client_id": client})
 
-    _run(_with_store(cfg, work))
+    run(with_store(cfg, work))
     if as_json:
         sys.stdout.write(
             orjson.dumps(
@@ -243,12 +194,12 @@ def keys_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List API keys (never their secrets)."""
-    cfg = _load(config)
+    cfg = load(config)
 
     async def work(store: Store) -> list[ApiKeyRecord]:
         return await store.list_api_keys(client)
 
-    keys: list[ApiKeyRecord] = _run(_with_store(cfg, work))
+    keys: list[ApiKeyRecord] = run(with_store(cfg, work))
     now = time.time()
     rows = [
         {
@@ -287,17 +238,17 @@ def keys_revoke(
 ) -> None:
     """Revoke an API key at once: pushed to running gateways through Redis when `cache` is
     set, otherwise applied on their next change-feed poll."""
-    cfg = _load(config)
+    cfg = load(config)
     kid = key_id.removeprefix("bsk_").split("_", 1)[0]
 
     async def work(store: Store) -> bool:
         at = time.time()
         if not await store.revoke_api_key(kid, at):
             return False
-        await _push(cfg, {"type": "api_key.revoked", "key_id": kid, "at": at})
+        await push(cfg, {"type": "api_key.revoked", "key_id": kid, "at": at})
         return True
 
-    if not _run(_with_store(cfg, work)):
+    if not run(with_store(cfg, work)):
         raise CliFailure(f"no active key with id {kid!r}")
     out.print(f"revoked {kid}")
 
