@@ -17,6 +17,7 @@ import pytest
 
 from bastion.events.redis_bus import publish_control, redis_client
 from bastion.store.base import Revocation
+from bastion.store.migrations import LATEST_VERSION
 from bastion.store.postgres import PostgresStore
 from tests.support.cluster import (
     REDIS_URL,
@@ -77,9 +78,9 @@ def cluster(tmp_path: Path, upstream: int, pg_url: str) -> Iterator[dict[str, An
     assert "bastion db upgrade" in refused.stderr
     upgraded = bastion(tmp_path, "db", "upgrade", "-c", str(config))
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "from version 0 to 1" in upgraded.stdout
+    assert f"from version 0 to {LATEST_VERSION}" in upgraded.stdout
     again = bastion(tmp_path, "db", "upgrade", "-c", str(config))
-    assert "schema is current (version 1)" in again.stdout
+    assert f"schema is current (version {LATEST_VERSION})" in again.stdout
     nodes = [Node(tmp_path, config) for _ in range(2)]
     try:
         ports = [n.port() for n in nodes]
