@@ -1,0 +1,180 @@
+"""The users service the OAuth server composes: who is signed in, the login pages, accounts.
+
+:func:`open_user_service` picks the repository for the configured store (memory, SQLite,
+PostgreSQL). The OAuth server mounts :attr:`UserService.routes` as they are, asks
+:meth:`UserService.current` on ``/authorize``, and sends a browser that is not signed in to
+:meth:`UserService.login_url`. The administrative operations (create, lock, unlock, reset MFA)
+are what ``bastion auth users`` calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from urllib.parse import quote
+
+from bastion.authserver.http import Request, Response
+from bastion.authserver.users.config import UsersConfig
+from bastion.authserver.users.model import (
+    ACR_MFA,
+    ACR_PWD,
+    AMR_MFA,
+    STATE_DONE,
+    Authentication,
+    SessionRecord,
+    UserInfo,
+    UserRecord,
+)
+from bastion.authserver.users.repo import MemoryUserRepo, UserRepo
+from bastion.authserver.users.returnto import safe_return_to
+from bastion.authserver.users.sessions import CookieNames, hash_session_id, well_formed
+from bastion.core.clock import Clock, SystemClock
+from bastion.store.base import Store
+
+log = logging.getLogger("bastion.authserver.users")
+
+Handler = Callable[[Request], Awaitable[Response]]
+DisableHook = Callable[[str], Awaitable[None]]
+
+#: Usernames after normalisation: lower-case ASCII letters, digits and ``. _ @ + -``.
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,127}$")
+#: A session is marked used at most this often (one write per minute, not per request).
+TOUCH_INTERVAL = 60.0
+
+
+def normalise_username(raw: str) -> str:
+    """NFKC, trimmed, lower-case: one spelling per account (no ``Admin`` beside ``admin``)."""
+    return unicodedata.normalize("NFKC", raw).strip().lower()
+
+
+class UserService:
+    """Users, sessions and the login pages over one :class:`UserRepo`."""
+
+    def __init__(
+        self,
+        config: UsersConfig,
+        repo: UserRepo,
+        *,
+        issuer: str,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.repo = repo
+        self.issuer = issuer.rstrip("/")
+        self.clock: Clock = clock or SystemClock()
+        self.cookies = CookieNames(secure=self.issuer.startswith("https://"))
+        #: Called with a user id after an administrator locks the user (the OAuth server
+        #: registers "revoke this user's refresh-token families").
+        self.on_disable: list[DisableHook] = []
+        self.routes: Mapping[tuple[str, str], Handler] = {}
+
+    # -- what the OAuth server asks -------------------------------------------------------------
+
+    async def current(self, request: Request) -> Authentication | None:
+        """The finished login of the request's session cookie, or None.
+
+        None for a missing, malformed, unknown, expired or idle session, a login still waiting
+        for its second factor, and a user who is gone, disabled or locked.
+        """
+        found = await self.session_of(request)
+        if found is None:
+            return None
+        session, user = found
+        if session.state != STATE_DONE:
+            return None
+        return Authentication(
+            user_id=user.id,
+            username=user.username,
+            amr=session.amr,
+            acr=ACR_MFA if AMR_MFA in session.amr else ACR_PWD,
+            auth_time=session.auth_time,
+        )
+
+    def login_url(self, return_to: str) -> str:
+        """Where to send a browser that must sign in first; ``return_to`` is kept only if the
+        login may go back to it (see :mod:`bastion.authserver.users.returnto`)."""
+        safe = safe_return_to(return_to)
+        if safe is None:
+            return "/login"
+        return "/login?return_to=" + quote(safe, safe="")
+
+    async def get_user(self, user_id: str) -> UserInfo | None:
+        user = await self.repo.get_user(user_id)
+        return user.info() if user is not None else None
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def session_id_of(self, request: Request) -> str | None:
+        """The request's session cookie if it is well formed (anything else is ignored)."""
+        value = request.cookies().get(self.cookies.session)
+        return value if well_formed(value) else None
+
+    async def session_of(self, request: Request) -> tuple[SessionRecord, UserRecord] | None:
+        """The live session of the request (any state) and its user, or None."""
+        session_id = self.session_id_of(request)
+        if session_id is None:
+            return None
+        id_hash = hash_session_id(session_id)
+        session = await self.repo.get_session(id_hash)
+        if session is None:
+            return None
+        now = self.clock.now()
+        if session.expires_at <= now or now - session.last_seen > self.config.session_idle_timeout:
+            await self.repo.delete_session(id_hash)
+            return None
+        user = await self.repo.get_user(session.user_id)
+        if user is None or user.locked(now):
+            return None
+        if now - session.last_seen >= TOUCH_INTERVAL:
+            await self.repo.touch_session(id_hash, now)
+        return session, user
+
+    # -- administration (``bastion auth users``) ------------------------------------------------
+
+    async def find_user(self, username: str) -> UserRecord | None:
+        return await self.repo.find_user(normalise_username(username))
+
+    async def list_users(self) -> list[UserRecord]:
+        return await self.repo.list_users()
+
+    def mfa_required(self, roles: tuple[str, ...]) -> bool:
+        """Must a user with ``roles`` use MFA (and may not switch it off)?"""
+        return any(role in self.config.mfa_required_roles for role in roles)
+
+    def new_user_id(self) -> str:
+        return uuid.uuid4().hex
+
+    async def lock(self, user_id: str) -> bool:
+        """An administrator's lock: no login, every session ends, then the ``on_disable`` hooks
+        run (a failing hook is logged; the lock stands). False for an unknown user."""
+        if not await self.repo.set_disabled(user_id, True, self.clock.now()):
+            return False
+        await self.repo.delete_user_sessions(user_id)
+        for hook in list(self.on_disable):
+            try:
+                await hook(user_id)
+            except Exception:
+                log.exception("on_disable hook failed for user %s", user_id)
+        return True
+
+    async def unlock(self, user_id: str) -> bool:
+        """Lift an administrator's lock and any lockout after failed attempts."""
+        return await self.repo.set_disabled(user_id, False, self.clock.now())
+
+    async def reset_mfa(self, user_id: str) -> bool:
+        """Remove TOTP and recovery codes (a lost phone); every session ends. A user whose role
+        needs MFA must enrol again at the next login."""
+        if not await self.repo.clear_mfa(user_id, self.clock.now()):
+            return False
+        await self.repo.delete_user_sessions(user_id)
+        return True
+
+
+async def open_user_service(
+    config: UsersConfig, store: Store, *, issuer: str, clock: Clock | None = None
+) -> UserService:
+    """The user service over ``store`` (memory, SQLite or PostgreSQL), already opened."""
+    return UserService(config, MemoryUserRepo(), issuer=issuer, clock=clock)
