@@ -1,0 +1,113 @@
+"""ScanContext: identities, safety enforcement, the ledger and redacted evidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from bastion.scan.checks.base import ANONYMOUS, USER_A, USER_B, Check, ScanContext
+from bastion.scan.errors import OffOrigin, SafetyRefused
+from bastion.scan.model import Confidence, Severity
+from bastion.scan.session import ScanOptions, open_session
+from bastion.scan.spec import ScanSpec
+
+OPTS = ScanOptions(rate=1000.0, canary=False)
+
+
+class Probe(Check):
+    id = "probe"
+    title = "Probe"
+    owasp = "API1"
+    cwe = "CWE-639"
+    remediation = "Fix it."
+
+
+async def test_send_as_identities_logs_in_and_labels(
+    spec: ScanSpec, auth: Any, transport: httpx.ASGITransport
+) -> None:
+    async with open_session(spec, "http://testserver", auth, OPTS, transport=transport) as ctx:
+        mine = await ctx.send("GET", "/notes", identity=USER_A)
+        assert mine.status == 200
+        assert mine.json()[0]["text"] == "alice secret"
+        theirs = await ctx.send("GET", "/notes", identity=USER_B)
+        assert theirs.json() == []
+        anon = await ctx.send("GET", "/notes", identity=ANONYMOUS)
+        assert anon.status == 401
+        assert ctx.client.budget.used == 5  # two logins, three requests
+        assert mine.identity == USER_A
+
+
+async def test_relogin_after_401(
+    spec: ScanSpec, auth: Any, transport: httpx.ASGITransport, app: Any
+) -> None:
+    async with open_session(spec, "http://testserver", auth, OPTS, transport=transport) as ctx:
+        await ctx.send("GET", "/notes")
+        app.state.data["tokens"].clear()  # the server forgets every token
+        ident = ctx.identity(USER_A)
+        ident.fetched_at -= 60  # outside the re-login cooldown
+        again = await ctx.send("GET", "/notes")
+        assert again.status == 200
+        assert ident.logins == 2
+
+
+async def test_safety_refuses_foreign_delete_and_account_reset(
+    spec: ScanSpec, auth: Any, transport: httpx.ASGITransport, app: Any
+) -> None:
+    async with open_session(spec, "http://testserver", auth, OPTS, transport=transport) as ctx:
+        used = ctx.client.budget.used
+        with pytest.raises(SafetyRefused):
+            await ctx.send("DELETE", "/notes/1", identity=USER_B)
+        with pytest.raises(SafetyRefused):
+            await ctx.send("POST", "/revoke-all")
+        assert ctx.client.budget.used == used  # nothing sent
+        assert "1" in app.state.data["notes"]
+        created = await ctx.send("POST", "/notes", json={"text": "mine"})
+        assert created.status == 201
+        path = f"/notes/{created.json()['id']}"
+        assert ctx.ledger.owns("/api" + path)
+        gone = await ctx.send("DELETE", path, identity=USER_B)
+        assert gone.status == 204
+        assert ctx.ledger.objects[0].deleted
+
+
+async def test_off_origin_redirect_not_followed(
+    spec: ScanSpec, auth: Any, transport: httpx.ASGITransport
+) -> None:
+    async with open_session(spec, "http://testserver", auth, OPTS, transport=transport) as ctx:
+        with pytest.raises(OffOrigin):
+            await ctx.send(
+                "GET", "/redirect", params={"to": "http://evil.example/x"}, follow_redirects=True
+            )
+        plain = await ctx.send("GET", "/redirect", params={"to": "http://evil.example/x"})
+        assert plain.status == 302
+        with pytest.raises(OffOrigin):
+            await ctx.send("GET", "http://evil.example/")
+
+
+async def test_finding_evidence_is_redacted(
+    spec: ScanSpec, auth: Any, transport: httpx.ASGITransport
+) -> None:
+    async with open_session(spec, "http://testserver", auth, OPTS, transport=transport) as ctx:
+        reply = await ctx.send("GET", "/notes/1", identity=USER_B)
+        token = ctx.identity(USER_B).token
+        assert token
+        op, _ = ctx.spec.match("GET", "/notes/1")
+        f = Probe().finding(
+            ctx,
+            op,
+            f"read with {token}",
+            severity=Severity.HIGH,
+            confidence=Confidence.CERTAIN,
+            evidence=(reply,),
+            key="read",
+        )
+        ctx.report(f)
+        ctx.report(f)
+        assert len(ctx.findings) == 1
+        text = f.evidence[0].as_text() + f.detail
+        assert token not in text
+        assert "redacted" in text
+        assert f.operation == "GET /notes/{note_id}"
+        assert isinstance(ctx, ScanContext)
