@@ -8,6 +8,8 @@ package and its repositories.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,14 @@ ACR_MFA = "urn:bastion:acr:mfa"
 AMR_PWD = "pwd"  # noqa: S105 - an amr value (RFC 8176), not a password
 AMR_OTP = "otp"
 AMR_MFA = "mfa"
+
+#: Usernames after normalisation: lower-case ASCII letters, digits and ``. _ @ + -``.
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,127}$")
+
+
+def normalise_username(raw: str) -> str:
+    """NFKC, trimmed, lower-case: one spelling per account (no ``Admin`` beside ``admin``)."""
+    return unicodedata.normalize("NFKC", raw).strip().lower()
 
 
 @dataclass(frozen=True, slots=True)

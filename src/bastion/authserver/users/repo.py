@@ -12,7 +12,7 @@ password or code is checked (at most ``threshold`` guesses, however many run at 
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Any, Protocol
 
 from bastion.authserver.users.model import AttemptGrant, SessionRecord, UserRecord
 from bastion.errors import StoreError
@@ -88,6 +88,9 @@ class UserRepo(Protocol):
         session whose privilege changed (session fixation defence)."""
 
     async def touch_session(self, id_hash: str, now: float) -> None: ...
+
+    async def set_session_data(self, id_hash: str, data: dict[str, Any]) -> None:
+        """Replace the ``data`` of a session (a pending TOTP secret during enrolment)."""
 
     async def delete_session(self, id_hash: str) -> None: ...
 
@@ -208,6 +211,11 @@ class MemoryUserRepo:
         session = self._sessions.get(id_hash)
         if session is not None:
             self._sessions[id_hash] = dataclasses.replace(session, last_seen=now)
+
+    async def set_session_data(self, id_hash: str, data: dict[str, Any]) -> None:
+        session = self._sessions.get(id_hash)
+        if session is not None:
+            self._sessions[id_hash] = dataclasses.replace(session, data=dict(data))
 
     async def delete_session(self, id_hash: str) -> None:
         self._sessions.pop(id_hash, None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import quote
@@ -23,11 +22,14 @@ from bastion.authserver.users.model import (
     ACR_PWD,
     AMR_MFA,
     STATE_DONE,
+    USERNAME,
     Authentication,
     SessionRecord,
     UserInfo,
     UserRecord,
+    normalise_username,
 )
+from bastion.authserver.users.passwords import MAX_PASSWORD_LENGTH, PasswordHasher
 from bastion.authserver.users.repo import MemoryUserRepo, UserRepo
 from bastion.authserver.users.returnto import safe_return_to
 from bastion.authserver.users.sessions import CookieNames, hash_session_id, well_formed
@@ -36,18 +38,18 @@ from bastion.store.base import Store
 
 log = logging.getLogger("bastion.authserver.users")
 
+
+class AccountError(ValueError):
+    """An account change that is not allowed (bad username, short password, bad role)."""
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 DisableHook = Callable[[str], Awaitable[None]]
 
-#: Usernames after normalisation: lower-case ASCII letters, digits and ``. _ @ + -``.
-USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,127}$")
+#: Role names: a short allow-listed alphabet (they end up in tokens).
+ROLE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 #: A session is marked used at most this often (one write per minute, not per request).
 TOUCH_INTERVAL = 60.0
-
-
-def normalise_username(raw: str) -> str:
-    """NFKC, trimmed, lower-case: one spelling per account (no ``Admin`` beside ``admin``)."""
-    return unicodedata.normalize("NFKC", raw).strip().lower()
 
 
 class UserService:
@@ -69,7 +71,11 @@ class UserService:
         #: Called with a user id after an administrator locks the user (the OAuth server
         #: registers "revoke this user's refresh-token families").
         self.on_disable: list[DisableHook] = []
-        self.routes: Mapping[tuple[str, str], Handler] = {}
+        self.hasher = PasswordHasher(config.password_hash)
+        from bastion.authserver.users.login import LoginPages
+
+        #: The login, MFA and account pages, (METHOD, path) -> handler.
+        self.routes: Mapping[tuple[str, str], Handler] = LoginPages(self).routes
 
     # -- what the OAuth server asks -------------------------------------------------------------
 
@@ -144,8 +150,59 @@ class UserService:
         """Must a user with ``roles`` use MFA (and may not switch it off)?"""
         return any(role in self.config.mfa_required_roles for role in roles)
 
-    def new_user_id(self) -> str:
-        return uuid.uuid4().hex
+    def check_password(self, password: str) -> None:
+        """AccountError unless ``password`` may be set (length only: NIST SP 800-63B §3.1.1.2
+        advises against composition rules)."""
+        if len(password) < self.config.password_min_length:
+            raise AccountError(
+                f"the password must have at least {self.config.password_min_length} characters"
+            )
+        if len(password) > MAX_PASSWORD_LENGTH:
+            raise AccountError(f"the password must have at most {MAX_PASSWORD_LENGTH} characters")
+
+    async def create_user(
+        self,
+        username: str,
+        password: str,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        roles: tuple[str, ...] = (),
+    ) -> UserRecord:
+        """A new user; AccountError for a bad username, password or role, UserExists when the
+        username is taken. A user whose roles need MFA enrols at the first login."""
+        username = normalise_username(username)
+        if not USERNAME.fullmatch(username):
+            raise AccountError(
+                "a username is 1-128 of a-z, 0-9 and . _ @ + - (starting with a letter or digit)"
+            )
+        for role in roles:
+            if not ROLE.fullmatch(role):
+                raise AccountError(f"role {role!r}: use 1-64 of a-z, 0-9 and _ . : -")
+        self.check_password(password)
+        now = self.clock.now()
+        user = UserRecord(
+            id=uuid.uuid4().hex,
+            username=username,
+            password_hash=await self.hasher.hash(password),
+            created_at=now,
+            updated_at=now,
+            email=email or None,
+            name=name or None,
+            roles=tuple(dict.fromkeys(roles)),
+        )
+        await self.repo.create_user(user)
+        return user
+
+    async def set_password(self, user_id: str, password: str) -> bool:
+        """Replace a user's password (AccountError if not allowed); every session ends."""
+        self.check_password(password)
+        if not await self.repo.set_password_hash(
+            user_id, await self.hasher.hash(password), self.clock.now()
+        ):
+            return False
+        await self.repo.delete_user_sessions(user_id)
+        return True
 
     async def lock(self, user_id: str) -> bool:
         """An administrator's lock: no login, every session ends, then the ``on_disable`` hooks
