@@ -56,15 +56,12 @@ class OAuthRepo(Protocol):
     async def put_code(self, code: AuthorizationCode) -> None: ...
 
     async def consume_code(
-        self, code_hash: str, now: float
+        self, code_hash: str, now: float, issued: tuple[str | None, str, float]
     ) -> tuple[AuthorizationCode | None, bool]:
-        """Mark the code used; ``(code, True)`` on its first use, ``(code, False)`` on a replay
-        (the stored record, with what was issued from it), ``(None, False)`` if unknown."""
-
-    async def attach_code_tokens(
-        self, code_hash: str, family_id: str | None, access_jti: str, access_exp: float
-    ) -> None:
-        """Record what was issued from a code, so a replay can revoke it."""
+        """Mark the code used, recording in the same statement what will be issued from it
+        (``issued`` = refresh family id, access-token jti, its exp) so a replay can revoke it.
+        ``(code, True)`` on the first use, ``(code, False)`` on a replay (the stored record,
+        with what the first use recorded), ``(None, False)`` if unknown."""
 
     async def create_family(self, family: RefreshFamily, token_hash: str) -> None:
         """Store a new family with its first refresh token (generation 0)."""
@@ -146,24 +143,18 @@ class MemoryOAuthRepo:
         self.codes[code.code_hash] = code
 
     async def consume_code(
-        self, code_hash: str, now: float
+        self, code_hash: str, now: float, issued: tuple[str | None, str, float]
     ) -> tuple[AuthorizationCode | None, bool]:
         code = self.codes.get(code_hash)
         if code is None:
             return None, False
         if code.used_at is not None:
             return code, False
-        self.codes[code_hash] = used = replace(code, used_at=now)
+        family_id, jti, exp = issued
+        self.codes[code_hash] = used = replace(
+            code, used_at=now, family_id=family_id, access_jti=jti, access_exp=exp
+        )
         return used, True
-
-    async def attach_code_tokens(
-        self, code_hash: str, family_id: str | None, access_jti: str, access_exp: float
-    ) -> None:
-        code = self.codes.get(code_hash)
-        if code is not None:
-            self.codes[code_hash] = replace(
-                code, family_id=family_id, access_jti=access_jti, access_exp=access_exp
-            )
 
     async def create_family(self, family: RefreshFamily, token_hash: str) -> None:
         if family.id in self.families or token_hash in self.tokens:
@@ -410,10 +401,9 @@ _Q = {
     " WHERE client_id = ? AND revoked_at IS NULL",
     "put_code": f"INSERT INTO oauth_codes ({_CODE_COLS}) VALUES"  # noqa: S608 - constant column lists
     " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    "use_code": "UPDATE oauth_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL",
+    "use_code": "UPDATE oauth_codes SET used_at = ?, family_id = ?, access_jti = ?,"
+    " access_exp = ? WHERE code_hash = ? AND used_at IS NULL",
     "get_code": f"SELECT {_CODE_COLS} FROM oauth_codes WHERE code_hash = ?",  # noqa: S608 - constant column lists
-    "attach_code": "UPDATE oauth_codes SET family_id = ?, access_jti = ?, access_exp = ?"
-    " WHERE code_hash = ?",
     "put_family": f"INSERT INTO oauth_refresh_families ({_FAMILY_COLS}) VALUES"  # noqa: S608 - constant column lists
     " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     "put_token": "INSERT INTO oauth_refresh_tokens (token_hash, family_id, generation,"
@@ -491,18 +481,11 @@ class SqlOAuthRepo:
         await self._db.steps("put_code", [("put_code", _code_params(code), True)])
 
     async def consume_code(
-        self, code_hash: str, now: float
+        self, code_hash: str, now: float, issued: tuple[str | None, str, float]
     ) -> tuple[AuthorizationCode | None, bool]:
-        first = await self._db.steps("use_code", [("use_code", (now, code_hash), True)])
+        first = await self._db.steps("use_code", [("use_code", (now, *issued, code_hash), True)])
         row = await self._db.one("get_code", (code_hash,))
         return (None, False) if row is None else (_code(row), first)
-
-    async def attach_code_tokens(
-        self, code_hash: str, family_id: str | None, access_jti: str, access_exp: float
-    ) -> None:
-        await self._db.steps(
-            "attach_code", [("attach_code", (family_id, access_jti, access_exp, code_hash), False)]
-        )
 
     async def create_family(self, family: RefreshFamily, token_hash: str) -> None:
         await self._db.steps(
