@@ -1,17 +1,26 @@
-"""A small SaaS API (users and invoices) that Bastion protects in the demo and the tests.
+"""A small SaaS API (users and invoices) that Bastion protects in the demo and the tests, and that
+``bastion scan`` is measured against.
 
 Callers are identified by the headers the gateway sends upstream: ``x-bastion-subject`` is a
 user's id (``2`` is Bob), or, with ``x-bastion-auth: api_key``, the id of a service client (an
 integration holding an API key) whose ``x-bastion-scopes`` say what it may do. The API trusts
-these headers: only the gateway may reach it (it listens on 127.0.0.1).
+these headers: only the gateway may reach it (it listens on 127.0.0.1). Without them, a caller
+may log in (``POST /api/login``) and send the API's own access token (an HS256 JWT).
 
-Two modes. **Secure** (the default) checks ownership and roles itself and returns user records
-without secrets. **Vulnerable** (``--vulnerable``, ``create_app(vulnerable=True)``) plants
-exactly four flaws, listed with how to trigger them in ``examples/ground_truth.yaml``: a BOLA on
-invoices, mass assignment of ``is_admin``, user records with SSN, card number and password
-hash, and a user deletion without a role check. Each flaw is marked ``FLAW <id>`` below. In both
-modes the API is otherwise an ordinary upstream: it shows stack traces on errors and sends
-version headers, which the gateway hides.
+Two modes. **Secure** (the default) checks ownership and roles itself, returns user records
+without secrets, signs its tokens with a random key and validates every claim, answers every
+failed login alike and locks a username after five failures, limits the rate per caller, the
+page size and the body size, allows CORS for one origin only, validates every parameter and
+answers unexpected errors with a generic 500. **Vulnerable** (``--vulnerable``,
+``create_app(vulnerable=True)``) plants the flaws listed with how to trigger them in
+``examples/ground_truth.yaml``, one or more per check of ``bastion scan``; each is marked
+``FLAW <id>`` below. In both modes the test helpers show stack traces and the API sends
+``server: uvicorn`` and ``x-powered-by: saas-api``, which the gateway hides.
+
+The vulnerable mode is safe to run: the OS command injection is emulated (a ``sleep`` after a
+shell separator is honoured, nothing is executed), the SQL injection runs on a throw-away
+in-memory SQLite copy, the ReDoS input is at most 24 characters and the SSRF fetch has a 2 s
+timeout and reads at most 64 KiB.
 
 Test helpers: ``/api/echo`` (what the gateway forwarded), ``/api/boom`` (an upstream 500 with a
 traceback), ``/api/slow?ms=N`` and ``/api/big?kb=N`` (a large streamed body); and
@@ -26,14 +35,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import hashlib
 import json
+import platform
+import re
+import secrets
+import sqlite3
+import time
 import traceback
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
+import httpx
+from argon2 import PasswordHasher
+from argon2.exceptions import Argon2Error
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+from joserfc.jwt import JWTClaimsRegistry
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -42,6 +67,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MAX_BODY_BYTES = 1_048_576
 MAX_SLOW_MS = 60_000
 MAX_BIG_KB = 1_048_576
+MAX_PAGE = 100
 CREATED_AT = "2024-01-15T09:30:00Z"
 
 # Luhn-valid card numbers published by card networks for testing; never real accounts.
@@ -59,6 +85,39 @@ ECHO_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 PUBLIC_USER_FIELDS = ("id", "name", "email", "role", "is_admin", "phone", "created_at")
 #: What vulnerable mode returns on top of them (FLAW user-sensitive-exposure).
 SECRET_USER_FIELDS = ("ssn", "card_number", "password_hash")
+
+#: The API's own access tokens (``POST /api/login``).
+TOKEN_ISSUER = "saas-api"
+TOKEN_AUDIENCE = "saas-api"
+TOKEN_TTL = 900
+#: FLAW jwt-weak-hmac-key: vulnerable mode signs tokens with a word every wordlist has.
+WEAK_TOKEN_KEY = b"secret"
+#: FLAW default-admin-credentials: vulnerable mode lets ``admin``/``admin`` in as Alice.
+DEFAULT_ADMIN_LOGIN = ("admin", "admin")
+#: Secure mode: a username is locked for LOGIN_LOCK_SECONDS after this many failures in a row.
+LOGIN_MAX_FAILURES = 5
+LOGIN_LOCK_SECONDS = 900
+#: Secure mode: requests per caller, method and path in one second (then 429).
+RATE_LIMIT = 10
+#: Secure mode: where webhooks may point.
+WEBHOOK_HOSTS = frozenset({"hooks.example.test"})
+#: Longest invoice search (``q``) accepted, in both modes.
+MAX_QUERY_CHARS = 24
+INVOICE_STATUSES = ("open", "paid", "void")
+FILENAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: FLAW redos-invoice-search: nested quantifiers, exponential on "aaaa…!".
+BACKTRACKING_WORDS = re.compile(r"(\w+\s?)*")
+#: What the emulated shell of FLAW command-injection-export honours: a separator, then sleep.
+SHELL_SLEEP = re.compile(r"(?:;|\|\|?|&&?|\$\(|`)\s*sleep\s+(\d{1,2})")
+
+# Example-grade Argon2id cost: cheap enough that tests seed ten users in milliseconds.
+_HASHER = PasswordHasher(time_cost=1, memory_cost=4096, parallelism=1)
+_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+def seed_password(user_id: int) -> str:
+    """The password of a seeded user (``demo-password-2`` is Bob's): documented test data."""
+    return f"demo-password-{user_id}"
 
 
 @dataclass
@@ -96,11 +155,22 @@ class Invoice:
 class BadInput(Exception):
     """A request the API refuses: ``status`` and a short, public message."""
 
-    def __init__(self, status: int, error: str, message: str) -> None:
+    def __init__(
+        self, status: int, error: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
+        self.headers = headers
+
+
+class ServerFault(Exception):
+    """An unexpected error in vulnerable mode, answered with its traceback (a 500)."""
+
+    def __init__(self, trace: str) -> None:
+        super().__init__("server fault")
+        self.trace = trace
 
 
 def fake_password_hash(seed: str) -> str:
@@ -111,17 +181,21 @@ def fake_password_hash(seed: str) -> str:
 
 
 class SaasStore:
-    """In-memory users and invoices, seeded deterministically (same ids and values every run).
-    Ids are never reused after a deletion."""
+    """In-memory users and invoices, seeded deterministically (same ids and values every run;
+    user ``i`` logs in with its email and :func:`seed_password`). Ids are never reused."""
 
     def __init__(self, users: int = 10, invoices_per_user: int = 3) -> None:
         self.users: dict[int, User] = {}
         self.invoices: dict[int, Invoice] = {}
+        #: Argon2id hashes of the login passwords, by user id (the ``password_hash`` field is a
+        #: decoy for data-exposure detectors, not a credential).
+        self.credentials: dict[int, str] = {}
         self._user_ids = 0
         self._invoice_ids = 0
         for i in range(1, users + 1):
             name = FIRST_NAMES[(i - 1) % len(FIRST_NAMES)]
             self.add_user(name if i <= len(FIRST_NAMES) else f"{name} {i}", f"user{i}@example.test")
+            self.set_password(i, seed_password(i))
         for user_id in range(1, users + 1):
             for k in range(invoices_per_user):
                 self.add_invoice(user_id, 1000 * user_id + 250 * k + 99, "EUR", f"Plan {k + 1}")
@@ -143,6 +217,22 @@ class SaasStore:
         self.users[i] = user
         return user
 
+    def set_password(self, user_id: int, password: str) -> None:
+        self.credentials[user_id] = _HASHER.hash(password)
+
+    def by_email(self, email: str) -> User | None:
+        wanted = email.strip().casefold()
+        return next((u for u in self.users.values() if u.email.casefold() == wanted), None)
+
+    def password_ok(self, user: User | None, password: str) -> bool:
+        """Whether ``password`` is ``user``'s; the same Argon2 work when there is no user, so
+        the time of an answer does not tell whether the username exists."""
+        digest = self.credentials.get(user.id) if user is not None else None
+        try:
+            return _HASHER.verify(digest or _DUMMY_HASH, password) and digest is not None
+        except Argon2Error:
+            return False
+
     def add_invoice(self, user_id: int, amount_cents: int, currency: str, desc: str) -> Invoice:
         """Create an open invoice owned by ``user_id``."""
         self._invoice_ids += 1
@@ -153,8 +243,106 @@ class SaasStore:
     def delete_user(self, user_id: int) -> None:
         """Remove a user and the invoices they own."""
         self.users.pop(user_id, None)
+        self.credentials.pop(user_id, None)
         for invoice_id in [i.id for i in self.invoices.values() if i.user_id == user_id]:
             del self.invoices[invoice_id]
+
+
+class Tokens:
+    """The API's access tokens. Secure: HS256 under a random 256-bit key, ``iss``, ``aud``,
+    ``exp`` and ``sub`` required and checked. Vulnerable: the key is ``secret``, ``alg: none`` is
+    accepted and no claim but ``sub`` is looked at."""
+
+    def __init__(self, *, vulnerable: bool) -> None:
+        self.vulnerable = vulnerable
+        with warnings.catch_warnings():  # joserfc warns about short keys: that is the flaw
+            warnings.simplefilter("ignore")
+            self.key = OctKey.import_key(WEAK_TOKEN_KEY if vulnerable else secrets.token_bytes(32))
+        self.claims = JWTClaimsRegistry(
+            iss={"essential": True, "value": TOKEN_ISSUER},
+            aud={"essential": True, "value": TOKEN_AUDIENCE},
+            exp={"essential": True},
+            sub={"essential": True},
+        )
+
+    def issue(self, user: User) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": TOKEN_ISSUER,
+            "aud": TOKEN_AUDIENCE,
+            "sub": str(user.id),
+            "iat": now,
+            "exp": now + TOKEN_TTL,
+            "jti": secrets.token_hex(8),
+        }
+        return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self.key)
+
+    def subject(self, token: str) -> str | None:
+        """The ``sub`` of a token this API accepts, else None."""
+        try:
+            if self.vulnerable:
+                return self._subject_carelessly(token)
+            decoded = jwt.decode(token, self.key, algorithms=["HS256"])
+            self.claims.validate(decoded.claims)
+        except (JoseError, ValueError, TypeError, KeyError):
+            return None
+        sub = decoded.claims.get("sub")
+        return sub if isinstance(sub, str) else None
+
+    def _subject_carelessly(self, token: str) -> str | None:
+        algorithms = ["HS256"]
+        if jws.extract_compact(token.encode()).protected.get("alg") == "none":
+            algorithms = ["none"]  # FLAW jwt-alg-none: an unsigned token is taken at its word
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            decoded = jwt.decode(token, self.key, algorithms=algorithms)
+        # FLAW jwt-claims-not-validated: exp, iss and aud are never checked.
+        sub = decoded.claims.get("sub")
+        return str(sub) if isinstance(sub, str | int) and not isinstance(sub, bool) else None
+
+
+class LoginGuard:
+    """Secure mode's lockout: failures counted per username (whether it exists or not, so the
+    lockout does not reveal accounts); LOGIN_MAX_FAILURES in a row lock it for
+    LOGIN_LOCK_SECONDS. A success resets the count."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.failures: dict[str, tuple[int, float]] = {}
+
+    def locked_for(self, username: str) -> int:
+        count, since = self.failures.get(username.casefold(), (0, 0.0))
+        left = since + LOGIN_LOCK_SECONDS - self.clock()
+        if count >= LOGIN_MAX_FAILURES and left > 0:
+            return int(left) + 1
+        if left <= 0:
+            self.failures.pop(username.casefold(), None)
+        return 0
+
+    def failed(self, username: str) -> None:
+        count, since = self.failures.get(username.casefold(), (0, self.clock()))
+        self.failures[username.casefold()] = (count + 1, since)
+
+    def succeeded(self, username: str) -> None:
+        self.failures.pop(username.casefold(), None)
+
+
+class RateLimiter:
+    """Secure mode: at most RATE_LIMIT requests per caller, method and path in any second."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.seen: dict[tuple[str, str, str], collections.deque[float]] = {}
+
+    def allow(self, key: tuple[str, str, str]) -> bool:
+        now = self.clock()
+        window = self.seen.setdefault(key, collections.deque())
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= RATE_LIMIT:
+            return False
+        window.append(now)
+        return True
 
 
 @dataclass(frozen=True)
@@ -174,13 +362,36 @@ def _error(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status)
 
 
+def _fault(request: Request) -> NoReturn:
+    """An unexpected error (call inside ``except``): vulnerable mode shows the traceback."""
+    if _vulnerable(request):  # FLAW stack-trace-disclosure
+        raise ServerFault(traceback.format_exc())
+    raise BadInput(500, "internal", "internal error")
+
+
+def _throttle(request: Request) -> None:
+    """Secure mode's rate limit (FLAW no-rate-limit: vulnerable mode has none)."""
+    if _vulnerable(request):
+        return
+    headers = request.headers
+    who = (
+        headers.get("x-bastion-subject")
+        or headers.get("authorization")
+        or (request.client.host if request.client else "")
+    )
+    if not request.app.state.limiter.allow((who, request.method, request.url.path)):
+        raise BadInput(429, "rate_limited", "too many requests", {"Retry-After": "1"})
+
+
 async def _json_object(request: Request) -> dict[str, Any]:
     body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
+    if len(body) > MAX_BODY_BYTES and not _vulnerable(request):  # FLAW no-body-size-limit
         raise BadInput(413, "too_large", "request body too large")
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
+        if _vulnerable(request):
+            _fault(request)  # the careless parser's error goes out with its traceback
         raise BadInput(400, "invalid_json", "the request body is not valid JSON") from None
     if not isinstance(doc, dict):
         raise BadInput(400, "invalid_json", "the request body must be a JSON object")
@@ -215,14 +426,20 @@ def _vulnerable(request: Request) -> bool:
 
 
 def _caller(request: Request) -> Caller:
-    """The caller named by the gateway's identity headers; 401 when there is none we know."""
+    """The caller named by the gateway's identity headers, else by the API's own bearer token;
+    401 when there is none we know."""
     subject = request.headers.get("x-bastion-subject", "")
     scopes = frozenset(request.headers.get("x-bastion-scopes", "").split())
     if subject and request.headers.get("x-bastion-auth") == "api_key":
         return Caller(None, subject, scopes)
+    if not subject:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            tokens: Tokens = request.app.state.tokens
+            subject = tokens.subject(token.strip()) or ""
     user = _store(request).users.get(int(subject)) if subject.isdigit() else None
     if user is None:
-        raise BadInput(401, "unauthenticated", "no known caller (x-bastion-subject)")
+        raise BadInput(401, "unauthenticated", "no known caller")
     return Caller(user, subject, scopes)
 
 
@@ -263,10 +480,59 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+# -- login -----------------------------------------------------------------------------------------
+def _nosql_match(store: SaasStore, user: User | None, condition: dict[str, Any]) -> bool:
+    """FLAW nosql-login-operator: vulnerable mode hands the password to a Mongo-style matcher,
+    so ``{"$ne": "x"}`` or ``{"$gt": ""}`` matches any stored password."""
+    if user is None or len(condition) != 1:
+        return False
+    ((op, value),) = condition.items()
+    if op == "$ne":
+        return not (isinstance(value, str) and store.password_ok(user, value))
+    return op in ("$gt", "$gte", "$exists", "$regex")
+
+
+async def login(request: Request) -> Response:
+    """``{"username": email, "password"}`` → an access token for this API."""
+    _throttle(request)
+    doc = await _json_object(request)
+    username = _field(doc, "username", str)
+    store, vulnerable = _store(request), _vulnerable(request)
+    guard: LoginGuard = request.app.state.guard
+    if not vulnerable and (wait := guard.locked_for(username)):  # FLAW login-no-lockout
+        raise BadInput(
+            429,
+            "too_many_attempts",
+            "too many failed logins, try later",
+            {"Retry-After": str(wait)},
+        )
+    password = doc.get("password")
+    user = store.by_email(username)
+    if vulnerable and (username, password) == DEFAULT_ADMIN_LOGIN:
+        user, ok = store.users.get(1), True
+    elif vulnerable and isinstance(password, dict):
+        ok = _nosql_match(store, user, password)
+    else:
+        ok = store.password_ok(user, _field(doc, "password", str))
+    if user is None and vulnerable:  # FLAW login-user-enumeration: two different answers
+        raise BadInput(404, "unknown_user", "no user with this username")
+    if not ok or user is None:
+        if vulnerable:
+            raise BadInput(401, "wrong_password", "wrong password for this user")
+        guard.failed(username)
+        raise BadInput(401, "invalid_credentials", "invalid username or password")
+    guard.succeeded(username)
+    tokens: Tokens = request.app.state.tokens
+    body = {"access_token": tokens.issue(user), "token_type": "Bearer", "expires_in": TOKEN_TTL}
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+# -- users -----------------------------------------------------------------------------------------
 async def list_users(request: Request) -> Response:
     """Every user: administrators only."""
+    _throttle(request)
     _require_admin(_user_caller(request))
-    limit = _int_param(request, "limit", 50, 1, 100)
+    limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
     offset = _int_param(request, "offset", 0, 0, 1_000_000)
     users = list(_store(request).users.values())[offset : offset + limit]
     items = [_user_json(request, u) for u in users]
@@ -275,7 +541,17 @@ async def list_users(request: Request) -> Response:
 
 async def get_user(request: Request) -> Response:
     """One user: the user themself or an administrator."""
+    _throttle(request)
     return JSONResponse(_user_json(request, _own_user(request, _user_caller(request))))
+
+
+async def get_user_v1(request: Request) -> Response:
+    """FLAW legacy-api-version: the old v1 route, still served, never learnt the owner check."""
+    user = _store(request).users.get(request.path_params["user_id"])
+    _caller(request)
+    if user is None:
+        raise BadInput(404, "not_found", "no such user")
+    return JSONResponse(_user_json(request, user))
 
 
 def _profile_fields(doc: dict[str, Any], *, required: bool) -> dict[str, str]:
@@ -299,20 +575,28 @@ def _mass_assigned_role(request: Request, doc: dict[str, Any]) -> str | None:
 
 
 async def create_user(request: Request) -> Response:
-    """Sign up (no identity needed): name, email and phone; never a role."""
+    """Sign up (no identity needed): name, email, phone and a password; never a role."""
+    _throttle(request)
     doc = await _json_object(request)
     fields = _profile_fields(doc, required=True)
-    user = _store(request).add_user(
-        fields["name"], fields["email"], _mass_assigned_role(request, doc)
-    )
+    password = _field(doc, "password", str, required=False)
+    if password is not None and not 12 <= len(password) <= 128:
+        raise BadInput(422, "invalid_field", "password must be 12-128 characters")
+    store = _store(request)
+    if store.by_email(fields["email"]) is not None:
+        raise BadInput(409, "conflict", "this email is taken")
+    user = store.add_user(fields["name"], fields["email"], _mass_assigned_role(request, doc))
     if "phone" in fields:
         user.phone = fields["phone"]
+    if password is not None:
+        store.set_password(user.id, password)
     body = _user_json(request, user)
     return JSONResponse(body, 201, headers={"Location": f"/api/users/{user.id}"})
 
 
 async def update_user(request: Request) -> Response:
     """Change one's name, email or phone (the user themself or an administrator)."""
+    _throttle(request)
     user = _own_user(request, _user_caller(request))
     doc = await _json_object(request)
     for name, value in _profile_fields(doc, required=False).items():
@@ -325,6 +609,7 @@ async def update_user(request: Request) -> Response:
 
 async def delete_user(request: Request) -> Response:
     """Delete a user and their invoices: administrators only."""
+    _throttle(request)
     caller = _user_caller(request)
     if not _vulnerable(request):  # FLAW bfla-delete-user: vulnerable mode skips the role check
         _require_admin(caller)
@@ -335,12 +620,52 @@ async def delete_user(request: Request) -> Response:
     return Response(status_code=204)
 
 
+# -- invoices --------------------------------------------------------------------------------------
+def _search_words(request: Request, q: str) -> str:
+    """The invoice search text: letters, digits, ``_``, ``-`` and spaces, 24 at most."""
+    if len(q) > MAX_QUERY_CHARS:
+        raise BadInput(400, "invalid_parameter", f"q is limited to {MAX_QUERY_CHARS} characters")
+    if _vulnerable(request):
+        ok = BACKTRACKING_WORDS.fullmatch(q) is not None  # FLAW redos-invoice-search
+    else:
+        ok = all(ch.isalnum() or ch in " _-" for ch in q)  # linear time
+    if not ok:
+        raise BadInput(400, "invalid_parameter", "q may hold letters, digits and spaces")
+    return q.casefold()
+
+
+def _sql_status_filter(request: Request, invoices: list[Invoice], status: str) -> list[Invoice]:
+    """Secure: an enum check and a filter. Vulnerable: a query built by pasting the parameter
+    into SQL, run on a throw-away in-memory copy of the invoices."""
+    if not _vulnerable(request):
+        if status not in INVOICE_STATUSES:
+            raise BadInput(400, "invalid_parameter", "status is open, paid or void")
+        return [inv for inv in invoices if inv.status == status]
+    owners = sorted({inv.user_id for inv in invoices}) or [0]
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute("CREATE TABLE invoices (id INTEGER, user_id INTEGER, status TEXT)")
+        rows = [(i.id, i.user_id, i.status) for i in _store(request).invoices.values()]
+        db.executemany("INSERT INTO invoices VALUES (?, ?, ?)", rows)
+        owned = ",".join(str(o) for o in owners)
+        sql = f"SELECT id FROM invoices WHERE user_id IN ({owned}) AND status = '{status}'"  # noqa: S608
+        try:
+            ids = {row[0] for row in db.execute(sql)}  # FLAW sqli-invoice-status
+        except sqlite3.Error:
+            _fault(request)
+    finally:
+        db.close()
+    return [inv for inv in _store(request).invoices.values() if inv.id in ids]
+
+
 async def list_invoices(request: Request) -> Response:
     """Invoices: a user sees their own; administrators and service clients with ``read`` any
-    (``user_id`` filters by owner)."""
+    (``user_id`` filters by owner, ``status`` by status, ``q`` searches descriptions)."""
+    _throttle(request)
     caller = _caller(request)
     _require_scope(caller, "read")
-    limit = _int_param(request, "limit", 50, 1, 100)
+    high = 1_000_000 if _vulnerable(request) else MAX_PAGE  # FLAW unbounded-page-size
+    limit = _int_param(request, "limit", 50, 1, high)
     offset = _int_param(request, "offset", 0, 0, 1_000_000)
     owner = request.query_params.get("user_id")
     if caller.user is not None and not caller.is_admin:
@@ -350,12 +675,18 @@ async def list_invoices(request: Request) -> Response:
     invoices = list(_store(request).invoices.values())
     if owner is not None:
         invoices = [inv for inv in invoices if str(inv.user_id) == owner]
+    if (q := request.query_params.get("q")) is not None:
+        words = _search_words(request, q)
+        invoices = [inv for inv in invoices if words in inv.description.casefold()]
+    if (status := request.query_params.get("status")) is not None:
+        invoices = _sql_status_filter(request, invoices, status)
     page = invoices[offset : offset + limit]
     return JSONResponse({"items": [asdict(i) for i in page], "total": len(invoices)})
 
 
 async def get_invoice(request: Request) -> Response:
     """One invoice: its owner, an administrator or a service client with ``read``."""
+    _throttle(request)
     caller = _caller(request)
     _require_scope(caller, "read")
     invoice = _store(request).invoices.get(request.path_params["invoice_id"])
@@ -367,10 +698,24 @@ async def get_invoice(request: Request) -> Response:
     return JSONResponse(asdict(invoice))
 
 
+async def void_invoice(request: Request) -> Response:
+    """FLAW undocumented-invoice-delete: a DELETE the contract does not declare (its owner or an
+    administrator voids the invoice); served in vulnerable mode only."""
+    caller = _caller(request)
+    invoice = _store(request).invoices.get(request.path_params["invoice_id"])
+    if invoice is None or not (
+        caller.is_admin or caller.user is None or invoice.user_id == caller.user.id
+    ):
+        raise BadInput(404, "not_found", "no such invoice")
+    invoice.status = "void"
+    return JSONResponse(asdict(invoice))
+
+
 async def create_invoice(request: Request) -> Response:
     """Bill a user: administrators, or service clients with ``write``."""
+    _throttle(request)
     caller = _caller(request)
-    if caller.user is not None:
+    if caller.user is not None and not _vulnerable(request):  # FLAW bfla-create-invoice
         _require_admin(caller)
     _require_scope(caller, "write")
     doc = await _json_object(request)
@@ -398,6 +743,63 @@ async def invoice_owner(request: Request) -> Response:
     return JSONResponse({"owner": str(invoice.user_id)})
 
 
+# -- webhooks and exports --------------------------------------------------------------------------
+async def check_webhook(request: Request) -> Response:
+    """Check a webhook URL. Secure: only ``https://`` on an allowed host, and the delivery is
+    queued, not made here. Vulnerable: the API fetches whatever URL it is given."""
+    _throttle(request)
+    _user_caller(request)
+    url = _field(await _json_object(request), "url", str)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
+        raise BadInput(422, "invalid_field", "url must be an http(s) URL")
+    if not _vulnerable(request):
+        allowed = parts.scheme == "https" and parts.port is None and not parts.username
+        if not allowed or parts.hostname not in WEBHOOK_HOSTS:
+            raise BadInput(422, "url_not_allowed", "webhooks may point to allowed hosts only")
+        return JSONResponse({"queued": True}, 202)
+    client = httpx.AsyncClient(timeout=2.0, follow_redirects=False, trust_env=False)
+    try:  # FLAW ssrf-webhook-test: any URL, loopback and private addresses included
+        async with client, client.stream("GET", url) as answer:
+            got = 0
+            async for chunk in answer.aiter_bytes():
+                got += len(chunk)
+                if got > 65536:
+                    break
+    except httpx.HTTPError:
+        return _error(502, "delivery_failed", "the webhook could not be reached")
+    return JSONResponse({"delivered": True, "status": answer.status_code})
+
+
+async def create_export(request: Request) -> Response:
+    """Render the caller's invoices into ``<filename>.pdf``. Secure: the name is validated.
+    Vulnerable: the name is pasted into a shell command line (emulated: a ``sleep`` after a
+    shell separator is honoured, up to 10 s; nothing is executed)."""
+    _throttle(request)
+    _user_caller(request)
+    filename = _field(await _json_object(request), "filename", str)
+    if not _vulnerable(request):
+        if not FILENAME.fullmatch(filename):
+            raise BadInput(422, "invalid_field", "filename: 1-64 letters, digits, _ or -")
+    elif match := SHELL_SLEEP.search(filename):  # FLAW command-injection-export
+        await asyncio.sleep(min(int(match.group(1)), 10))
+    return JSONResponse({"file": f"{filename}.pdf", "status": "queued"}, 202)
+
+
+async def debug_page(request: Request) -> Response:
+    """FLAW debug-endpoint-exposed: a leftover debug page (vulnerable mode only)."""
+    return JSONResponse(
+        {
+            "debug": True,
+            "python": platform.python_version(),
+            "token_algorithm": "HS256",
+            "users": len(_store(request).users),
+            "routes": [r.path for r in request.app.routes if isinstance(r, Route)],
+        }
+    )
+
+
+# -- test helpers ----------------------------------------------------------------------------------
 async def echo(request: Request) -> Response:
     """What arrived: method, path, query, headers in order and the body."""
     body = await request.body()
@@ -463,10 +865,15 @@ async def big(request: Request) -> Response:
 
 
 class PoweredBy:
-    """Adds ``X-Powered-By`` to every response, as many frameworks do (the gateway strips it)."""
+    """Adds ``X-Powered-By: saas-api`` to every response, as many frameworks do (the gateway
+    strips it); in vulnerable mode also ``X-Runtime`` with the exact Python version."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, vulnerable: bool) -> None:
         self.app = app
+        self.extra: list[tuple[bytes, bytes]] = [(b"x-powered-by", b"saas-api")]
+        if vulnerable:  # FLAW version-header-disclosure
+            runtime = f"CPython/{platform.python_version()} Starlette"
+            self.extra.append((b"x-runtime", runtime.encode()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -475,7 +882,7 @@ class PoweredBy:
 
         async def send_with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-powered-by", b"saas-api")]
+                message["headers"] = [*message.get("headers", []), *self.extra]
             await send(message)
 
         await self.app(scope, receive, send_with_header)
@@ -483,15 +890,20 @@ class PoweredBy:
 
 async def _bad_input(request: Request, exc: Exception) -> Response:
     if isinstance(exc, BadInput):
-        return _error(exc.status, exc.error, exc.message)
+        response = _error(exc.status, exc.error, exc.message)
+        response.headers.update(exc.headers or {})
+        return response
+    if isinstance(exc, ServerFault):
+        return PlainTextResponse(exc.trace, status_code=500)
     return _error(500, "internal", "internal error")
 
 
 def create_app(store: SaasStore | None = None, *, vulnerable: bool = False) -> ASGIApp:
     """The ASGI app over ``store`` (a freshly seeded one by default). ``vulnerable`` plants the
-    four flaws of ``examples/ground_truth.yaml``; the default is the secure API."""
+    flaws of ``examples/ground_truth.yaml``; the default is the secure API."""
     routes = [
         Route("/api/health", health, methods=["GET"]),
+        Route("/api/login", login, methods=["POST"]),
         Route("/api/users", list_users, methods=["GET"]),
         Route("/api/users", create_user, methods=["POST"]),
         Route("/api/users/{user_id:int}", get_user, methods=["GET"]),
@@ -500,16 +912,46 @@ def create_app(store: SaasStore | None = None, *, vulnerable: bool = False) -> A
         Route("/api/invoices", list_invoices, methods=["GET"]),
         Route("/api/invoices", create_invoice, methods=["POST"]),
         Route("/api/invoices/{invoice_id:int}", get_invoice, methods=["GET"]),
+        Route("/api/webhooks/test", check_webhook, methods=["POST"]),
+        Route("/api/exports", create_export, methods=["POST"]),
         Route("/internal/invoices/{invoice_id:int}/owner", invoice_owner, methods=["GET"]),
         Route("/api/echo", echo, methods=ECHO_METHODS),
         Route("/api/boom", boom, methods=["GET"]),
         Route("/api/slow", slow, methods=["GET"]),
         Route("/api/big", big, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={BadInput: _bad_input})
+    if vulnerable:
+        routes += [
+            Route("/api/invoices/{invoice_id:int}", void_invoice, methods=["DELETE"]),
+            Route("/api/v1/users/{user_id:int}", get_user_v1, methods=["GET"]),
+            Route("/debug", debug_page, methods=["GET"]),
+        ]
+    handlers = {BadInput: _bad_input, ServerFault: _bad_input}
+    app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
     app.state.store = store or SaasStore()
     app.state.vulnerable = vulnerable
-    return PoweredBy(app)
+    app.state.tokens = Tokens(vulnerable=vulnerable)
+    app.state.guard = LoginGuard()
+    app.state.limiter = RateLimiter()
+    methods = ["GET", "POST", "PATCH", "DELETE"]
+    cors: ASGIApp
+    if vulnerable:  # FLAW cors-reflects-origin: any Origin, "null" included, with credentials
+        cors = CORSMiddleware(
+            app,
+            allow_origin_regex=".*",
+            allow_credentials=True,
+            allow_methods=methods,
+            allow_headers=["authorization", "content-type"],
+        )
+    else:
+        cors = CORSMiddleware(
+            app,
+            allow_origins=["https://app.example"],
+            allow_credentials=True,
+            allow_methods=methods,
+            allow_headers=["authorization", "content-type"],
+        )
+    return PoweredBy(cors, vulnerable=vulnerable)
 
 
 def main(argv: list[str] | None = None) -> None:
