@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from bastion.errors import BastionError
@@ -92,7 +93,7 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     members = {m: jwk[m] for m in _PUBLIC_MEMBERS[kty] if m in jwk}
     try:
         return cls.import_key(members).thumbprint()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, JoseError) as exc:
         raise KeyStoreError(diagnosis=f"invalid public JWK: {exc}") from None
 
 

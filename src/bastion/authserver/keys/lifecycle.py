@@ -38,8 +38,9 @@ RETIRED = "retired"
 STATES = (PENDING, ACTIVE, RETIRING, RETIRED)
 PUBLISHED = (PENDING, ACTIVE, RETIRING)
 
-#: Why a key was created or retired, recorded for ``bastion auth keys list``.
-Reason = Literal["initial", "scheduled", "manual", "emergency", "rotated", "compromised"]
+#: Why a key was created (``compromised`` replaces it when an emergency rotation withdrew the
+#: key), recorded for ``bastion auth keys list``.
+Reason = Literal["initial", "scheduled", "manual", "emergency", "compromised"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,6 @@ def _retire(rec: KeyRecord, now: float, timing: Timing) -> KeyRecord:
         state=RETIRING,
         retired_at=now,
         remove_at=now + timing.retire_grace,
-        reason="rotated",
     )
 
 
@@ -139,7 +139,8 @@ def _activate(rec: KeyRecord, now: float) -> KeyRecord:
     return dataclasses.replace(rec, state=ACTIVE, activated_at=now)
 
 
-def _erase(rec: KeyRecord, now: float, reason: str) -> KeyRecord:
+def _erase(rec: KeyRecord, now: float, *, compromised: bool = False) -> KeyRecord:
+    reason = "compromised" if compromised else rec.reason
     return dataclasses.replace(rec, state=RETIRED, material=None, removed_at=now, reason=reason)
 
 
@@ -153,7 +154,7 @@ def plan_tick(records: list[KeyRecord], now: float, timing: Timing) -> Transitio
     active = _by_age([r for r in records if r.state == ACTIVE])
     pending = _by_age([r for r in records if r.state == PENDING])
     retiring = [r for r in records if r.state == RETIRING]
-    updates = [_erase(r, now, "rotated") for r in retiring if now >= removal_time(r, timing)]
+    updates = [_erase(r, now) for r in retiring if now >= removal_time(r, timing)]
 
     ready = [p for p in pending if now >= activation_time(p, timing)]
     if not active and pending and not ready:
@@ -187,7 +188,7 @@ def plan_rotate(records: list[KeyRecord]) -> Transition:
 def plan_emergency(records: list[KeyRecord], now: float) -> Transition:
     """Withdraw every published key at once (their material is erased) and create a fresh
     active key. Tokens they signed stop validating as soon as verifiers re-read the JWKS."""
-    updates = [_erase(r, now, "compromised") for r in records if r.state in PUBLISHED]
+    updates = [_erase(r, now, compromised=True) for r in records if r.state in PUBLISHED]
     return Transition(updates=updates, new_key=(ACTIVE, "emergency"))
 
 
