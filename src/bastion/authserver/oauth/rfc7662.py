@@ -5,8 +5,10 @@ a public client has no credential). Access tokens are checked like a resource se
 signature by one of our published keys, ``typ: at+jwt``, issuer, expiry — and against the
 revocation list, so a revoked JWT is reported inactive at once. A refresh token is reported
 only to the client it was issued to (others learn ``active: false``) and only while its family
-is live and it is the current generation. Anything else is ``{"active": false}`` (§2.2) with
-no hint why.
+is live and it is the current generation. A client registered with audiences (a resource
+server) learns about an access token only if it is one of the token's audiences or the token's
+own client: a token meant for another API is inactive to it. Anything else is
+``{"active": false}`` (§2.2) with no hint why.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ async def introspect(ctx: OAuthContext, request: Request) -> Response:
             claims = await ctx.verifier.verify(token)
         except InvalidAccessToken:
             return json_response(200, INACTIVE)
+        if client.audiences and claims.get("client_id") != client.id:
+            aud = claims.get("aud")
+            auds = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+            if auds.isdisjoint(client.audiences):
+                return json_response(200, INACTIVE)
         body = {"active": True, "token_type": "Bearer"}
         body.update({k: claims[k] for k in _CLAIMS if k in claims})
         return json_response(200, body)
