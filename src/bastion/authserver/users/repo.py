@@ -146,7 +146,7 @@ class MemoryUserRepo:
     ) -> AttemptGrant:
         user = self._users.get(user_id)
         if user is None or user.locked(now):
-            return AttemptGrant(False, user.failed_logins if user else 0)
+            return AttemptGrant(False, 0)
         count = (0 if user.locked_until is not None else user.failed_logins) + 1
         locked_until = now + lock_for if count >= threshold else None
         self._update(user_id, failed_logins=count, locked_until=locked_until)
@@ -178,7 +178,9 @@ class MemoryUserRepo:
 
     async def use_totp_step(self, user_id: str, step: int) -> bool:
         user = self._users.get(user_id)
-        if user is None or (user.totp_last_step is not None and user.totp_last_step >= step):
+        if user is None or user.totp_secret is None:
+            return False
+        if user.totp_last_step is not None and user.totp_last_step >= step:
             return False
         return self._update(user_id, totp_last_step=step)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import quote
 
@@ -33,8 +34,12 @@ from bastion.authserver.users.passwords import MAX_PASSWORD_LENGTH, PasswordHash
 from bastion.authserver.users.repo import MemoryUserRepo, UserRepo
 from bastion.authserver.users.returnto import safe_return_to
 from bastion.authserver.users.sessions import CookieNames, hash_session_id, well_formed
+from bastion.authserver.users.sql_repo import PostgresRunner, SqliteRunner, SqlUserRepo
 from bastion.core.clock import Clock, SystemClock
 from bastion.store.base import Store
+from bastion.store.memory import MemoryStore
+from bastion.store.postgres import PostgresStore
+from bastion.store.sqlite import SqliteStore
 
 log = logging.getLogger("bastion.authserver.users")
 
@@ -230,8 +235,30 @@ class UserService:
         return True
 
 
+#: One in-memory repository per MemoryStore, so every service over one store sees one set of users.
+_MEMORY_REPOS: weakref.WeakKeyDictionary[MemoryStore, MemoryUserRepo] = weakref.WeakKeyDictionary()
+
+
+def repo_for(store: Store) -> UserRepo:
+    """The user repository that keeps its tables beside ``store``'s (TypeError for a store
+    type it does not know: a programming error, caught at start-up)."""
+    if isinstance(store, SqliteStore):
+        return SqlUserRepo(SqliteRunner(store))
+    if isinstance(store, PostgresStore):
+        return SqlUserRepo(PostgresRunner(store))
+    if isinstance(store, MemoryStore):
+        repo = _MEMORY_REPOS.get(store)
+        if repo is None:
+            repo = _MEMORY_REPOS[store] = MemoryUserRepo()
+        return repo
+    raise TypeError(f"no user repository for {type(store).__name__}")
+
+
 async def open_user_service(
     config: UsersConfig, store: Store, *, issuer: str, clock: Clock | None = None
 ) -> UserService:
-    """The user service over ``store`` (memory, SQLite or PostgreSQL), already opened."""
-    return UserService(config, MemoryUserRepo(), issuer=issuer, clock=clock)
+    """The user service over an opened ``store`` (memory, SQLite or PostgreSQL; the users
+    tables come with schema migration 4). Sessions that expired are purged on the way."""
+    service = UserService(config, repo_for(store), issuer=issuer, clock=clock)
+    await service.repo.purge_sessions(service.clock.now())
+    return service
