@@ -26,7 +26,7 @@ from bastion.authserver.oauth.rfc9068 import new_jti
 
 Form = Mapping[str, list[str]]
 Grant = Callable[[OAuthContext, OAuthClient, Form], Awaitable[bytes]]
-MAX_PARAM_CHARS = 2048
+MAX_PARAM_CHARS = 8192
 
 
 def param(form: Form, name: str, *, required: bool = False) -> str | None:

@@ -1,0 +1,217 @@
+"""/introspect (RFC 7662) and /revoke (RFC 7009), with forged tokens."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey, OctKey
+
+from tests.unit.authserver.oauth.harness import API, ISSUER, Harness, body, make_harness
+
+OTHER_API = "https://other.example"
+
+
+async def setup() -> tuple[Harness, dict[str, str]]:
+    h = await make_harness()
+    secrets = {
+        "svc": await h.register("svc"),
+        "rs": await h.register("rs", grant_types=(), audiences=(API,)),
+        "rs2": await h.register("rs2", grant_types=(), audiences=(OTHER_API,)),
+        "svc2": await h.register("svc2", audiences=(OTHER_API,)),
+    }
+    return h, secrets
+
+
+async def introspect(h: Harness, secrets: dict[str, str], token: str, who: str = "rs") -> Any:
+    reply = await h.post("/introspect", {"token": token}, basic=(who, secrets[who]))
+    assert reply.status == 200
+    assert reply.header("cache-control") == "no-store"
+    return body(reply)
+
+
+async def access_token(h: Harness, secrets: dict[str, str], who: str = "svc") -> str:
+    return str(body(await h.token(who, secrets[who]))["access_token"])
+
+
+async def test_an_active_access_token_is_described() -> None:
+    h, s = await setup()
+    token = await access_token(h, s)
+    doc = await introspect(h, s, token)
+    claims = await h.claims(token)
+    assert doc == {
+        "active": True,
+        "token_type": "Bearer",
+        "scope": "read write",
+        "client_id": "svc",
+        "sub": "svc",
+        "aud": API,
+        "iss": ISSUER,
+        "exp": claims["exp"],
+        "iat": claims["iat"],
+        "jti": claims["jti"],
+    }
+
+
+def _b64(obj: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(obj)).rstrip(b"=").decode()
+
+
+def _claims(**over: Any) -> dict[str, Any]:
+    now = 1_700_000_000
+    c = {"iss": ISSUER, "sub": "svc", "aud": API, "iat": now, "exp": now + 300, "jti": "j1"}
+    c["client_id"] = "svc"
+    c.update(over)
+    return c
+
+
+async def test_forged_tokens_are_inactive() -> None:
+    h, s = await setup()
+    kid = h.signer.keys[0].kid
+    attacker = ECKey.generate_key("P-256", parameters={"kid": kid})
+    forged = jwt.encode({"alg": "ES256", "kid": kid, "typ": "at+jwt"}, _claims(), attacker)
+    alg_none = _b64({"alg": "none", "typ": "at+jwt", "kid": kid}) + "." + _b64(_claims()) + "."
+    # Algorithm confusion: HMAC keyed with our public key's JSON.
+    public = orjson.dumps(h.signer.keys[0].as_dict(private=False))
+    hs = jwt.encode(
+        {"alg": "HS256", "kid": kid, "typ": "at+jwt"}, _claims(), OctKey.import_key(public)
+    )
+    tampered_payload = (await access_token(h, s)).split(".")
+    tampered_payload[1] = _b64({**_claims(), "scope": "admin"})
+    for token in (forged, alg_none, hs, ".".join(tampered_payload), "a.b.c", "x" * 8000):
+        assert await introspect(h, s, token) == {"active": False}
+
+
+async def test_our_own_signature_with_wrong_claims_is_inactive() -> None:
+    h, s = await setup()
+    wrong_iss = await h.signer.sign(_claims(iss="https://evil.example"), typ="at+jwt")
+    id_token_typ = await h.signer.sign(_claims(), typ="JWT")
+    expired = await h.signer.sign(_claims(exp=1_699_999_999), typ="at+jwt")
+    no_jti = await h.signer.sign({k: v for k, v in _claims().items() if k != "jti"}, typ="at+jwt")
+    for token in (wrong_iss, id_token_typ, expired, no_jti):
+        assert await introspect(h, s, token) == {"active": False}
+    good = await h.signer.sign(_claims(), typ="at+jwt")
+    assert (await introspect(h, s, good))["active"] is True
+
+
+async def test_wrong_audience_is_inactive_to_a_resource_server() -> None:
+    h, s = await setup()
+    token = await access_token(h, s, "svc2")  # aud = OTHER_API
+    assert await introspect(h, s, token, "rs") == {"active": False}
+    assert (await introspect(h, s, token, "rs2"))["active"] is True
+    assert (await introspect(h, s, token, "svc2"))["active"] is True  # its own client
+
+
+async def test_expiry_is_checked_against_the_clock() -> None:
+    h, s = await setup()
+    token = await access_token(h, s)
+    h.clock.advance(301)
+    assert await introspect(h, s, token) == {"active": False}
+
+
+async def test_introspection_needs_an_authenticated_confidential_client() -> None:
+    h, s = await setup()
+    token = await access_token(h, s)
+    reply = await h.post("/introspect", {"token": token})
+    assert reply.status == 401
+    assert body(reply)["error"] == "invalid_client"
+    await h.register("spa", auth_method="none", grant_types=())
+    reply = await h.post("/introspect", {"token": token, "client_id": "spa"})
+    assert reply.status == 401
+    reply = await h.post("/introspect", {}, basic=("rs", s["rs"]))
+    assert (reply.status, body(reply)["error"]) == (400, "invalid_request")
+
+
+async def test_keys_published_after_start_are_found() -> None:
+    h, s = await setup()
+    await introspect(h, s, await access_token(h, s))  # caches the key set
+    h.signer.rotate()
+    h.clock.advance(2)
+    token = await access_token(h, s)
+    assert (await introspect(h, s, token))["active"] is True
+
+
+async def test_revoking_an_access_token_denies_it_everywhere() -> None:
+    h, s = await setup()
+    token = await access_token(h, s)
+    claims = await h.claims(token)
+    reply = await h.post("/revoke", {"token": token}, basic=("svc", s["svc"]))
+    assert reply.status == 200
+    assert reply.body == b""
+    assert await introspect(h, s, token) == {"active": False}
+    stored = await h.store.active_revocations(h.clock.now())
+    assert [(r.kind, r.value, r.issuer, r.expires_at) for r in stored] == [
+        ("jti", claims["jti"], ISSUER, claims["exp"])
+    ]
+    changes = await h.store.changes_since(0)
+    assert changes[-1].kind == "token.revoked"
+    assert changes[-1].payload["jti"] == claims["jti"]
+    control = [e for topic, e in h.events if topic == "control"]
+    assert control == [
+        {
+            "type": "token.revoked",
+            "jti": claims["jti"],
+            "expires_at": claims["exp"],
+            "issuer": ISSUER,
+        }
+    ]
+
+
+async def test_a_client_cannot_revoke_another_clients_token() -> None:
+    h, s = await setup()
+    token = await access_token(h, s, "svc")
+    reply = await h.post("/revoke", {"token": token}, basic=("svc2", s["svc2"]))
+    assert (reply.status, body(reply)["error"]) == (400, "unauthorized_client")
+    assert (await introspect(h, s, token))["active"] is True
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b.c", "brt_" + "A" * 43])
+async def test_revoking_unknown_tokens_is_200(token: str) -> None:
+    h, s = await setup()
+    reply = await h.post("/revoke", {"token": token}, basic=("svc", s["svc"]))
+    assert reply.status == 200
+
+
+async def test_revoke_checks_the_hint_and_the_client() -> None:
+    h, s = await setup()
+    reply = await h.post(
+        "/revoke", {"token": "x", "token_type_hint": "id_token"}, basic=("svc", s["svc"])
+    )
+    assert (reply.status, body(reply)["error"]) == (400, "unsupported_token_type")
+    assert (await h.post("/revoke", {"token": "x"})).status == 401
+
+
+async def test_metadata_documents_agree_and_name_what_exists() -> None:
+    h, _ = await setup()
+    a = await h.get("/.well-known/oauth-authorization-server")
+    b = await h.get("/.well-known/openid-configuration")
+    assert a.status == b.status == 200
+    doc = body(a)
+    assert doc == body(b)
+    assert doc["issuer"] == ISSUER
+    assert doc["token_endpoint"] == ISSUER + "/token"
+    assert doc["jwks_uri"] == ISSUER + "/jwks"
+    assert doc["code_challenge_methods_supported"] == ["S256"]
+    assert doc["response_types_supported"] == ["code"]
+    assert set(doc["grant_types_supported"]) == {
+        "client_credentials",
+        "authorization_code",
+        "refresh_token",
+    }
+    assert doc["authorization_response_iss_parameter_supported"] is True
+    for path in ("/token", "/introspect", "/revoke", "/jwks", "/authorize", "/userinfo"):
+        assert any(k == ("GET", path) or k == ("POST", path) for k in h.server.routes)
+
+
+async def test_jwks_is_public_and_cacheable() -> None:
+    h, _ = await setup()
+    reply = await h.get("/jwks")
+    assert reply.status == 200
+    assert reply.header("cache-control") == "public, max-age=300"
+    assert reply.header("content-type") == "application/jwk-set+json"
+    keys = body(reply)["keys"]
+    assert [k["kid"] for k in keys] == [h.signer.keys[0].kid]
+    assert all("d" not in k for k in keys)
