@@ -53,7 +53,12 @@ class Pkcs11KeyStore:
         try:
             lib = pkcs11.lib(library)
             token = lib.get_token(token_label=token_label)
-            self._session: Any = token.open(user_pin=pin, rw=True)
+            try:
+                self._session: Any = token.open(user_pin=pin, rw=True)
+            except pkcs11.UserAlreadyLoggedIn:
+                # PKCS#11 logins are per process: another session of ours is logged in, and
+                # this one shares its login (and leaves the logout to it).
+                self._session = token.open(rw=True)
         except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
             raise KeyStoreError(
                 diagnosis=f"pkcs11: cannot open token {token_label!r}: {type(exc).__name__}"

@@ -1,0 +1,177 @@
+"""The PKCS#11 key store against a real SoftHSM2 token the tests initialise: keys generated in
+the token, never extractable, ES256 signatures (hash outside + CKM_ECDSA) that verify."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pkcs11
+import pytest
+from joserfc import jwt
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+
+from bastion.authserver.keys import KeysConfig, KeyStoreError, open_key_manager
+from bastion.core.clock import ManualClock
+from bastion.crypto.pkcs11_keystore import Pkcs11KeyStore
+from bastion.store.sqlite import SqliteStore
+from tests.integration.authserver.keys.conftest import SOFTHSM_LIB, Token
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
+
+
+def _store(token: Token) -> Pkcs11KeyStore:
+    return Pkcs11KeyStore(library=SOFTHSM_LIB, token_label=token.label, pin=token.pin)
+
+
+def _session(token: Token) -> pkcs11.Session:
+    """A session of our own; it shares the login of a key store open in this process."""
+    tok = pkcs11.lib(SOFTHSM_LIB).get_token(token_label=token.label)
+    try:
+        return tok.open(user_pin=token.pin, rw=True)
+    except pkcs11.UserAlreadyLoggedIn:
+        return tok.open(rw=True)
+
+
+def test_sign_with_token_key_and_verify_as_es256(softhsm: Token) -> None:
+    ks = _store(softhsm)
+    new = ks.generate("ES256")
+    assert len(new.material) == 16  # only the token object's id leaves the token
+    signer = ks.load(new.signer.kid, "ES256", new.material)
+    header = base64.urlsafe_b64encode(b'{"alg":"ES256"}').rstrip(b"=")
+    signing_input = header + b".eyJzdWIiOiJhIn0"
+    sig = signer.sign(signing_input)
+    assert len(sig) == 64  # raw r || s, what JWS ES256 wants (not DER)
+    token = f"{signing_input.decode()}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}"
+    from joserfc import jws
+    from joserfc.jwk import ECKey
+
+    obj = jws.deserialize_compact(token, ECKey.import_key(signer.jwk), algorithms=["ES256"])
+    assert obj.payload == b'{"sub":"a"}'
+    ks.close()
+
+
+def test_private_key_is_not_extractable(softhsm: Token) -> None:
+    ks = _store(softhsm)
+    new = ks.generate("ES256")
+    ks.close()
+    with _session(softhsm) as session:
+        private = session.get_key(
+            object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC, id=new.material
+        )
+        assert private[Attribute.EXTRACTABLE] is False
+        assert private[Attribute.SENSITIVE] is True
+        assert private[Attribute.NEVER_EXTRACTABLE] is True
+        with pytest.raises(pkcs11.AttributeSensitive):
+            private[Attribute.VALUE]
+        with pytest.raises(pkcs11.PKCS11Error):  # cannot be switched back on
+            private[Attribute.EXTRACTABLE] = True
+        wrapper = session.generate_key(
+            KeyType.AES, 256, template={Attribute.WRAP: True, Attribute.TOKEN: False}
+        )
+        with pytest.raises(pkcs11.PKCS11Error):  # not even wrapped under a key we hold
+            wrapper.wrap_key(private, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+
+
+def test_an_extractable_key_planted_under_an_id_is_refused(softhsm: Token) -> None:
+    """A key someone imported or generated extractable is not one of ours."""
+    from pkcs11.util.ec import encode_named_curve_parameters
+
+    key_id = b"\x07" * 16
+    with _session(softhsm) as session:
+        params = session.create_domain_parameters(
+            KeyType.EC,
+            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True,
+        )
+        params.generate_keypair(
+            store=True,
+            id=key_id,
+            private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False},
+        )
+    ks = _store(softhsm)
+    with pytest.raises(KeyStoreError, match="extractable"):
+        ks.load("any", "ES256", key_id)
+    ks.close()
+
+
+def test_missing_or_swapped_token_objects_are_refused(softhsm: Token) -> None:
+    ks = _store(softhsm)
+    a, b = ks.generate("ES256"), ks.generate("ES256")
+    with pytest.raises(KeyStoreError, match="another key"):
+        ks.load(a.signer.kid, "ES256", b.material)
+    with pytest.raises(KeyStoreError, match="not found"):
+        ks.load(a.signer.kid, "ES256", b"\x00" * 16)
+    with pytest.raises(KeyStoreError, match="malformed"):
+        ks.load(a.signer.kid, "ES256", b"short")
+    ks.destroy(a.signer.kid, a.material)
+    with pytest.raises(KeyStoreError, match="not found"):
+        ks.load(a.signer.kid, "ES256", a.material)
+    with pytest.raises(KeyStoreError, match="malformed"):
+        ks.destroy(a.signer.kid, b"short")
+    ks.close()
+
+
+def test_only_es256(softhsm: Token) -> None:
+    ks = _store(softhsm)
+    assert ks.supports("ES256")
+    assert not ks.supports("EdDSA")
+    assert not ks.supports("PS256")
+    with pytest.raises(KeyStoreError):
+        ks.generate("PS256")
+    with pytest.raises(KeyStoreError):
+        ks.load("kid", "EdDSA", b"\x00" * 16)
+    ks.close()
+
+
+def test_wrong_pin_or_token_is_a_clear_error(softhsm: Token) -> None:
+    with pytest.raises(KeyStoreError, match="cannot open token"):
+        Pkcs11KeyStore(library=SOFTHSM_LIB, token_label=softhsm.label, pin="0000")
+    with pytest.raises(KeyStoreError, match="cannot open token"):
+        Pkcs11KeyStore(library=SOFTHSM_LIB, token_label="no-such-token", pin=softhsm.pin)
+    with pytest.raises(KeyStoreError, match="cannot open token"):
+        Pkcs11KeyStore(library="/nonexistent/libpkcs11.so", token_label="x", pin="1")
+
+
+async def test_key_manager_on_the_token_with_sqlite(softhsm: Token, tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "state.db"))
+    await store.open()
+    config = KeysConfig.model_validate(
+        {"store": "pkcs11", "pkcs11": {"token_label": softhsm.label, "pin": softhsm.pin}}
+    )
+    clock = ManualClock()
+    m = await open_key_manager(config, store, token_max_lifetime=300, clock=clock)
+    try:
+        first = (await m.jwks())["keys"][0]["kid"]
+        token = await m.sign({"sub": "alice"}, typ="at+jwt")
+        assert jwt.decode(token, await m.public_key_set()).claims == {"sub": "alice"}
+        rows = await store.read(
+            "t", lambda c: c.execute("SELECT kid, key_store, material FROM signing_keys").fetchall()
+        )
+        assert [(r[0], r[1], len(base64.b64decode(r[2]))) for r in rows] == [(first, "pkcs11", 16)]
+        # Orderly rotation, then the first key leaves the JWKS and the token.
+        await m.rotate()
+        clock.advance(600)
+        await m.tick()
+        clock.advance(300 + 60 + 60)
+        await m.tick()
+        assert first not in {k["kid"] for k in (await m.jwks())["keys"]}
+        with _session(softhsm) as session:
+            ids = {
+                o[Attribute.ID]
+                for o in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+            }
+        assert len(ids) == 1  # the retired key's pair was destroyed in the token
+        # Emergency: the compromised key's pair is destroyed at once.
+        new = await m.rotate(emergency=True)
+        with _session(softhsm) as session:
+            ids = {
+                o[Attribute.ID]
+                for o in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+            }
+        assert len(ids) == 1
+        token = await m.sign({"sub": "bob"}, typ="at+jwt")
+        assert jwt.decode(token, await m.public_key_set()).header["kid"] == new
+    finally:
+        m.close()
+        await store.close()
