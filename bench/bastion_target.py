@@ -9,6 +9,9 @@
     :func:`write_openapi_spec`): the request matched and validated against it, its scopes
     checked (authz) and the response filtered (schema allow-list, sensitive-data detectors).
     (d) against (a) is the cost of the OpenAPI layers.
+(e) ``jwt`` on distributed mode: (a) with the PostgreSQL store and the Redis rate limiter
+    (``cache:``), revocation push and event streams — issue 6's "≥ 0.8 of embedded" is (e)/(a).
+(f) ``api_key`` on distributed mode: (b) the same way; (f)/(b).
 
 Every file of a target lives in its work directory and the config refers to it by a relative
 path: the gateway and the CLI run with that directory as their working directory.
@@ -33,18 +36,31 @@ from joserfc.jwk import ECKey
 
 from bench.processes import ChildFailed, Children, log_tail, wait_for_port
 
-VARIANTS: dict[str, str] = {"a": "jwt", "b": "api_key", "c": "none", "d": "openapi"}
+VARIANTS: dict[str, str] = {
+    "a": "jwt",
+    "b": "api_key",
+    "c": "none",
+    "d": "openapi",
+    "e": "jwt",
+    "f": "api_key",
+}
+#: Distributed variants and the embedded variant each is compared with.
+DISTRIBUTED: dict[str, str] = {"e": "a", "f": "b"}
 LABELS: dict[str, str] = {
     "a": "bastion (a) jwt",
     "b": "bastion (b) api-key",
     "c": "bastion (c) pure",
     "d": "bastion (d) jwt+openapi",
+    "e": "bastion (e) jwt, pg+redis",
+    "f": "bastion (f) api-key, pg+redis",
 }
 LEGEND: dict[str, str] = {
     "a": "JWT ES256 (verified-token cache warm) + 2 rate limits + audit to a file",
     "b": "API key (Bearer) + 2 rate limits + audit to a file",
     "c": "no authn, no rate limits; audit to a file unless --no-audit-pure",
     "d": "(a) + OpenAPI request validation, scope check (authz) and response filtering",
+    "e": "(a) on distributed mode: PostgreSQL store, Redis rate limits, push and streams",
+    "f": "(b) on distributed mode: PostgreSQL store, Redis rate limits, push and streams",
 }
 #: Paths of the benchmark's document, by body size in KiB (request and response alike).
 SIZE_PATHS: dict[int, str] = {1: "/api/echo", 100: "/api/echo100"}
@@ -103,12 +119,16 @@ def bastion_config(
     upstream_port: int,
     workers: int = 1,
     audit: bool = True,
+    store: str | None = None,
+    cache: str | None = None,
+    key_prefix: str | None = None,
 ) -> dict[str, Any]:
-    """The ``bastion.yaml`` document of configuration ``variant`` ('a', 'b' or 'c').
+    """The ``bastion.yaml`` document of configuration ``variant`` ('a' to 'f').
 
     Paths are relative to the target's work directory (``jwks.json``, ``audit.jsonl``,
-    ``bastion.db``). Variant 'b' refers to the pepper as ``${BASTION_API_KEY_PEPPER}``.
-    ``audit`` only matters for 'c'.
+    ``bastion.db``). Variants 'b' and 'f' refer to the pepper as ``${BASTION_API_KEY_PEPPER}``.
+    ``audit`` only matters for 'c'. 'e' and 'f' need ``store`` (a PostgreSQL URL whose schema
+    is upgraded), ``cache`` (a Redis URL) and a ``key_prefix`` of their own.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {sorted(VARIANTS)}")
@@ -135,7 +155,13 @@ def bastion_config(
         "audit": {"sinks": [file_sink]},
         "routes": [route],
     }
-    if variant in ("a", "d"):
+    if variant in DISTRIBUTED:
+        if not (store and cache and key_prefix):
+            raise ValueError(f"variant {variant!r} needs store, cache and key_prefix")
+        doc["store"] = store
+        doc["cache"] = cache
+        doc["cluster"] = {"nodes": workers, "key_prefix": key_prefix}
+    if variant in ("a", "d", "e"):
         doc["issuers"] = [
             {
                 "issuer": BENCH_ISSUER,
@@ -148,7 +174,7 @@ def bastion_config(
         route["ratelimit"] = {"limits": limits}
         if variant == "d":
             route["openapi"] = {"spec": SPEC_FILE}
-    elif variant == "b":
+    elif variant in ("b", "f"):
         doc["api_keys"] = {"pepper": "${" + PEPPER_ENV + "}"}
         route["authn"] = {"methods": ["api_key"]}
         route["ratelimit"] = {"limits": limits}
@@ -282,6 +308,22 @@ def create_api_key(binary: Path, directory: Path, env: Mapping[str, str]) -> str
     if not isinstance(key, str) or not key:
         raise ChildFailed("bastion keys create printed an empty key")
     return key
+
+
+def upgrade_schema(binary: Path, directory: Path, env: Mapping[str, str]) -> None:
+    """Run ``bastion db upgrade -c bastion.yaml`` (a PostgreSQL store needs it before a node
+    starts); ChildFailed with the CLI's own one-line error when it fails."""
+    out = subprocess.run(
+        [str(binary), "db", "upgrade", "-c", "bastion.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=directory,
+        env=dict(env),
+        timeout=60,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise ChildFailed(f"bastion db upgrade exited with {out.returncode}: {out.stderr[-800:]}")
 
 
 def start_bastion(

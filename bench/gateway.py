@@ -12,12 +12,17 @@ from round to round, and the table reports medians and ratios to nginx-proxy fro
     .venv/bin/python bench/gateway.py [--duration 10] [--rounds 3] [--workers 1]
                                       [--only a,b,c,d] [--sizes 1,100] [--json out.json]
 
+Distributed mode (issue 6): ``--only a,b,e,f`` adds (e) = (a) and (f) = (b) on the PostgreSQL
+store and the Redis rate limiter (``--store``/``--cache``; a fresh PostgreSQL schema and Redis
+key prefix per run, removed at the end) and prints (e)/(a) and (f)/(b).
+
 Everything binds 127.0.0.1; every child process is killed on exit, Ctrl-C or error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -37,6 +42,7 @@ if __package__ in (None, ""):  # run as a script: make `bench.*` importable from
 from rich.console import Console
 
 from bench import bastion_target as bt
+from bench.backends import postgres_schema, redis_prefix
 from bench.nginx import (
     nginx_version,
     reverse_proxy_conf,
@@ -49,6 +55,7 @@ from bench.report import (
     REFERENCE,
     RoundSample,
     TargetResult,
+    distributed_lines,
     goal_lines,
     openapi_lines,
     render_table,
@@ -115,7 +122,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (10)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported")
     p.add_argument("--workers", type=int, default=1, help="Bastion server.workers = nginx workers")
-    p.add_argument("--only", default="a,b,c,d", help="Bastion configurations: a,b,c,d")
+    p.add_argument("--only", default="a,b,c,d", help="Bastion configurations: a,b,c,d,e,f")
     p.add_argument(
         "--sizes",
         default="1,100",
@@ -128,15 +135,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=2000.0, help="paced total requests/s (2000)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
     p.add_argument("--no-audit-pure", action="store_true", help="(c) without audit sinks")
+    p.add_argument(
+        "--store",
+        default="postgresql://postgres@127.0.0.1:5432/test",
+        help="PostgreSQL server for (e)/(f); a schema of its own is made and dropped",
+    )
+    p.add_argument("--cache", default="redis://127.0.0.1:6379/0", help="Redis for (e)/(f)")
     p.add_argument("--bastion", type=Path, default=REPO / ".venv" / "bin" / "bastion")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     args = p.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(bt.VARIANTS))
     if unknown:
-        p.error(f"--only: unknown configuration(s) {unknown}; use a, b, c, d")
+        p.error(f"--only: unknown configuration(s) {unknown}; use {', '.join(bt.VARIANTS)}")
     if "d" in only and "a" not in only:
         only.insert(0, "a")  # (d) is measured against (a): the same gateway without OpenAPI
+    for dist, base in bt.DISTRIBUTED.items():
+        if dist in only and base not in only:
+            only.insert(0, base)  # (e)/(f) are measured against their embedded twins
     args.only = only
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if not sizes or any(not s.isdigit() or int(s) not in bt.SIZE_PATHS for s in sizes):
@@ -157,8 +173,11 @@ def start_bastion_targets(
     workdir: Path,
     upstream_port: int,
     console: Console,
+    distributed: dict[str, str],
 ) -> tuple[list[Target], list[TargetResult]]:
-    """Start each requested Bastion configuration; a failure is recorded, not fatal."""
+    """Start each requested Bastion configuration; a failure is recorded, not fatal.
+
+    ``distributed`` holds the ``store``, ``cache`` and ``key_prefix`` of (e) and (f)."""
     targets: list[Target] = []
     failed: list[TargetResult] = []
     binary: Path = args.bastion
@@ -180,12 +199,15 @@ def start_bastion_targets(
                 upstream_port=upstream_port,
                 workers=args.workers,
                 audit=not args.no_audit_pure,
+                **(distributed if key in bt.DISTRIBUTED else {}),
             )
             bt.write_config(directory, doc)
+            if key in bt.DISTRIBUTED:
+                bt.upgrade_schema(binary, directory, env)
             authorization = None
-            if key in ("a", "d"):
+            if key in ("a", "d", "e"):
                 authorization = "Bearer " + bt.make_jwt_material(directory).token
-            elif key == "b":
+            elif key in ("b", "f"):
                 authorization = "Bearer " + bt.create_api_key(binary, directory, env)
             if key == "d":
                 bt.write_openapi_spec(directory)
@@ -233,7 +255,14 @@ def run(args: argparse.Namespace, console: Console) -> list[TargetResult]:
     workdir = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
     www = Path(tempfile.mkdtemp(prefix="bastion-bench-www-"))  # public: the static bodies only
     try:
-        with Children() as children:
+        with Children() as children, contextlib.ExitStack() as backends:
+            distributed: dict[str, str] = {}
+            if any(k in bt.DISTRIBUTED for k in args.only):
+                distributed = {
+                    "store": backends.enter_context(postgres_schema(args.store)),
+                    "cache": args.cache,
+                    "key_prefix": backends.enter_context(redis_prefix(args.cache)),
+                }
             up_port, proxy_port = free_port(), free_port()
             up_prefix, proxy_prefix = workdir / "nginx-upstream", workdir / "nginx-proxy"
             big = {bt.SIZE_PATHS[100]: BIG_BODY}
@@ -251,7 +280,9 @@ def run(args: argparse.Namespace, console: Console) -> list[TargetResult]:
                 proxy_port,
             )
             targets = [Target(REFERENCE, "nginx-proxy", proxy_port, proxy.pid)]
-            bastion, failed = start_bastion_targets(args, children, workdir, up_port, console)
+            bastion, failed = start_bastion_targets(
+                args, children, workdir, up_port, console, distributed
+            )
             targets += bastion
             if any(t.key == "d" for t in bastion):
                 # The OpenAPI comparison at other sizes: nginx, (a) and (d) again.
@@ -345,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     if openapi:
         console.print("Issue 4: cost of the OpenAPI layers, throughput (d) / (a) in the same run:")
         for line in openapi:
+            console.print(line, markup=False)
+    dist = distributed_lines(results)
+    if dist:
+        console.print("Issue 6: distributed over embedded, throughput in the same run:")
+        for line in dist:
             console.print(line, markup=False)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     if args.json is not None:

@@ -196,6 +196,26 @@ def openapi_lines(results: list[TargetResult]) -> list[str]:
     return lines
 
 
+def distributed_lines(results: list[TargetResult]) -> list[str]:
+    """Throughput of the distributed variants over their embedded twins ((e)/(a), (f)/(b)),
+    against the issue 6 goal (at least 0.8)."""
+    by_key = {r.key: r for r in results if not r.failed and r.rounds}
+    lines = []
+    for dist, base in (("e", "a"), ("f", "b")):
+        if dist not in by_key or base not in by_key:
+            continue
+        d, b = by_key[dist].median(), by_key[base].median()
+        if not b.get("rps"):
+            continue
+        ratio = d["rps"] / b["rps"]
+        cpu = d["cpu_us"] - b["cpu_us"]
+        lines.append(
+            f"  {'met ' if ratio >= 0.8 else 'MISS'} ({dist})/({base}): {ratio:.2f} "
+            f"({d['rps']:,.0f} vs {b['rps']:,.0f} req/s, {cpu:+.1f} µs CPU/req); goal >= 0.80"
+        )
+    return lines
+
+
 def to_json(
     results: list[TargetResult], settings: dict[str, Any], machine: dict[str, Any]
 ) -> dict[str, Any]:

@@ -35,7 +35,6 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench.*` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg
 import orjson
 import yaml
 from joserfc import jwt
@@ -45,6 +44,7 @@ from bastion.core.apikeys import hash_secret, new_api_key
 from bastion.events.redis_bus import publish_control, redis_client
 from bastion.store.base import ApiKeyRecord, ClientRecord, Revocation
 from bastion.store.postgres import PostgresStore
+from bench.backends import postgres_schema, redis_prefix
 from bench.processes import Children, free_port, wait_for_port
 
 ISSUER = "https://idp.bench"
@@ -222,17 +222,6 @@ async def measure(args: argparse.Namespace, store_url: str, prefix: str, ports: 
     }
 
 
-async def drop_redis_keys(url: str, prefix: str) -> None:
-    """Remove the run's counters and streams from Redis."""
-    client = redis_client(url, timeout=2.0)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=3)
@@ -243,47 +232,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 50:
         parser.error("--rounds must be at least 50 for a p99")
-    schema = f"bench_{secrets.token_hex(4)}"
-    prefix = f"bench{secrets.token_hex(4)}:"
-    store_url = f"{args.store}?search_path={schema}"
     env = {**os.environ, "BASTION_BENCH_PEPPER": PEPPER}
+    with (
+        postgres_schema(args.store) as store_url,
+        redis_prefix(args.cache) as prefix,
+        tempfile.TemporaryDirectory(prefix="bastion-revocation-") as tmp,
+        Children() as kids,
+    ):
+        work = Path(tmp)
+        ports = [free_port() for _ in range(args.nodes)]
+        up_port = free_port()
+        write_config(work, store_url, args.cache, prefix, ports, up_port)
+        signing = ECKey.import_key(orjson.loads((work / "signing.json").read_bytes()))
+        subprocess.run([BASTION, "db", "upgrade", "-c", str(work / "node0.yaml")],
+                       env=env, check=True, capture_output=True)  # fmt: skip
 
-    async def schema_sql(sql: str) -> None:
-        conn = await asyncpg.connect(args.store)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
+        async def run() -> dict[str, Any]:
+            server = await upstream(up_port)
+            try:
+                for i, port in enumerate(ports):
+                    log = work / f"node{i}.log"
+                    proc = kids.start([BASTION, "gateway", "-c", str(work / f"node{i}.yaml")],
+                                      log=log, env=env, cwd=work)  # fmt: skip
+                    await asyncio.to_thread(wait_for_port, port, proc, log, 60.0)
+                return await measure(args, store_url, prefix, ports, signing)
+            finally:
+                await asyncio.to_thread(kids.stop_all)  # their upstream connections end
+                server.close()
+                await server.wait_closed()
 
-    asyncio.run(schema_sql(f'CREATE SCHEMA "{schema}"'))
-    try:
-        with tempfile.TemporaryDirectory(prefix="bastion-revocation-") as tmp, Children() as kids:
-            work = Path(tmp)
-            ports = [free_port() for _ in range(args.nodes)]
-            up_port = free_port()
-            write_config(work, store_url, args.cache, prefix, ports, up_port)
-            signing = ECKey.import_key(orjson.loads((work / "signing.json").read_bytes()))
-            subprocess.run([BASTION, "db", "upgrade", "-c", str(work / "node0.yaml")],
-                           env=env, check=True, capture_output=True)  # fmt: skip
-
-            async def run() -> dict[str, Any]:
-                server = await upstream(up_port)
-                try:
-                    for i, port in enumerate(ports):
-                        log = work / f"node{i}.log"
-                        proc = kids.start([BASTION, "gateway", "-c", str(work / f"node{i}.yaml")],
-                                          log=log, env=env, cwd=work)  # fmt: skip
-                        await asyncio.to_thread(wait_for_port, port, proc, log, 60.0)
-                    return await measure(args, store_url, prefix, ports, signing)
-                finally:
-                    await asyncio.to_thread(kids.stop_all)  # their upstream connections end
-                    server.close()
-                    await server.wait_closed()
-
-            result = asyncio.run(run())
-    finally:
-        asyncio.run(schema_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        asyncio.run(drop_redis_keys(args.cache, prefix))
+        result = asyncio.run(run())
     print(
         f"revocation reached all {result['nodes']} nodes: p50 {result['p50_ms']} ms, "
         f"p99 {result['p99_ms']} ms, max {result['max_ms']} ms over {result['revocations']} "
