@@ -29,6 +29,7 @@ from bastion.cli.common import (
     run,
     with_store,
 )
+from bastion.cli.scan import scan as scan_command
 from bastion.config.check import check_config
 from bastion.config.model import gateway_problems
 from bastion.config.types import parse_duration
@@ -50,6 +51,7 @@ db_app = typer.Typer(help="The state store's schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.command("scan")(scan_command)
 
 
 # -- config -------------------------------------------------------------------------------------
