@@ -132,6 +132,11 @@ def keys_rotate(
             f"new signing key {kid} signs now; every earlier key is withdrawn from the JWKS "
             "and tokens it signed no longer validate",
             highlight=False,
+            soft_wrap=True,
         )
     else:
-        out.print(f"new signing key {kid} is published; it signs from {_when(signs_from)}")
+        out.print(
+            f"new signing key {kid} is published; it signs from {_when(signs_from)}",
+            highlight=False,
+            soft_wrap=True,
+        )
