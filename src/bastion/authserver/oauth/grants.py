@@ -159,6 +159,11 @@ async def authorization_code(ctx: OAuthContext, client: OAuthClient, form: Form)
             access_jti=access.jti,
             access_exp=access.exp,
         )
+    if await ctx.repo.code_replayed(record.code_hash):
+        # A replay arrived while this first use was issuing: it may have found nothing to
+        # revoke yet, so this side revokes what it just issued.
+        await _replayed(ctx, record)
+        raise OAuthError("invalid_grant", "authorization code is invalid")
     id_token = None
     if "openid" in record.scope.split():
         claims = id_token_claims(

@@ -61,7 +61,10 @@ class OAuthRepo(Protocol):
         """Mark the code used, recording in the same statement what will be issued from it
         (``issued`` = refresh family id, access-token jti, its exp) so a replay can revoke it.
         ``(code, True)`` on the first use, ``(code, False)`` on a replay (the stored record,
-        with what the first use recorded), ``(None, False)`` if unknown."""
+        with what the first use recorded; the replay is marked), ``(None, False)`` if unknown."""
+
+    async def code_replayed(self, code_hash: str) -> bool:
+        """Whether a replay of the code was seen (the first use checks after issuing)."""
 
     async def create_family(self, family: RefreshFamily, token_hash: str) -> None:
         """Store a new family with its first refresh token (generation 0)."""
@@ -108,6 +111,7 @@ class MemoryOAuthRepo:
         self.families: dict[str, RefreshFamily] = {}
         self.tokens: dict[str, tuple[str, int]] = {}
         self.jtis: dict[tuple[str, str], float] = {}
+        self.replayed: set[str] = set()
 
     async def put_client(self, client: OAuthClient) -> None:
         if client.id in self.clients:
@@ -149,12 +153,16 @@ class MemoryOAuthRepo:
         if code is None:
             return None, False
         if code.used_at is not None:
+            self.replayed.add(code_hash)
             return code, False
         family_id, jti, exp = issued
         self.codes[code_hash] = used = replace(
             code, used_at=now, family_id=family_id, access_jti=jti, access_exp=exp
         )
         return used, True
+
+    async def code_replayed(self, code_hash: str) -> bool:
+        return code_hash in self.replayed
 
     async def create_family(self, family: RefreshFamily, token_hash: str) -> None:
         if family.id in self.families or token_hash in self.tokens:
@@ -403,6 +411,8 @@ _Q = {
     " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     "use_code": "UPDATE oauth_codes SET used_at = ?, family_id = ?, access_jti = ?,"
     " access_exp = ? WHERE code_hash = ? AND used_at IS NULL",
+    "mark_replay": "UPDATE oauth_codes SET replayed_at = ? WHERE code_hash = ?",
+    "code_replayed": "SELECT replayed_at FROM oauth_codes WHERE code_hash = ?",
     "get_code": f"SELECT {_CODE_COLS} FROM oauth_codes WHERE code_hash = ?",  # noqa: S608 - constant column lists
     "put_family": f"INSERT INTO oauth_refresh_families ({_FAMILY_COLS}) VALUES"  # noqa: S608 - constant column lists
     " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -484,8 +494,14 @@ class SqlOAuthRepo:
         self, code_hash: str, now: float, issued: tuple[str | None, str, float]
     ) -> tuple[AuthorizationCode | None, bool]:
         first = await self._db.steps("use_code", [("use_code", (now, *issued, code_hash), True)])
+        if not first:
+            await self._db.steps("mark_replay", [("mark_replay", (now, code_hash), False)])
         row = await self._db.one("get_code", (code_hash,))
         return (None, False) if row is None else (_code(row), first)
+
+    async def code_replayed(self, code_hash: str) -> bool:
+        row = await self._db.one("code_replayed", (code_hash,))
+        return row is not None and row[0] is not None
 
     async def create_family(self, family: RefreshFamily, token_hash: str) -> None:
         await self._db.steps(

@@ -5,7 +5,8 @@
   secret), so a rotated secret keeps working until its ``expires_at``; ``jwks`` holds the public
   keys of a ``private_key_jwt`` client.
 * ``oauth_codes`` — authorization codes by SHA-256 of the code, single use (``used_at``), with
-  the refresh family and access-token ``jti`` issued from them so a replayed code revokes both.
+  the refresh family and access-token ``jti`` issued from them so a replayed code revokes both;
+  ``replayed_at`` tells the first redemption, still issuing, that a replay came meanwhile.
 * ``oauth_refresh_families`` / ``oauth_refresh_tokens`` — one family per login; every refresh
   token (by SHA-256) names its family and generation. Rotation is one compare-and-swap on the
   family's ``generation``. ``retry_response`` is the last token response encrypted under a key
@@ -49,6 +50,7 @@ MIGRATION = Migration(
         " created_at DOUBLE PRECISION NOT NULL,"
         " expires_at DOUBLE PRECISION NOT NULL,"
         " used_at DOUBLE PRECISION,"
+        " replayed_at DOUBLE PRECISION,"
         " family_id VARCHAR(64),"
         " access_jti VARCHAR(64),"
         " access_exp DOUBLE PRECISION)",

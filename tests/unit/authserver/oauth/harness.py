@@ -80,7 +80,7 @@ class FakeUsers:
     async def get_user(self, user_id: str) -> UserInfo | None:
         return self.users.get(user_id)
 
-    def sign_in(self, user_id: str = "u1", *, at: float = 0.0) -> None:
+    def sign_in(self, user_id: str = "u1", *, at: float = 1_700_000_000.0) -> None:
         self.users[user_id] = UserInfo(user_id, "alice", "alice@example.com", "Alice", (), False)
         self.signed_in = Authentication(user_id, "alice", ("pwd", "otp"), "urn:bastion:acr:mfa", at)
 

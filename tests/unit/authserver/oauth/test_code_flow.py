@@ -370,3 +370,24 @@ async def test_userinfo_refuses_missing_forged_and_non_openid_tokens() -> None:
     doc = body(await redeem(h, secret, code, verifier))
     reply = await h.get("/userinfo", headers={"authorization": "Bearer " + doc["access_token"]})
     assert reply.status == 403
+
+
+async def test_a_replay_during_the_first_redemption_still_revokes_everything() -> None:
+    """The replay finds no family yet (the first use is still issuing); the first use sees the
+    replay mark after issuing and revokes what it issued itself."""
+    h, secret = await setup()
+    code, verifier = await h.code_flow("web", CB)
+    real_create = h.repo.create_family
+    replies = []
+
+    async def create_after_a_replay(family, token_hash):  # type: ignore[no-untyped-def]
+        replies.append(await redeem(h, secret, code, verifier))
+        await real_create(family, token_hash)
+
+    h.repo.create_family = create_after_a_replay  # type: ignore[method-assign]
+    first = await redeem(h, secret, code, verifier)
+    assert replies[0].status == 400
+    assert first.status == 400
+    assert body(first)["error"] == "invalid_grant"
+    families = list(h.repo.families.values())  # type: ignore[attr-defined]
+    assert [f.revoked_reason for f in families] == ["code_replay"]
