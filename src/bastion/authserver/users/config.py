@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from bastion.config.types import Duration, RateSpec, StrictModel
+from bastion.config.types import Duration, RateSpec, Secret, StrictModel
 
 #: PCI DSS v4.0 8.3.4: lock after not more than 10 attempts, for at least 30 minutes.
 MAX_LOCKOUT_THRESHOLD = 10
@@ -71,6 +71,11 @@ class UsersConfig(StrictModel):
     totp_valid_window: int = Field(
         default=1, ge=0, le=2, description="TOTP steps accepted either side of now (clock drift)."
     )
+    totp_encryption_key: Secret | None = Field(
+        default=None,
+        description="Secret (at least 32 bytes; ${ENV} or file:) under which TOTP keys are "
+        "stored AES-256-GCM encrypted. Unset: stored in plain text, with a warning at start.",
+    )
     recovery_codes: int = Field(
         default=10, ge=4, le=20, description="One-time recovery codes made at TOTP enrolment."
     )
@@ -78,6 +83,13 @@ class UsersConfig(StrictModel):
         default="/account",
         description="Where a login goes when its return_to is missing or not allowed.",
     )
+
+    @field_validator("totp_encryption_key")
+    @classmethod
+    def _key_length(cls, value: Secret | None) -> Secret | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("totp_encryption_key must be at least 32 bytes")
+        return value
 
     @field_validator("default_page")
     @classmethod

@@ -71,6 +71,8 @@ LOGIN_FAILED = "Sign-in failed. Check your username and password, or try again l
 CODE_FAILED = "That code was not accepted. Try again, or use a recovery code."
 #: Usernames longer than this cannot exist (the store's column is 128; this bounds the work).
 MAX_USERNAME_LENGTH = 256
+#: Expired sessions are deleted at most this often (s), on a login form submission.
+PURGE_INTERVAL = 600.0
 #: A user id that never exists, for the attempt counter's equal work on unknown usernames.
 _NO_USER = "-"
 
@@ -89,6 +91,7 @@ class LoginPages:
         self.limiter = LocalLimiter(
             cfg.login_rate.emission_interval, cfg.login_rate.effective_burst, max_keys=100_000
         )
+        self._last_purge = service.clock.monotonic()
         parts = urlsplit(service.issuer)
         self.origin = f"{parts.scheme}://{parts.netloc}".lower()
         self.routes: dict[tuple[str, str], Handler] = {
@@ -202,7 +205,10 @@ class LoginPages:
         """Check a TOTP or recovery code; the amr factor it proves, or None."""
         now = self.s.clock.now()
         if code and user.totp_secret:
-            step = match_totp(user.totp_secret, code, now, self.s.config.totp_valid_window)
+            secret = self.s.sealer.open(user.totp_secret, user_id=user.id, purpose="totp")
+            if secret is None:
+                return None
+            step = match_totp(secret, code, now, self.s.config.totp_valid_window)
             if step is not None and await self.s.repo.use_totp_step(user.id, step):
                 return AMR_OTP
             return None
@@ -246,6 +252,7 @@ class LoginPages:
         ):
             return self._csrf_refused()
         return_to = safe_return_to(form["return_to"])
+        await self._purge_now_and_then()
         user = await self._password_ok(form["username"], form["password"])
         if user is None:
             page = pages.login_page(csrf=cookie, return_to=return_to, error=LOGIN_FAILED)
@@ -264,6 +271,13 @@ class LoginPages:
         )
         log.info("user %s signed in (pwd)", user.id)
         return self._signed_in(sid, rec, self._destination(rec))
+
+    async def _purge_now_and_then(self) -> None:
+        """Delete expired sessions (abandoned logins) at most once per PURGE_INTERVAL."""
+        now = self.s.clock.monotonic()
+        if now - self._last_purge >= PURGE_INTERVAL:
+            self._last_purge = now
+            await self.s.repo.purge_sessions(self.s.clock.now())
 
     async def _password_ok(self, raw_username: str, password: str) -> UserRecord | None:
         """The user if ``password`` is theirs and they may sign in; else None after the same
@@ -346,13 +360,21 @@ class LoginPages:
         session_id, session, user = found
         if user.totp_secret:
             return redirect(self.s.config.default_page)
-        secret = session.data.get("totp_pending")
-        if not isinstance(secret, str):
+        secret = self._pending(session, user)
+        if secret is None:
             secret = new_totp_secret()
+            sealed = self.s.sealer.seal(secret, user_id=user.id, purpose="pending")
             await self.s.repo.set_session_data(
-                session.id_hash, {**session.data, "totp_pending": secret}
+                session.id_hash, {**session.data, "totp_pending": sealed}
             )
         return html_response(200, self._enroll_page(session_id, session, user, secret, None))
+
+    def _pending(self, session: SessionRecord, user: UserRecord) -> str | None:
+        """The TOTP key being enrolled in this session, if any."""
+        stored = session.data.get("totp_pending")
+        if not isinstance(stored, str):
+            return None
+        return self.s.sealer.open(stored, user_id=user.id, purpose="pending")
 
     def _enroll_page(
         self,
@@ -384,8 +406,8 @@ class LoginPages:
             return self._refused(400, "The form was malformed.")
         if not self._session_csrf_ok(request, session_id, form["csrf_token"]):
             return self._csrf_refused()
-        secret = session.data.get("totp_pending")
-        if user.totp_secret or not isinstance(secret, str):
+        secret = self._pending(session, user)
+        if user.totp_secret or secret is None:
             return redirect("/mfa/enroll")
         now = self.s.clock.now()
         step = match_totp(secret, form["code"], now, self.s.config.totp_valid_window)
@@ -394,7 +416,8 @@ class LoginPages:
             return html_response(200, page)
         codes = new_recovery_codes(self.s.config.recovery_codes)
         hashes = [h for h in (hash_recovery_code(c) for c in codes) if h is not None]
-        await self.s.repo.enable_totp(user.id, secret, step, hashes, now)
+        sealed = self.s.sealer.seal(secret, user_id=user.id, purpose="totp")
+        await self.s.repo.enable_totp(user.id, sealed, step, hashes, now)
         data = {k: v for k, v in session.data.items() if k != "totp_pending"}
         sid, rec = await self._new_session(
             request, user, state=STATE_DONE, amr=(AMR_PWD, AMR_OTP, AMR_MFA), data=data

@@ -33,6 +33,7 @@ from bastion.authserver.users.model import (
 from bastion.authserver.users.passwords import MAX_PASSWORD_LENGTH, PasswordHasher
 from bastion.authserver.users.repo import MemoryUserRepo, UserRepo
 from bastion.authserver.users.returnto import safe_return_to
+from bastion.authserver.users.sealing import TotpSealer
 from bastion.authserver.users.sessions import CookieNames, hash_session_id, well_formed
 from bastion.authserver.users.sql_repo import PostgresRunner, SqliteRunner, SqlUserRepo
 from bastion.core.clock import Clock, SystemClock
@@ -77,6 +78,12 @@ class UserService:
         #: registers "revoke this user's refresh-token families").
         self.on_disable: list[DisableHook] = []
         self.hasher = PasswordHasher(config.password_hash)
+        key = config.totp_encryption_key
+        self.sealer = TotpSealer(key.get_secret_value().encode() if key is not None else None)
+        if not self.sealer.encrypting:
+            log.warning(
+                "auth.users.totp_encryption_key is not set: TOTP keys are stored unencrypted"
+            )
         from bastion.authserver.users.login import LoginPages
 
         #: The login, MFA and account pages, (METHOD, path) -> handler.

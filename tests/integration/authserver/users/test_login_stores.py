@@ -68,7 +68,7 @@ async def raw_rows(target: str) -> str:
 async def test_full_flow_and_raw_rows(backend: tuple[object, str]) -> None:
     store, target = backend
     clock = ManualClock(1_700_000_010.0)
-    config = UsersConfig(password_hash=FAST_HASH)
+    config = UsersConfig(password_hash=FAST_HASH, totp_encryption_key="t" * 40)  # type: ignore[arg-type]
     service = await open_user_service(config, store, issuer=ISSUER, clock=clock)  # type: ignore[arg-type]
     await service.create_user("root", PASSWORD, roles=("admin",))
     browser = Browser(service)
@@ -89,8 +89,11 @@ async def test_full_flow_and_raw_rows(backend: tuple[object, str]) -> None:
     session_id = browser.session_id
     assert session_id is not None
 
-    # Nothing replayable is readable from the rows: no session id, password or recovery code.
+    # Nothing replayable is readable from the rows: no session id, password, TOTP key or
+    # recovery code.
     rows = await raw_rows(target)
+    assert secret not in rows
+    assert "'v1:" in rows
     assert session_id not in rows
     assert PASSWORD not in rows
     for code in codes:

@@ -454,3 +454,14 @@ async def test_lock_ends_sessions_and_runs_on_disable_hooks(browser: Browser) ->
     assert await browser.service.unlock(user.id)
     assert (await browser.login("alice")).status == 303
     assert not await browser.service.lock("missing")
+
+
+async def test_expired_sessions_are_purged_now_and_then(
+    browser: Browser, repo: MemoryUserRepo, clock: ManualClock
+) -> None:
+    await browser.login("alice")
+    old = browser.session_id
+    assert old is not None
+    clock.advance(9 * 3600)  # past the absolute lifetime
+    await Browser(browser.service, ip="198.51.100.5").login("nobody", "x")
+    assert await repo.get_session(hash_session_id(old)) is None
