@@ -21,6 +21,13 @@ class PasswordHashConfig(StrictModel):
         default=65536, ge=19456, le=4_194_304, description="argon2id memory in KiB (m)."
     )
     parallelism: int = Field(default=4, ge=1, le=16, description="argon2id lanes (p).")
+    max_concurrent: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Hashes computed at once per process; more wait. Bounds memory "
+        "(max_concurrent x memory_cost) and CPU under a flood of logins.",
+    )
 
 
 class UsersConfig(StrictModel):

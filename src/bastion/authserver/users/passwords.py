@@ -4,7 +4,7 @@ Hashes are PHC strings (``$argon2id$v=19$m=…,t=…,p=…$salt$hash``) that car
 parameters, so raising the parameters in config needs no migration: a hash made with other
 parameters still verifies, and :meth:`PasswordHasher.needs_rehash` tells the login to store a
 new one. Hashing is CPU- and memory-bound (tens of milliseconds by design), so it runs in a
-worker thread, never on the event loop.
+worker thread, never on the event loop, and at most ``max_concurrent`` at once.
 
 Unknown users cost the same as known ones: :meth:`PasswordHasher.verify_dummy` verifies the
 password against a hash of a random password made with the current parameters, so the time a
@@ -39,10 +39,12 @@ class PasswordHasher:
             type=argon2.Type.ID,
         )
         self._dummy = self._hasher.hash(secrets.token_urlsafe(24))
+        self._slots = asyncio.Semaphore(params.max_concurrent)
 
     async def hash(self, password: str) -> str:
         """A new PHC string for ``password`` (fresh random salt)."""
-        return await asyncio.to_thread(self._hasher.hash, password)
+        async with self._slots:
+            return await asyncio.to_thread(self._hasher.hash, password)
 
     async def verify(self, password_hash: str, password: str) -> bool:
         """Does ``password`` match? False (never an exception) for a mismatch, a password that
@@ -50,11 +52,13 @@ class PasswordHasher:
         if len(password) > MAX_PASSWORD_LENGTH:
             await self.verify_dummy(password[:MAX_PASSWORD_LENGTH])
             return False
-        return await asyncio.to_thread(self._verify, password_hash, password)
+        async with self._slots:
+            return await asyncio.to_thread(self._verify, password_hash, password)
 
     async def verify_dummy(self, password: str) -> None:
         """Spend the time of one verification, for a user that does not exist or is locked."""
-        await asyncio.to_thread(self._verify, self._dummy, password[:MAX_PASSWORD_LENGTH])
+        async with self._slots:
+            await asyncio.to_thread(self._verify, self._dummy, password[:MAX_PASSWORD_LENGTH])
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:
