@@ -44,7 +44,7 @@ class KeysConfig(StrictModel):
         default="local",
         description=(
             "Where private keys live: 'local' (AES-256-GCM sealed rows in the state store) or"
-            " 'pkcs11' (generated in an HSM, never extractable; ES256 only)."
+            " 'pkcs11' (generated in an HSM, never extractable)."
         ),
     )
     local: LocalKeyStoreConfig = Field(
@@ -92,11 +92,8 @@ class KeysConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> KeysConfig:
-        if self.store == "pkcs11":
-            if self.pkcs11 is None:
-                raise ValueError("store 'pkcs11' needs a 'pkcs11' section (token_label, pin)")
-            if self.algorithm != "ES256":
-                raise ValueError("the pkcs11 key store supports algorithm ES256 only")
+        if self.store == "pkcs11" and self.pkcs11 is None:
+            raise ValueError("store 'pkcs11' needs a 'pkcs11' section (token_label, pin)")
         if self.rotation_interval <= 2 * self.jwks_max_age:
             raise ValueError("rotation_interval must be longer than two jwks_max_age")
         return self

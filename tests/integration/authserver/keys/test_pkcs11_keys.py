@@ -4,15 +4,19 @@ the token, never extractable, ES256 signatures (hash outside + CKM_ECDSA) that v
 from __future__ import annotations
 
 import base64
+import warnings
 from pathlib import Path
 
 import pkcs11
 import pytest
-from joserfc import jwt
+from joserfc import jws, jwt
+from joserfc.errors import BadSignatureError, SecurityWarning
+from joserfc.jwk import ECKey, OKPKey, RSAKey
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from bastion.authserver.keys import KeysConfig, KeyStoreError, open_key_manager
 from bastion.core.clock import ManualClock
+from bastion.crypto.keystore import Algorithm
 from bastion.crypto.pkcs11_keystore import Pkcs11KeyStore
 from bastion.store.sqlite import SqliteStore
 from tests.integration.authserver.keys.conftest import SOFTHSM_LIB, Token
@@ -33,37 +37,58 @@ def _session(token: Token) -> pkcs11.Session:
         return tok.open(rw=True)
 
 
-def test_sign_with_token_key_and_verify_as_es256(softhsm: Token) -> None:
+@pytest.mark.parametrize(
+    ("alg", "kty", "length"), [("ES256", "EC", 64), ("EdDSA", "OKP", 64), ("PS256", "RSA", 384)]
+)
+def test_sign_with_token_key_and_verify_with_joserfc(
+    softhsm: Token, alg: Algorithm, kty: str, length: int
+) -> None:
     ks = _store(softhsm)
-    new = ks.generate("ES256")
+    new = ks.generate(alg)
     assert len(new.material) == 16  # only the token object's id leaves the token
-    signer = ks.load(new.signer.kid, "ES256", new.material)
-    header = base64.urlsafe_b64encode(b'{"alg":"ES256"}').rstrip(b"=")
+    signer = ks.load(new.signer.kid, alg, new.material)
+    assert signer.jwk["kty"] == kty
+    header = base64.urlsafe_b64encode(f'{{"alg":"{alg}"}}'.encode()).rstrip(b"=")
     signing_input = header + b".eyJzdWIiOiJhIn0"
     sig = signer.sign(signing_input)
-    assert len(sig) == 64  # raw r || s, what JWS ES256 wants (not DER)
+    assert len(sig) == length  # ES256: raw r || s, what JWS wants (not DER)
     token = f"{signing_input.decode()}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}"
-    from joserfc import jws
-    from joserfc.jwk import ECKey
-
-    obj = jws.deserialize_compact(token, ECKey.import_key(signer.jwk), algorithms=["ES256"])
+    key = {"EC": ECKey, "OKP": OKPKey, "RSA": RSAKey}[kty].import_key(signer.jwk)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)  # joserfc: "EdDSA" per RFC 9864
+        obj = jws.deserialize_compact(token, key, algorithms=[alg])
     assert obj.payload == b'{"sub":"a"}'
+    tampered = token[:-8] + ("A" if token[-8] != "A" else "B") + token[-7:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)
+        with pytest.raises(BadSignatureError):
+            jws.deserialize_compact(tampered, key, algorithms=[alg])
     ks.close()
 
 
-def test_private_key_is_not_extractable(softhsm: Token) -> None:
+@pytest.mark.parametrize(
+    ("alg", "key_type", "secret"),
+    [
+        ("ES256", KeyType.EC, Attribute.VALUE),
+        ("EdDSA", KeyType.EC_EDWARDS, Attribute.VALUE),
+        ("PS256", KeyType.RSA, Attribute.PRIVATE_EXPONENT),
+    ],
+)
+def test_private_key_is_not_extractable(
+    softhsm: Token, alg: Algorithm, key_type: KeyType, secret: Attribute
+) -> None:
     ks = _store(softhsm)
-    new = ks.generate("ES256")
+    new = ks.generate(alg)
     ks.close()
     with _session(softhsm) as session:
         private = session.get_key(
-            object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC, id=new.material
+            object_class=ObjectClass.PRIVATE_KEY, key_type=key_type, id=new.material
         )
         assert private[Attribute.EXTRACTABLE] is False
         assert private[Attribute.SENSITIVE] is True
         assert private[Attribute.NEVER_EXTRACTABLE] is True
         with pytest.raises(pkcs11.AttributeSensitive):
-            private[Attribute.VALUE]
+            private[secret]
         with pytest.raises(pkcs11.PKCS11Error):  # cannot be switched back on
             private[Attribute.EXTRACTABLE] = True
         wrapper = session.generate_key(
@@ -112,15 +137,15 @@ def test_missing_or_swapped_token_objects_are_refused(softhsm: Token) -> None:
     ks.close()
 
 
-def test_only_es256(softhsm: Token) -> None:
+def test_algorithms(softhsm: Token) -> None:
     ks = _store(softhsm)
-    assert ks.supports("ES256")
-    assert not ks.supports("EdDSA")
-    assert not ks.supports("PS256")
-    with pytest.raises(KeyStoreError):
-        ks.generate("PS256")
-    with pytest.raises(KeyStoreError):
-        ks.load("kid", "EdDSA", b"\x00" * 16)
+    assert all(ks.supports(a) for a in ("ES256", "EdDSA", "PS256"))
+    assert not ks.supports("HS256")  # type: ignore[arg-type]
+    with pytest.raises(KeyStoreError, match="unsupported algorithm"):
+        ks.generate("HS256")  # type: ignore[arg-type]
+    es = ks.generate("ES256")
+    with pytest.raises(KeyStoreError, match="not found"):  # an EC object is no Edwards key
+        ks.load(es.signer.kid, "EdDSA", es.material)
     ks.close()
 
 
@@ -133,18 +158,28 @@ def test_wrong_pin_or_token_is_a_clear_error(softhsm: Token) -> None:
         Pkcs11KeyStore(library="/nonexistent/libpkcs11.so", token_label="x", pin="1")
 
 
-async def test_key_manager_on_the_token_with_sqlite(softhsm: Token, tmp_path: Path) -> None:
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+async def test_key_manager_on_the_token_with_sqlite(
+    softhsm: Token, tmp_path: Path, alg: str
+) -> None:
     store = SqliteStore(str(tmp_path / "state.db"))
     await store.open()
     config = KeysConfig.model_validate(
-        {"store": "pkcs11", "pkcs11": {"token_label": softhsm.label, "pin": softhsm.pin}}
+        {
+            "store": "pkcs11",
+            "algorithm": alg,
+            "pkcs11": {"token_label": softhsm.label, "pin": softhsm.pin},
+        }
     )
     clock = ManualClock()
     m = await open_key_manager(config, store, token_max_lifetime=300, clock=clock)
     try:
         first = (await m.jwks())["keys"][0]["kid"]
         token = await m.sign({"sub": "alice"}, typ="at+jwt")
-        assert jwt.decode(token, await m.public_key_set()).claims == {"sub": "alice"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SecurityWarning)  # joserfc: "EdDSA" per RFC 9864
+            decoded = jwt.decode(token, await m.public_key_set(), algorithms=[alg])
+        assert decoded.claims == {"sub": "alice"}
         rows = await store.read(
             "t", lambda c: c.execute("SELECT kid, key_store, material FROM signing_keys").fetchall()
         )
@@ -171,7 +206,11 @@ async def test_key_manager_on_the_token_with_sqlite(softhsm: Token, tmp_path: Pa
             }
         assert len(ids) == 1
         token = await m.sign({"sub": "bob"}, typ="at+jwt")
-        assert jwt.decode(token, await m.public_key_set()).header["kid"] == new
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SecurityWarning)
+            assert (
+                jwt.decode(token, await m.public_key_set(), algorithms=[alg]).header["kid"] == new
+            )
     finally:
         m.close()
         await store.close()

@@ -439,10 +439,12 @@ def test_config_defaults_and_rules() -> None:
     )
     with pytest.raises(ValidationError, match="pkcs11"):
         KeysConfig(store="pkcs11")
-    with pytest.raises(ValidationError, match="ES256 only"):
-        KeysConfig.model_validate(
-            {"store": "pkcs11", "algorithm": "EdDSA", "pkcs11": {"token_label": "t", "pin": "1"}}
-        )
+    hsm = KeysConfig.model_validate(
+        {"store": "pkcs11", "algorithm": "EdDSA", "pkcs11": {"token_label": "t", "pin": "1"}}
+    )
+    assert hsm.pkcs11 is not None
+    assert hsm.pkcs11.library == "/usr/lib/softhsm/libsofthsm2.so"
+    assert "1" not in repr(hsm.pkcs11.pin)
     with pytest.raises(ValidationError, match="two jwks_max_age"):
         KeysConfig.model_validate({"rotation_interval": "1h", "jwks_max_age": "1h"})
     with pytest.raises(ValidationError):
@@ -498,3 +500,52 @@ def test_signer_type_is_frozen() -> None:
     s = Signer(kid="k", alg="ES256", jwk={}, sign=lambda b: b)
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.kid = "x"  # type: ignore[misc]
+
+
+class _FailingApply(_AlwaysLoses):
+    async def apply(
+        self, generation: int, inserts: list[KeyRecord], updates: list[KeyRecord]
+    ) -> bool:
+        raise StoreError(diagnosis="write refused")
+
+
+async def test_a_failed_write_discards_the_generated_key() -> None:
+    store, clock = MemoryStore(), ManualClock()
+    ks = _CountingStore()
+    m = await _manager(store=store, clock=clock, keystore=ks)
+    m._repo = _FailingApply(m._repo)
+    with pytest.raises(StoreError):
+        await m.rotate()
+    assert ks.generated == 2
+    assert len(ks.destroyed) == 1  # the key that never reached the store
+
+
+class _StubbornStore(LocalKeyStore):
+    def destroy(self, kid: str, material: bytes) -> None:
+        raise KeyStoreError(diagnosis=f"key {kid}: token busy")
+
+
+async def test_a_key_that_cannot_be_erased_is_reported_and_the_rotation_stands(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    m = await _manager(keystore=_StubbornStore(KEK))
+    with caplog.at_level(logging.WARNING, "bastion.authserver.keys"):
+        new = await m.rotate(emergency=True)
+    assert "could not erase" in caplog.text
+    assert [k["kid"] for k in (await m.jwks())["keys"]] == [new]
+
+
+class _TokenRefuses(LocalKeyStore):
+    def load(self, kid: str, alg: Algorithm, material: bytes) -> Signer:
+        signer = super().load(kid, alg, material)
+
+        def refuse(data: bytes) -> bytes:
+            raise KeyStoreError(diagnosis=f"key {kid}: token refused to sign")
+
+        return dataclasses.replace(signer, sign=refuse)
+
+
+async def test_a_key_store_refusal_passes_through_as_is() -> None:
+    m = await _manager(keystore=_TokenRefuses(KEK))
+    with pytest.raises(KeyStoreError, match="token refused to sign"):
+        await m.sign({}, typ="at+jwt")
