@@ -154,9 +154,9 @@ class AuthServer:
             return
         self._started = True
         store = self.ctx.store
+        seq = await store.last_change_seq()
+        self.ctx.revocations.load(await store.active_revocations(self.ctx.clock.now()))
         if self._feed is not None:
-            seq = await store.last_change_seq()
-            self.ctx.revocations.load(await store.active_revocations(self.ctx.clock.now()))
             await self._feed.start(from_seq=seq)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._maintain(), name="authserver-maintenance"))
@@ -255,10 +255,12 @@ async def open_auth_server(
     poll_interval: float = 1.0,
     signer: Signer | None = None,
     users: Users | None = None,
+    follow_feed: bool = True,
 ) -> AuthServer:
     """The server for an opened ``store``; call :meth:`AuthServer.start` in the serving loop.
 
     ``signer`` and ``users`` default to the real key manager and user service.
+    ``follow_feed=False`` when ``bus`` is shared with a gateway that follows the feed.
     """
     clock = clock or SystemClock()
     bus = bus or EventBus()
@@ -275,6 +277,8 @@ async def open_auth_server(
     ctx = build_context(
         config, store, open_oauth_repo(store), signer, users, clock=clock, bus=bus, push=push
     )
-    feed = ChangeFeed(store, bus, clock, poll_interval)
+    # Revocations made by other processes reach this one through the change feed (or, with a
+    # bus shared with a gateway, through that gateway's feed).
+    feed = ChangeFeed(store, bus, clock, poll_interval) if follow_feed else None
     bus.subscribe("control", ctx.revocations.apply)
     return AuthServer(ctx, feed=feed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, HttpUrl, field_validator
 
+from bastion.authserver.config import AuthConfig
 from bastion.config.types import Duration, Secret, StrictModel
 from bastion.gateway.layers.audit.config import AuditConfig
 from bastion.gateway.layers.authn.config import ApiKeysConfig, AuthnConfig, IssuerConfig
@@ -186,7 +187,11 @@ class BastionConfig(StrictModel):
         "of that stays in each process.",
     )
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
-    listeners: list[ListenerConfig] = Field(min_length=1)
+    listeners: list[ListenerConfig] = Field(
+        default_factory=list,
+        description="Sockets the gateway listens on; at least one to run the gateway (a file "
+        "for `bastion auth serve` alone may have none).",
+    )
     server: ServerConfig = Field(default_factory=ServerConfig)
     issuers: list[IssuerConfig] = Field(default_factory=list)
     api_keys: ApiKeysConfig = Field(default_factory=ApiKeysConfig)
@@ -194,7 +199,16 @@ class BastionConfig(StrictModel):
     change_poll_interval: Duration = Field(
         default=1.0, gt=0, le=60, description="How often a node polls the store's change feed."
     )
-    routes: list[RouteConfig] = Field(min_length=1)
+    routes: list[RouteConfig] = Field(
+        default_factory=list,
+        description="Where requests go; at least one to run the gateway.",
+    )
+    auth: AuthConfig | None = Field(
+        default=None,
+        description="The authorization server: `bastion auth serve` runs it, `bastion up` runs "
+        "it beside the gateway (whose `jwt` routes then trust its tokens). None: no "
+        "authorization server.",
+    )
 
 
 def cross_check(cfg: BastionConfig) -> list[str]:
@@ -206,8 +220,10 @@ def cross_check(cfg: BastionConfig) -> list[str]:
             problems.append(f"routes[{i}].name: {r.name!r} is used by an earlier route")
         seen.add(r.name)
     issuer_names = {i.issuer for i in cfg.issuers}
+    if cfg.auth is not None:  # `bastion up` trusts its own authorization server
+        issuer_names.add(cfg.auth.issuer)
     for i, r in enumerate(cfg.routes):
-        if "jwt" in r.authn.methods and not cfg.issuers:
+        if "jwt" in r.authn.methods and not issuer_names:
             problems.append(f"routes[{i}].authn.methods: 'jwt' needs at least one entry in issuers")
         for iss in r.authn.issuers or []:
             if iss not in issuer_names:
@@ -218,6 +234,8 @@ def cross_check(cfg: BastionConfig) -> list[str]:
         problems.append("store: use sqlite:///PATH, postgresql://HOST/DB or memory://")
     if cfg.cache is not None and not cfg.cache.startswith(("redis://", "rediss://", "unix://")):
         problems.append("cache: use redis://HOST:PORT/DB, rediss://… or unix://PATH")
+    if cfg.auth is not None and any(lst.bind == cfg.auth.bind for lst in cfg.listeners):
+        problems.append("auth.bind: the authorization server needs a port of its own")
     if cfg.cluster.revocation_max_staleness <= cfg.change_poll_interval:
         problems.append(
             "cluster.revocation_max_staleness: must be longer than change_poll_interval, "
@@ -228,8 +246,14 @@ def cross_check(cfg: BastionConfig) -> list[str]:
 
 def gateway_problems(cfg: BastionConfig) -> list[str]:
     """Problems that only matter when running the standalone gateway."""
-    return [
+    problems = []
+    if not cfg.listeners:
+        problems.append("listeners: at least one listener is required to run the gateway")
+    if not cfg.routes:
+        problems.append("routes: at least one route is required to run the gateway")
+    problems += [
         f"routes[{i}].upstream: required when running the gateway"
         for i, r in enumerate(cfg.routes)
         if r.upstream is None
     ]
+    return problems

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bastion.config.model import BastionConfig
+from bastion.events.bus import EventBus
 from bastion.gateway.layers.audit.config import FileSink
+from bastion.gateway.layers.authn.config import IssuerConfig
 from bastion.gateway.runtime import Gateway
 from bastion.gateway.server import HttpProtocol, server_tls_context
 from bastion.gateway.services import GatewayServices
@@ -83,9 +85,53 @@ async def start_gateway(
     return running
 
 
-async def serve_forever(config: BastionConfig) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully."""
-    running = await start_gateway(config)
+def with_local_issuer(config: BastionConfig) -> BastionConfig:
+    """``config`` with the embedded authorization server among the trusted issuers.
+
+    ``bastion up`` runs both: the gateway then validates the server's RFC 9068 tokens out of
+    the box, fetching the JWKS from its loopback address (plain HTTP only when the server has no
+    TLS, and never off the machine). An issuer configured by hand with the same name wins.
+    """
+    auth = config.auth
+    if auth is None or any(i.issuer == auth.issuer for i in config.issuers):
+        return config
+    host = auth.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    tls = auth.tls_cert is not None
+    issuer = IssuerConfig(
+        issuer=auth.issuer,
+        jwks_url=f"{'https' if tls else 'http'}://{host}:{auth.port}/jwks",  # type: ignore[arg-type]
+        algorithms=[auth.keys.algorithm],
+        jwks_refresh=min(300.0, max(1.0, auth.keys.jwks_max_age / 2)),
+        unsafe_allow_http_jwks=not tls,
+    )
+    return config.model_copy(update={"issuers": [*config.issuers, issuer]})
+
+
+async def serve_forever(config: BastionConfig, *, with_auth: bool = False) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully.
+
+    ``with_auth`` (``bastion up``): the authorization server of ``config.auth`` runs in this
+    process too, started first (the gateway fetches its JWKS at start-up), on the same event
+    bus, so a token it revokes is refused by this gateway at once.
+    """
+    auth = None
+    services = None
+    if with_auth and config.auth is not None:
+        from bastion.authserver.serve import start_auth_server
+
+        bus = EventBus()
+        auth = await start_auth_server(config, bus=bus, follow_feed=False)
+        services = GatewayServices.create(config, bus=bus)
+    try:
+        running = await start_gateway(config, services)
+    except BaseException:
+        if auth is not None:
+            await auth.aclose()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -96,13 +142,15 @@ async def serve_forever(config: BastionConfig) -> None:
         await stop.wait()
     finally:
         await running.aclose()
+        if auth is not None:
+            await auth.aclose()
 
 
-def run(config: BastionConfig) -> None:
-    """Run the gateway in this process on uvloop (blocking)."""
+def run(config: BastionConfig, *, with_auth: bool = False) -> None:
+    """Run the gateway (and with ``with_auth`` the authorization server) on uvloop (blocking)."""
     import uvloop
 
-    uvloop.run(serve_forever(config))
+    uvloop.run(serve_forever(config, with_auth=with_auth))
 
 
 def worker_config(config: BastionConfig, index: int) -> BastionConfig:
@@ -118,24 +166,31 @@ def worker_config(config: BastionConfig, index: int) -> BastionConfig:
     return config.model_copy(update={"audit": audit})
 
 
-def _worker_main(config: BastionConfig, index: int) -> None:
+def _worker_main(config: BastionConfig, index: int, with_auth: bool = False) -> None:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s w{index} %(levelname)s %(name)s: %(message)s"
     )
-    run(worker_config(config, index))
+    run(worker_config(config, index), with_auth=with_auth)
 
 
-def run_workers(config: BastionConfig, workers: int) -> int:
-    """Run ``workers`` processes sharing the listening ports (SO_REUSEPORT). Returns an exit code."""
+def run_workers(config: BastionConfig, workers: int, *, with_auth: bool = False) -> int:
+    """Run ``workers`` processes sharing the listening ports (SO_REUSEPORT). Returns an exit code.
+
+    ``with_auth``: the authorization server runs too, in the first worker only (it listens on
+    one port of its own); every worker trusts its tokens.
+    """
+    if with_auth:
+        config = with_local_issuer(config)
     if workers <= 1:
-        run(config)
+        run(config, with_auth=with_auth)
         return 0
     config = config.model_copy(
         update={"server": config.server.model_copy(update={"workers": workers})}
     )
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker_main, args=(config, i), daemon=False) for i in range(workers)
+        ctx.Process(target=_worker_main, args=(config, i, with_auth and i == 0), daemon=False)
+        for i in range(workers)
     ]
     for p in procs:
         p.start()
