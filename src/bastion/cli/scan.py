@@ -146,6 +146,7 @@ def scan(
     try:
         formats = _formats(fmt)
         threshold = Severity.parse(fail_on)
+        per_second = parse_rate(rate)
     except ValueError as exc:
         raise CliFailure(f"--fail-on: {exc}", 2) from None
     except ScanUsageError as exc:
@@ -157,7 +158,7 @@ def scan(
             auth,
             admin,
             budget,
-            rate,
+            per_second,
             timeout,
             audit_only,
             allow_account_mutation,
@@ -188,7 +189,7 @@ def _run(
     auth_path: Path | None,
     admin: str | None,
     budget: int,
-    rate: str,
+    rate: float,
     timeout: float,
     audit_only: bool,
     allow_account_mutation: bool,
@@ -206,7 +207,7 @@ def _run(
     auth = _with_admin(load_auth(auth_path), admin)
     options = ScanOptions(
         budget=budget,
-        rate=parse_rate(rate),
+        rate=rate,
         timeout=timeout,
         allow_account_mutation=allow_account_mutation,
         verify_tls=not unsafe_no_verify_tls,
