@@ -95,7 +95,7 @@ class UserService:
         """The finished login of the request's session cookie, or None.
 
         None for a missing, malformed, unknown, expired or idle session, a login still waiting
-        for its second factor, and a user who is gone, disabled or locked.
+        for its second factor, and a user who is gone or locked by an administrator.
         """
         found = await self.session_of(request)
         if found is None:
@@ -144,7 +144,9 @@ class UserService:
             await self.repo.delete_session(id_hash)
             return None
         user = await self.repo.get_user(session.user_id)
-        if user is None or user.locked(now):
+        # An administrator's lock ends sessions; a lockout after failed attempts does not
+        # (else anyone who knows a username could sign its owner out by guessing wrong).
+        if user is None or user.disabled:
             return None
         if now - session.last_seen >= TOUCH_INTERVAL:
             await self.repo.touch_session(id_hash, now)

@@ -465,3 +465,12 @@ async def test_expired_sessions_are_purged_now_and_then(
     clock.advance(9 * 3600)  # past the absolute lifetime
     await Browser(browser.service, ip="198.51.100.5").login("nobody", "x")
     assert await repo.get_session(hash_session_id(old)) is None
+
+
+async def test_lockout_does_not_sign_out_the_owner(browser: Browser) -> None:
+    await browser.login("alice")
+    for i in range(10):
+        attacker = Browser(browser.service, ip=f"203.0.113.{i}")
+        await attacker.login("alice", f"wrong-password-{i}")
+    assert LOGIN_FAILED in (await Browser(browser.service).login("alice")).body.decode()
+    assert await browser.current() is not None

@@ -222,10 +222,11 @@ async def test_wrong_codes_count_toward_the_lockout(
     assert user is not None
     assert user.locked(clock.now())
     clock.advance(30)
-    # A locked account's half-finished login is gone: back to the password form.
+    # Locked: even the right code is refused, and the half-finished login ends.
     resp = await browser.post("/login/mfa", {"csrf_token": token, "code": code_at(secret, clock)})
-    assert resp.header("location") == "/login"
+    assert LOGIN_FAILED in resp.body.decode()
     assert await browser.current() is None
+    assert (await browser.get("/login/mfa")).header("location") == "/login"
     assert LOGIN_FAILED in (await browser.login("root")).body.decode()
 
 
