@@ -113,12 +113,14 @@ def status(port: int, headers: dict[str, str]) -> int:
         conn.close()
 
 
-def wait_until_refused(ports: list[int], headers: dict[str, str], limit: float) -> float:
-    """Seconds until every node answers 401 (AssertionError after ``limit`` s)."""
+def wait_until_refused(
+    ports: list[int], headers: dict[str, str], limit: float, refusal: int = 401
+) -> float:
+    """Seconds until every node answers ``refusal`` (AssertionError after ``limit`` s)."""
     start = time.monotonic()
     pending = set(ports)
     while pending:
-        pending = {p for p in pending if status(p, headers) != 401}
+        pending = {p for p in pending if status(p, headers) != refusal}
         elapsed = time.monotonic() - start
         assert elapsed < limit, f"still accepted by {sorted(pending)} after {elapsed:.2f}s"
         if pending:
@@ -159,6 +161,44 @@ def test_revoked_key_is_refused_by_every_node_by_push(cluster: dict[str, Any]) -
     assert "warning" not in revoked.stderr
     # The change feed polls every 4 s: refusal within 1 s can only come from the push.
     wait_until_refused(cluster["ports"], headers, limit=1.0)
+
+
+def test_ip_block_reaches_every_node_by_push_and_lifts(cluster: dict[str, Any]) -> None:
+    created = bastion(
+        cluster["dir"], "keys", "create", "-c", str(cluster["config"]), "--client", "ops",
+        "--json",
+    )  # fmt: skip
+    headers = {"Authorization": f"Bearer {orjson.loads(created.stdout)['key']}"}
+    assert [status(p, headers) for p in cluster["ports"]] == [200, 200]
+    config = str(cluster["config"])
+    # Another network first: nobody here is refused.
+    other = bastion(cluster["dir"], "ip", "block", "-c", config, "198.51.100.0/24", "--for", "1h")
+    assert other.returncode == 0, other.stderr
+    time.sleep(0.3)
+    assert [status(p, headers) for p in cluster["ports"]] == [200, 200]
+    # The test client's own address: every node refuses it within the push time, 403.
+    blocked = bastion(
+        cluster["dir"], "ip", "block", "-c", config, "127.0.0.1", "--for", "10m",
+        "--reason", "test",
+    )  # fmt: skip
+    assert blocked.returncode == 0, blocked.stderr
+    assert "warning" not in blocked.stderr
+    wait_until_refused(cluster["ports"], headers, limit=1.0, refusal=403)
+    listed = bastion(cluster["dir"], "ip", "list", "-c", config, "--json")
+    assert {b["cidr"] for b in orjson.loads(listed.stdout)} == {"198.51.100.0/24", "127.0.0.1/32"}
+    # A node that starts now loads the block from the store.
+    late = Node(cluster["dir"], cluster["config"])
+    try:
+        assert status(late.port(), headers) == 403
+    finally:
+        assert late.stop() == 0
+        late.close()
+    lifted = bastion(cluster["dir"], "ip", "unblock", "-c", config, "127.0.0.1")
+    assert lifted.returncode == 0, lifted.stderr
+    deadline = time.monotonic() + 1.0
+    while [status(p, headers) for p in cluster["ports"]] != [200, 200]:
+        assert time.monotonic() < deadline, "the block was not lifted on every node within 1 s"
+        time.sleep(0.01)
 
 
 def test_revoked_token_is_refused_by_every_node_by_push(cluster: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from bastion.errors import ConfigError, StoreError
 from bastion.store import MemoryStore, PostgresStore, SqliteStore, open_store
-from bastion.store.base import ApiKeyRecord, ClientRecord, Revocation, Store
+from bastion.store.base import ApiKeyRecord, ClientRecord, IpBlock, Revocation, Store
 from tests.support.postgres import pg_schema
 
 StoreFactory = Callable[[Path], AbstractAsyncContextManager[Store]]
@@ -227,6 +227,48 @@ async def test_malformed_revocation_is_refused(store: Store, rev: Revocation) ->
     assert await store.changes_since(0) == []
 
 
+# -- IP blocks ------------------------------------------------------------------------------
+
+
+async def test_ip_block_round_trip_and_change(store: Store) -> None:
+    block = IpBlock("203.0.113.0/24", "credential stuffing", 100.0, 3700.0)
+    await store.add_ip_block(block)
+    assert await store.active_ip_blocks(now=200.0) == [block]
+    [change] = await store.changes_since(0)
+    assert change.kind == "ip.blocked"
+    assert change.payload == {
+        "cidr": "203.0.113.0/24",
+        "until": 3700.0,
+        "reason": "credential stuffing",
+    }
+    assert change.at == 100.0
+
+
+async def test_expired_ip_blocks_are_not_active(store: Store) -> None:
+    await store.add_ip_block(IpBlock("198.51.100.7/32", "", 100.0, 500.0))
+    await store.add_ip_block(IpBlock("2001:db8::/32", "", 110.0, 1500.0))
+    assert [b.cidr for b in await store.active_ip_blocks(400.0)] == [
+        "198.51.100.7/32",
+        "2001:db8::/32",
+    ]
+    assert [b.cidr for b in await store.active_ip_blocks(500.0)] == ["2001:db8::/32"]
+
+
+async def test_lifting_an_ip_block(store: Store) -> None:
+    await store.add_ip_block(IpBlock("198.51.100.7/32", "", 100.0, 5000.0))
+    await store.add_ip_block(IpBlock("198.51.100.8/32", "", 100.0, 5000.0))
+    assert await store.lift_ip_block("198.51.100.7/32", 200.0) is True
+    assert [b.cidr for b in await store.active_ip_blocks(300.0)] == ["198.51.100.8/32"]
+    kinds = [(c.kind, c.payload) for c in await store.changes_since(0)]
+    assert kinds[-1] == ("ip.unblocked", {"cidr": "198.51.100.7/32", "at": 200.0})
+    # Lifting again, an unknown network or an expired block changes nothing.
+    seq = await store.last_change_seq()
+    assert await store.lift_ip_block("198.51.100.7/32", 250.0) is False
+    assert await store.lift_ip_block("192.0.2.1/32", 250.0) is False
+    assert await store.lift_ip_block("198.51.100.8/32", 6000.0) is False
+    assert await store.last_change_seq() == seq
+
+
 # -- change feed --------------------------------------------------------------------------
 
 
@@ -295,6 +337,9 @@ async def test_every_call_after_close_is_a_store_error(store: Store) -> None:
         lambda: store.revoke_api_key("k1", 1.0),
         lambda: store.add_revocation(_jti()),
         lambda: store.active_revocations(0.0),
+        lambda: store.add_ip_block(IpBlock("192.0.2.1/32", "", 1.0, 2.0)),
+        lambda: store.lift_ip_block("192.0.2.1/32", 1.0),
+        lambda: store.active_ip_blocks(0.0),
         lambda: store.changes_since(0),
         lambda: store.last_change_seq(),
         lambda: store.write_audit([{"@timestamp": "x"}]),

@@ -49,6 +49,7 @@ CONTROL_TYPES = frozenset(
         "token.revoked",
         "subject.revoked",
         "ip.blocked",
+        "ip.unblocked",
         "config.changed",
     }
 )

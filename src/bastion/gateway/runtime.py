@@ -93,7 +93,7 @@ def _response_filter(r: RouteConfig, s: GatewayServices) -> Layer | None:
 
 #: The request-side layers by name. A new layer registers here and in ``LAYER_ORDER``.
 LAYER_BUILDERS: dict[str, LayerBuilder] = {
-    "transport": lambda r, s: TransportLayer(r.transport),
+    "transport": lambda r, s: TransportLayer(r.transport, s.ip_blocks),
     "cors": lambda r, s: CorsLayer(r.cors),
     "authn": _authn,
     "ratelimit": _ratelimit,

@@ -29,6 +29,7 @@ from bastion.config.types import RateSpec
 from bastion.core.clock import Clock, SystemClock
 from bastion.core.exchange import Principal
 from bastion.core.gcra import LocalLimiter
+from bastion.core.ipblocks import IpBlocklist
 from bastion.core.revocation import RevocationState
 from bastion.events.bus import Event, EventBus
 from bastion.events.feed import ChangeFeed
@@ -98,6 +99,8 @@ class GatewayServices:
     redis_limiter: RedisRateLimitBackend | None = None
     control_bus: RedisControlBus | None = None
     event_streams: RedisEventStreams | None = None
+    #: Run-time IP blocks (``ip.blocked`` events), checked by the transport layer.
+    ip_blocks: IpBlocklist = field(default_factory=IpBlocklist)
     _unsubscribe: list[object] = field(default_factory=list)
     _limiters: dict[tuple[str, float, int], LocalLimiter] = field(default_factory=dict)
     #: Compiled OpenAPI documents by (source, options): each distinct spec compiled once.
@@ -168,6 +171,7 @@ class GatewayServices:
             auditor_layer=AuditLayer(auditor),
             feed=feed,
             freshness=freshness,
+            ip_blocks=IpBlocklist(clock.now),
         )
         freshness.set_on_stale(services._check_store_now)
         if config.cache is not None:
@@ -231,6 +235,7 @@ class GatewayServices:
 
     def _on_control(self, event: Event) -> None:
         self.revocations.apply(event)
+        self.ip_blocks.apply(event)
         if self.api_keys is not None:
             self.api_keys.apply(event)
 
@@ -248,6 +253,7 @@ class GatewayServices:
         loaded_at = self.clock.monotonic()
         seq = await self.store.last_change_seq()
         self.revocations.load(await self.store.active_revocations(self.clock.now()))
+        self.ip_blocks.load(await self.store.active_ip_blocks(self.clock.now()))
         if self.api_keys is not None:
             await self.api_keys.load()
         if self.jwt is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from bastion.errors import ConfigError
-from bastion.store.base import ApiKeyRecord, Change, ClientRecord, Revocation, Store
+from bastion.store.base import ApiKeyRecord, Change, ClientRecord, IpBlock, Revocation, Store
 from bastion.store.memory import MemoryStore
 from bastion.store.migrations import LATEST_VERSION
 from bastion.store.postgres import PostgresStore, describe_target
@@ -21,6 +21,7 @@ __all__ = [
     "ApiKeyRecord",
     "Change",
     "ClientRecord",
+    "IpBlock",
     "MemoryStore",
     "PostgresStore",
     "Revocation",

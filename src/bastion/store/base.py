@@ -62,6 +62,18 @@ class Revocation:
 
 
 @dataclass(frozen=True, slots=True)
+class IpBlock:
+    """A run-time block of an address or network (``cidr``, normalised text) until
+    ``expires_at``; ``lifted_at`` is set when it was lifted early."""
+
+    cidr: str
+    reason: str
+    created_at: float
+    expires_at: float
+    lifted_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One entry of the change feed, in commit order (``seq`` strictly increasing)."""
 
@@ -101,6 +113,16 @@ class Store(Protocol):
 
     async def active_revocations(self, now: float) -> list[Revocation]:
         """Revocations whose ``expires_at`` is after ``now``."""
+
+    async def add_ip_block(self, block: IpBlock) -> None:
+        """Store a block and append an ``ip.blocked`` change (``cidr``, ``until``, ``reason``)."""
+
+    async def lift_ip_block(self, cidr: str, at: float) -> bool:
+        """End every active block of exactly ``cidr`` and append an ``ip.unblocked`` change;
+        False when none was active."""
+
+    async def active_ip_blocks(self, now: float) -> list[IpBlock]:
+        """Blocks neither lifted nor expired at ``now``, oldest first."""
 
     async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
         """Changes with ``seq`` greater than ``seq``, oldest first."""

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from bastion.errors import StoreError
-from bastion.store.base import ApiKeyRecord, Change, ClientRecord, Revocation
+from bastion.store.base import ApiKeyRecord, Change, ClientRecord, IpBlock, Revocation
 
 
 class MemoryStore:
@@ -27,6 +27,7 @@ class MemoryStore:
         self._clients: dict[str, ClientRecord] = {}
         self._keys: dict[str, ApiKeyRecord] = {}
         self._revocations: list[Revocation] = []
+        self._ip_blocks: list[IpBlock] = []
         self._changes: list[Change] = []
         self._audit: list[str] = []
         self._closed = False
@@ -119,6 +120,29 @@ class MemoryStore:
         self._check()
         return [r for r in self._revocations if r.expires_at > now]
 
+    async def add_ip_block(self, block: IpBlock) -> None:
+        """Store a block and append its ``ip.blocked`` change."""
+        self._check()
+        self._ip_blocks.append(block)
+        self._append_change("ip.blocked", ip_block_change(block), block.created_at)
+
+    async def lift_ip_block(self, cidr: str, at: float) -> bool:
+        """Lift the active blocks of ``cidr``; append ``ip.unblocked`` if there were any."""
+        self._check()
+        lifted = False
+        for i, b in enumerate(self._ip_blocks):
+            if b.cidr == cidr and b.lifted_at is None and b.expires_at > at:
+                self._ip_blocks[i] = dataclasses.replace(b, lifted_at=at)
+                lifted = True
+        if lifted:
+            self._append_change("ip.unblocked", {"cidr": cidr, "at": at}, at)
+        return lifted
+
+    async def active_ip_blocks(self, now: float) -> list[IpBlock]:
+        """Blocks neither lifted nor expired at ``now``, oldest first."""
+        self._check()
+        return [b for b in self._ip_blocks if b.lifted_at is None and b.expires_at > now]
+
     async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
         """Changes with a ``seq`` greater than ``seq``, oldest first, at most ``limit``."""
         self._check()
@@ -143,6 +167,11 @@ class MemoryStore:
     async def count_audit(self) -> int:
         self._check()
         return len(self._audit)
+
+
+def ip_block_change(block: IpBlock) -> dict[str, Any]:
+    """The payload of the ``ip.blocked`` change announcing ``block``."""
+    return {"cidr": block.cidr, "until": block.expires_at, "reason": block.reason}
 
 
 def revocation_change(rev: Revocation) -> tuple[str, dict[str, Any]]:

@@ -30,8 +30,8 @@ import orjson
 
 from bastion.errors import StoreError
 from bastion.store import pg_schema
-from bastion.store.base import ApiKeyRecord, Change, ClientRecord, Revocation
-from bastion.store.memory import revocation_change
+from bastion.store.base import ApiKeyRecord, Change, ClientRecord, IpBlock, Revocation
+from bastion.store.memory import ip_block_change, revocation_change
 from bastion.store.rows import AUDIT_COLUMNS, audit_row, key_from_row, key_params
 from bastion.store.spool import AuditSpool
 
@@ -352,6 +352,54 @@ class PostgresStore:
             return [Revocation(*row) for row in rows]
 
         return await self._call("active_revocations", q)
+
+    async def add_ip_block(self, block: IpBlock) -> None:
+        """Store a block and append its ``ip.blocked`` change."""
+        payload = orjson.dumps(ip_block_change(block)).decode()
+
+        async def tx(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO ip_blocks (cidr, reason, created_at, expires_at)"
+                " VALUES ($1, $2, $3, $4)",
+                block.cidr,
+                block.reason,
+                block.created_at,
+                block.expires_at,
+            )
+            await conn.execute(_INSERT_CHANGE, "ip.blocked", payload, block.created_at)
+
+        await self._write("add_ip_block", tx)
+
+    async def lift_ip_block(self, cidr: str, at: float) -> bool:
+        """Lift the active blocks of ``cidr``; append ``ip.unblocked`` if there were any."""
+        payload = orjson.dumps({"cidr": cidr, "at": at}).decode()
+
+        async def tx(conn: Conn) -> bool:
+            status = await conn.execute(
+                "UPDATE ip_blocks SET lifted_at = $1"
+                " WHERE cidr = $2 AND lifted_at IS NULL AND expires_at > $1",
+                at,
+                cidr,
+            )
+            if status.endswith(" 0"):
+                return False
+            await conn.execute(_INSERT_CHANGE, "ip.unblocked", payload, at)
+            return True
+
+        return await self._write("lift_ip_block", tx)
+
+    async def active_ip_blocks(self, now: float) -> list[IpBlock]:
+        """Blocks neither lifted nor expired at ``now``, oldest first."""
+
+        async def q(conn: Conn) -> list[IpBlock]:
+            rows = await conn.fetch(
+                "SELECT cidr, reason, created_at, expires_at, lifted_at FROM ip_blocks"
+                " WHERE lifted_at IS NULL AND expires_at > $1 ORDER BY id",
+                now,
+            )
+            return [IpBlock(*row) for row in rows]
+
+        return await self._call("active_ip_blocks", q)
 
     async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
         """Changes with a ``seq`` greater than ``seq``, oldest first, at most ``limit``."""

@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 import orjson
 
 from bastion.errors import StoreError
-from bastion.store.base import ApiKeyRecord, Change, ClientRecord, Revocation
-from bastion.store.memory import revocation_change
+from bastion.store.base import ApiKeyRecord, Change, ClientRecord, IpBlock, Revocation
+from bastion.store.memory import ip_block_change, revocation_change
 from bastion.store.migrations import LATEST_VERSION, SCHEMA_TABLE, pending, statements_for
 from bastion.store.rows import audit_row, key_from_row, key_params
 
@@ -282,6 +282,49 @@ class SqliteStore:
             return [Revocation(*row) for row in rows]
 
         return await self._call("active_revocations", q)
+
+    async def add_ip_block(self, block: IpBlock) -> None:
+        """Store a block and append its ``ip.blocked`` change."""
+        payload = orjson.dumps(ip_block_change(block)).decode()
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO ip_blocks (cidr, reason, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                (block.cidr, block.reason, block.created_at, block.expires_at),
+            )
+            conn.execute(_INSERT_CHANGE, ("ip.blocked", payload, block.created_at))
+
+        await self._call("add_ip_block", lambda conn: self._write(conn, tx))
+
+    async def lift_ip_block(self, cidr: str, at: float) -> bool:
+        """Lift the active blocks of ``cidr``; append ``ip.unblocked`` if there were any."""
+        payload = orjson.dumps({"cidr": cidr, "at": at}).decode()
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE ip_blocks SET lifted_at = ?"
+                " WHERE cidr = ? AND lifted_at IS NULL AND expires_at > ?",
+                (at, cidr, at),
+            )
+            if cur.rowcount == 0:
+                return False
+            conn.execute(_INSERT_CHANGE, ("ip.unblocked", payload, at))
+            return True
+
+        return await self._call("lift_ip_block", lambda conn: self._write(conn, tx))
+
+    async def active_ip_blocks(self, now: float) -> list[IpBlock]:
+        """Blocks neither lifted nor expired at ``now``, oldest first."""
+
+        def q(conn: sqlite3.Connection) -> list[IpBlock]:
+            rows = conn.execute(
+                "SELECT cidr, reason, created_at, expires_at, lifted_at FROM ip_blocks"
+                " WHERE lifted_at IS NULL AND expires_at > ? ORDER BY id",
+                (now,),
+            )
+            return [IpBlock(*row) for row in rows]
+
+        return await self._call("active_ip_blocks", q)
 
     async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
         """Changes with a ``seq`` greater than ``seq``, oldest first, at most ``limit``."""

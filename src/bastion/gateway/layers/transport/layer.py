@@ -2,7 +2,8 @@
 
 First in the chain. On the way in it decides ``client_ip`` (socket address, or the hop our
 trusted proxies appended to ``X-Forwarded-For``), applies the CIDR deny/allow lists and the body
-size limit (the front end stops reading early; this is the second line). On the way out it
+size limit (the front end stops reading early; this is the second line), then the run-time IP
+blocks every node shares (:mod:`bastion.core.ipblocks`). On the way out it
 removes version-disclosing upstream headers and sets the security headers every response
 carries. TLS itself (1.2 minimum) is terminated by the front end's SSL context.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from bastion.core.clientip import IpRules, client_address
 from bastion.core.exchange import Exchange, Header, Headers, Reply
+from bastion.core.ipblocks import IpBlocklist
 from bastion.errors import IpDenied, PayloadTooLarge
 from bastion.gateway.layers.base import Layer
 from bastion.gateway.layers.transport.config import TransportConfig
@@ -33,7 +35,8 @@ class TransportLayer(Layer):
 
     name = "transport"
 
-    def __init__(self, config: TransportConfig) -> None:
+    def __init__(self, config: TransportConfig, blocks: IpBlocklist | None = None) -> None:
+        self._blocks = blocks if blocks is not None else IpBlocklist()
         self._trusted = config.trusted_proxies
         self._max_body = config.max_body_bytes
         self._rules = IpRules(config.ip_allow, config.ip_deny)
@@ -65,6 +68,8 @@ class TransportLayer(Layer):
             # garbage in a hop must not buy the proxy's standing. Unknown → refused by any rule.
             address = None
         why = self._rules.check(address)
+        if why is None and not self._blocks.empty:
+            why = self._blocks.check(address)
         if why is not None:
             return ex.deny(IpDenied(diagnosis=why))
         size = len(req.body)
