@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
 from bastion.authserver.http import Request, Response
@@ -38,16 +39,23 @@ def csrf_of(resp: Response) -> str:
 class Browser:
     """Keeps cookies between calls, like a browser on one origin."""
 
-    def __init__(self, service: UserService, ip: str = "192.0.2.1") -> None:
+    def __init__(
+        self,
+        service: UserService,
+        ip: str = "192.0.2.1",
+        handle: Callable[[Request], Awaitable[Response]] | None = None,
+    ) -> None:
         self.service = service
         self.ip = ip
         self.jar: dict[str, str] = {}
+        #: A whole server's ``handle`` (None: the service's own routes only).
+        self.handle = handle
 
     def request(
         self, method: str, path: str, form: dict[str, str] | None = None, **kw: object
     ) -> Request:
         path, _, query = path.partition("?")
-        headers = {"origin": ISSUER} if method == "POST" else {}
+        headers = {"origin": self.service.issuer} if method == "POST" else {}
         headers.update(kw.pop("headers", {}) or {})  # type: ignore[call-overload]
         if self.jar:
             headers["cookie"] = "; ".join(f"{k}={v}" for k, v in self.jar.items())
@@ -65,8 +73,10 @@ class Browser:
         )
 
     async def send(self, req: Request) -> Response:
-        handler = self.service.routes[(req.method, req.path)]
-        resp = await handler(req)
+        if self.handle is not None:
+            resp = await self.handle(req)
+        else:
+            resp = await self.service.routes[(req.method, req.path)](req)
         for name, value in resp.headers:
             if name == "set-cookie":
                 cookie = value.split(";", 1)[0]
