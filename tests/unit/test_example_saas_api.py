@@ -8,9 +8,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
+from examples import saas_api
 from examples.saas_api import (
     PUBLIC_USER_FIELDS,
     SECRET_USER_FIELDS,
@@ -23,6 +25,7 @@ from starlette.types import ASGIApp, Message
 from bastion.openapi.spec import load_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+BACKTRACKING_PATTERN = saas_api.BACKTRACKING_WORDS.pattern
 GROUND_TRUTH = yaml.safe_load((EXAMPLES / "ground_truth.yaml").read_text(encoding="utf-8"))
 
 ALICE = [(b"x-bastion-subject", b"1")]  # the administrator
@@ -312,12 +315,37 @@ async def test_slow_and_big(app: ASGIApp) -> None:
     assert (status, json.loads(body)) == (200, {"status": "ok"})
 
 
-# What each flaw's answer shows beyond its status (in vulnerable mode only).
-EVIDENCE: dict[str, Callable[[Any], bool]] = {
-    "bola-invoice-read": lambda doc: doc.get("user_id") == 3,
-    "mass-assignment-is-admin": lambda doc: doc.get("is_admin") is True,
-    "user-sensitive-exposure": lambda doc: {"ssn", "card_number", "password_hash"} <= set(doc),
-    "bfla-delete-user": lambda doc: doc is None,  # 204, no body
+# What each flaw's answer shows beyond its status (in vulnerable mode only): a predicate on the
+# JSON body (None when there is none) and the response headers.
+Evidence = Callable[[Any, dict[str, str]], bool]
+EVIDENCE: dict[str, Evidence] = {
+    "bola-invoice-read": lambda doc, _h: doc.get("user_id") == 3,
+    "mass-assignment-is-admin": lambda doc, _h: doc.get("is_admin") is True,
+    "user-sensitive-exposure": lambda doc, _h: {"ssn", "card_number", "password_hash"} <= set(doc),
+    "bfla-delete-user": lambda doc, _h: doc is None,  # 204, no body
+    "bfla-create-invoice": lambda doc, _h: doc["user_id"] == 3,
+    "jwt-weak-hmac-key": lambda doc, _h: doc["id"] == 2,
+    "jwt-alg-none": lambda doc, _h: doc["id"] == 2,
+    "jwt-claims-not-validated": lambda doc, _h: doc["id"] == 2,
+    "login-user-enumeration": lambda doc, _h: doc["error"] == "unknown_user",
+    "login-no-lockout": lambda doc, _h: doc["error"] == "wrong_password",
+    "default-admin-credentials": lambda doc, _h: doc["access_token"].count(".") == 2,
+    "no-rate-limit": lambda doc, _h: len(doc["items"]) == 3,
+    "unbounded-page-size": lambda doc, _h: "items" in doc,
+    "no-body-size-limit": lambda doc, _h: doc["file"] == "big.pdf",
+    "redos-invoice-search": lambda doc, _h: doc["error"] == "invalid_parameter",
+    "ssrf-webhook-test": lambda doc, _h: doc["error"] == "delivery_failed",
+    "cors-reflects-origin": lambda _d, h: (
+        h.get("access-control-allow-origin") == "https://evil.example"
+    ),
+    "stack-trace-disclosure": lambda doc, _h: doc is None,  # text/plain traceback
+    "version-header-disclosure": lambda _d, h: h.get("x-runtime", "").startswith("CPython/"),
+    "undocumented-invoice-delete": lambda doc, _h: doc["status"] == "void",
+    "debug-endpoint-exposed": lambda doc, _h: doc["debug"] is True,
+    "legacy-api-version": lambda doc, _h: doc["id"] == 3 and "ssn" in doc,
+    "sqli-invoice-status": lambda doc, _h: len(doc["items"]) == 30,
+    "nosql-login-operator": lambda doc, _h: "access_token" in doc,
+    "command-injection-export": lambda doc, _h: doc["file"] == "x;sleep 0.pdf",
 }
 
 
@@ -326,23 +354,77 @@ def test_ground_truth_lists_exactly_the_planted_flaws() -> None:
     source = (EXAMPLES / "saas_api.py").read_text(encoding="utf-8")
     for flaw in GROUND_TRUTH["flaws"]:
         assert f"FLAW {flaw['id']}" in source  # each one is marked where it is planted
-        assert flaw["owasp"].startswith("API")
+        assert flaw["owasp"].startswith(("API", "INJECTION"))
         assert flaw["cwe"].startswith("CWE-")
+        assert flaw["scan"], flaw["id"]  # which scanner findings report it
+        assert {"check", "key"} <= set(flaw["scan"][0])
+
+
+def _trigger_request(
+    trigger: dict[str, Any],
+) -> tuple[str, str, bytes, list[tuple[bytes, bytes]], bytes]:
+    req = trigger["request"]
+    if "raw_body" in req:
+        body = req["raw_body"].encode()
+    elif "body" in req:
+        doc = dict(req["body"])
+        if "pad_bytes" in trigger:
+            doc["padding"] = "x" * trigger["pad_bytes"]
+        body = json.dumps(doc).encode()
+    else:
+        body = b""
+    who = [(b"x-bastion-subject", trigger["as"].encode())] if trigger["as"] else []
+    who += [(k.encode(), str(v).encode()) for k, v in req.get("headers", {}).items()]
+    query = "&".join(f"{k}={quote(str(v))}" for k, v in req.get("query", {}).items())
+    return req["method"], req["path"], body, who, query.encode()
 
 
 @pytest.mark.parametrize("flaw", GROUND_TRUTH["flaws"], ids=lambda f: str(f["id"]))
 async def test_ground_truth_triggers_answer_as_listed(flaw: dict[str, Any]) -> None:
     trigger = flaw["trigger"]
-    req = trigger["request"]
-    body = json.dumps(req["body"]).encode() if "body" in req else b""
-    who = [(b"x-bastion-subject", trigger["as"].encode())]
+    method, path, body, who, query = _trigger_request(trigger)
     for mode in ("secure", "vulnerable"):
         app = create_app(SaasStore(), vulnerable=mode == "vulnerable")
-        status, _, out = await _call(app, req["method"], req["path"], body, who)
+        for _ in range(trigger.get("repeat", 1)):
+            status, headers, out = await _call(app, method, path, body, who, query)
         assert status == trigger[mode]["status"], mode
-        doc = json.loads(out) if out else None
-        shown = status < 300 and EVIDENCE[flaw["id"]](doc)
+        try:
+            doc = json.loads(out) if out else None
+        except ValueError:
+            doc = None
+        try:
+            shown = EVIDENCE[flaw["id"]](doc, headers)
+        except (KeyError, TypeError):  # an error answer has none of the flaw's fields
+            shown = False
+        if flaw["id"] == "stack-trace-disclosure":
+            shown = b"Traceback (most recent call last)" in out
+        if flaw["id"] == "redos-invoice-search":
+            continue  # the same answer in both modes; the difference is time (see below)
         assert shown is (mode == "vulnerable"), mode
+
+
+@pytest.mark.parametrize("mode", ["secure", "vulnerable"])
+async def test_only_the_vulnerable_search_backtracks(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    class Recorder:
+        def fullmatch(self, text: str) -> None:
+            calls.append(text)
+
+    monkeypatch.setattr(saas_api, "BACKTRACKING_WORDS", Recorder())
+    app = create_app(SaasStore(), vulnerable=mode == "vulnerable")
+    status, _, _ = await _call(app, "GET", "/api/invoices", headers=BOB, query=b"q=aaaa%21")
+    assert status == 400
+    assert calls == (["aaaa!"] if mode == "vulnerable" else [])
+    assert saas_api.BACKTRACKING_WORDS is not None
+
+
+def test_the_planted_regex_has_nested_quantifiers() -> None:
+    import re
+
+    assert re.search(r"\(.*\+.*\)\*", BACKTRACKING_PATTERN)
 
 
 def test_ground_truth_operations_are_the_contract_s() -> None:
@@ -350,4 +432,7 @@ def test_ground_truth_operations_are_the_contract_s() -> None:
     declared = {(op.method, op.path_template): op.operation_id for op in spec.operations}
     for flaw in GROUND_TRUTH["flaws"]:
         for op in flaw["operations"]:
-            assert declared[(op["method"], op["path"])] == op["operation_id"]
+            if op["operation_id"] is None:  # an endpoint or method the contract leaves out
+                assert (op["method"], op["path"]) not in declared
+            else:
+                assert declared[(op["method"], op["path"])] == op["operation_id"]
