@@ -119,6 +119,7 @@ async def start_auth_server(
         try:
             await server.start()
             userver = uvicorn.Server(uconfig)
+            userver.lifespan = uconfig.lifespan_class(uconfig)  # what Server.serve would set
             await userver.startup(sockets=[sock])
         except BaseException:
             sock.close()

@@ -21,6 +21,15 @@ class LocalKeyStoreConfig(StrictModel):
             " SQLite or PostgreSQL store; with `memory://` a random per-process key is used."
         ),
     )
+    previous_keks: list[Secret] = Field(
+        default_factory=list,
+        max_length=4,
+        description=(
+            "Former key-encryption keys, to rotate the KEK: keys sealed under one of them still"
+            " load, and each process's next refresh re-seals them under `kek`. Remove an entry"
+            " once every process runs with the new `kek`."
+        ),
+    )
 
 
 class Pkcs11KeyStoreConfig(StrictModel):

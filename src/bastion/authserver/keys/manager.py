@@ -19,6 +19,7 @@ signature is the store's (cryptography in process, or the PKCS#11 token).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from bastion.authserver.keys.lifecycle import KeyRecord, Timing, Transition
 from bastion.authserver.keys.repo import KeyRepo, key_repo
 from bastion.core.clock import Clock, SystemClock
 from bastion.crypto.keystore import (
+    ALGORITHMS,
     Algorithm,
     KeyStore,
     KeyStoreError,
@@ -172,6 +174,7 @@ class KeyManager:
         view. Safe to call from every process: the repository's compare-and-swap lets one win."""
         async with self._lock:
             await self._step(lambda recs, now: lifecycle.plan_tick(recs, now, self.timing))
+            await self._reseal()
 
     async def rotate(self, *, emergency: bool = False) -> str:
         """Start a rotation; returns the new key's kid.
@@ -267,6 +270,31 @@ class KeyManager:
         self._install(fresh)
         return None
 
+    async def _reseal(self) -> None:
+        """Re-seal published keys still stored under a former KEK (KEK rotation). Losing the
+        compare-and-swap is fine: the winner's write or the next tick does it."""
+        generation, records = await self._repo.load()
+        updates = []
+        for rec in lifecycle.published(records):
+            # Only keys this process holds: anything else failed (or will fail) _install.
+            if rec.material is None or rec.kid not in self._loaded:
+                continue
+            try:
+                fresh = self.keystore.reseal(rec.kid, _checked_alg(rec), rec.material)
+            except KeyStoreError as exc:
+                # Another process re-sealed it under a KEK this one lacks (a rolling restart):
+                # the loaded key keeps working here.
+                log.warning("signing key %s: not re-sealed: %s", rec.kid, exc.diagnosis)
+                continue
+            if fresh is not None:
+                updates.append(dataclasses.replace(rec, material=fresh))
+        if updates and await self._repo.apply(generation, [], updates):
+            log.warning(
+                "signing keys re-sealed under the current KEK: %s", [r.kid for r in updates]
+            )
+            _generation, fresh_records = await self._repo.load()
+            self._install(fresh_records)
+
     def _algorithm(self) -> Algorithm:
         return self.config.algorithm
 
@@ -311,12 +339,18 @@ class KeyManager:
             )
         if rec.material is None:
             raise KeyStoreError(diagnosis=f"key {rec.kid} is {rec.state} but has no material")
-        if rec.alg not in ("ES256", "EdDSA", "PS256"):
-            raise KeyStoreError(diagnosis=f"key {rec.kid}: unsupported algorithm {rec.alg!r}")
+        alg = _checked_alg(rec)
         if thumbprint(rec.public_jwk) != rec.kid:
             raise KeyStoreError(diagnosis=f"key {rec.kid}: stored public key does not match")
-        alg: Algorithm = rec.alg  # type: ignore[assignment]  # checked just above
         return _Loaded(self.keystore.load(rec.kid, alg, rec.material))
+
+
+def _checked_alg(rec: KeyRecord) -> Algorithm:
+    """The record's algorithm, if it is one we sign with; KeyStoreError otherwise."""
+    if rec.alg not in ALGORITHMS:
+        raise KeyStoreError(diagnosis=f"key {rec.kid}: unsupported algorithm {rec.alg!r}")
+    alg: Algorithm = rec.alg  # narrowed by the check above
+    return alg
 
 
 def build_keystore(config: KeysConfig, store: Store) -> KeyStore:
@@ -342,7 +376,13 @@ def build_keystore(config: KeysConfig, store: Store) -> KeyStore:
         kek = parse_kek(kek_secret.get_secret_value())
     except ValueError as exc:
         raise ConfigError([f"auth.keys.local.kek: {exc}"]) from None
-    return LocalKeyStore(kek)
+    previous: list[bytes] = []
+    for i, old in enumerate(config.local.previous_keks):
+        try:
+            previous.append(parse_kek(old.get_secret_value()))
+        except ValueError as exc:
+            raise ConfigError([f"auth.keys.local.previous_keks[{i}]: {exc}"]) from None
+    return LocalKeyStore(kek, previous)
 
 
 async def open_key_manager(

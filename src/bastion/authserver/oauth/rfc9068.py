@@ -108,6 +108,7 @@ class AccessTokenVerifier:
         issuer: str,
         is_revoked: Callable[[str, str, float | None], bool],
         key_cache_ttl: float = 5.0,
+        cache_size: int = 10_000,
     ) -> None:
         self._signer = signer
         self._clock = clock
@@ -116,6 +117,9 @@ class AccessTokenVerifier:
         self._ttl = key_cache_ttl
         self._keys: KeySet | None = None
         self._keys_at = -1e18
+        self._cache: dict[str, dict[str, Any]] = {}
+        self._kids: frozenset[str] = frozenset()
+        self._cache_size = cache_size
 
     async def _key_set(self, force: bool = False) -> KeySet:
         now = self._clock.monotonic()
@@ -124,10 +128,41 @@ class AccessTokenVerifier:
         if self._keys is None or age > self._ttl or (force and age > 1.0):
             self._keys = await self._signer.public_key_set()
             self._keys_at = now
+            kids = frozenset(str(k.kid) for k in self._keys.keys)
+            if kids != self._kids:
+                # A key withdrawn from the set must stop vouching for tokens at once.
+                self._cache.clear()
+                self._kids = kids
         return self._keys
 
     async def verify(self, token: str) -> dict[str, Any]:
-        """The claims of an active token of ours, or InvalidAccessToken."""
+        """The claims of an active token of ours, or InvalidAccessToken.
+
+        A token whose signature was verified before is found in a bounded cache (a resource
+        server introspects the same token on every request); a hit re-checks expiry and
+        revocation only. Only verified tokens enter the cache, so forgeries cannot fill it.
+        """
+        await self._key_set()  # a changed key set (emergency rotation) empties the cache
+        hit = self._cache.get(token)
+        if hit is not None:
+            return self._still_active(hit)
+        claims = await self._verify_signed(token)
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()  # simple and bounded; a refill costs one verification each
+        self._cache[token] = claims
+        return claims
+
+    def _still_active(self, claims: dict[str, Any]) -> dict[str, Any]:
+        if claims["exp"] <= self._clock.now():
+            raise InvalidAccessToken("expired")
+        iat = claims.get("iat")
+        if self._is_revoked(
+            claims["sub"], claims["jti"], float(iat) if isinstance(iat, int | float) else None
+        ):
+            raise InvalidAccessToken("revoked")
+        return claims
+
+    async def _verify_signed(self, token: str) -> dict[str, Any]:
         if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
             raise InvalidAccessToken("not a compact JWS")
         try:
@@ -156,10 +191,7 @@ class AccessTokenVerifier:
         jti, sub = claims.get("jti"), claims.get("sub")
         if not isinstance(jti, str) or not isinstance(sub, str):
             raise InvalidAccessToken("jti or sub missing")
-        iat = claims.get("iat")
-        if self._is_revoked(sub, jti, float(iat) if isinstance(iat, int | float) else None):
-            raise InvalidAccessToken("revoked")
-        return claims
+        return self._still_active(claims)
 
 
 def _has_kid(keys: KeySet, kid: str) -> bool:

@@ -215,3 +215,14 @@ async def test_jwks_is_public_and_cacheable() -> None:
     keys = body(reply)["keys"]
     assert [k["kid"] for k in keys] == [h.signer.keys[0].kid]
     assert all("d" not in k for k in keys)
+
+
+async def test_a_withdrawn_key_stops_vouching_for_cached_tokens() -> None:
+    h, s = await setup()
+    token = await access_token(h, s)
+    assert (await introspect(h, s, token))["active"] is True  # now cached
+    h.signer.rotate()
+    del h.signer.keys[0]  # emergency: the old key is withdrawn from the set
+    h.signer.active = 0
+    h.clock.advance(6)  # past the key-set cache
+    assert await introspect(h, s, token) == {"active": False}
