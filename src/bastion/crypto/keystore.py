@@ -134,6 +134,10 @@ class KeyStore(Protocol):
         """The signer of a stored key. Raises KeyStoreError if ``material`` does not unseal or
         resolve, or if the key it yields does not have thumbprint ``kid``."""
 
+    def reseal(self, kid: str, alg: Algorithm, material: bytes) -> bytes | None:
+        """New material for a key stored under an outdated secret (a former KEK), or None when
+        ``material`` is current. KeyStoreError when it does not load at all."""
+
     def destroy(self, kid: str, material: bytes) -> None:
         """Erase the key where the store can (a token object); a no-op for sealed blobs, whose
         rows the caller clears."""

@@ -22,6 +22,7 @@ import base64
 import binascii
 import contextlib
 import os
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -99,14 +100,19 @@ def _signer(private: _PrivateKey, alg: Algorithm) -> Signer:
 
 
 class LocalKeyStore:
-    """Keys sealed under ``kek`` (32 bytes). Supports ES256, EdDSA (Ed25519) and PS256."""
+    """Keys sealed under ``kek`` (32 bytes). Supports ES256, EdDSA (Ed25519) and PS256.
+
+    ``previous`` are former KEKs: a blob the current KEK does not open is tried under each, and
+    :meth:`reseal` re-seals such a blob under the current KEK (KEK rotation without downtime).
+    """
 
     kind = "local"
 
-    def __init__(self, kek: bytes) -> None:
-        if len(kek) != 32:
+    def __init__(self, kek: bytes, previous: Sequence[bytes] = ()) -> None:
+        if len(kek) != 32 or any(len(k) != 32 for k in previous):
             raise ValueError("the key-encryption key must be 32 bytes (AES-256)")
         self._aead = AESGCM(kek)
+        self._previous = [AESGCM(k) for k in previous]
 
     def __repr__(self) -> str:  # never show the KEK
         return "LocalKeyStore()"
@@ -123,23 +129,12 @@ class LocalKeyStore:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        nonce = os.urandom(_NONCE)
-        sealed = self._aead.encrypt(nonce, der, _aad(signer.kid, alg))
-        return NewKey(signer=signer, material=_VERSION + nonce + sealed)
+        return NewKey(signer=signer, material=self._seal(der, signer.kid, alg))
 
     def load(self, kid: str, alg: Algorithm, material: bytes) -> Signer:
         """Unseal ``material``; KeyStoreError for a wrong KEK, a tampered or swapped blob, or a
         key that is not ``kid``."""
-        if len(material) < 1 + _NONCE + 16 or material[:1] != _VERSION:
-            raise KeyStoreError(diagnosis=f"key {kid}: sealed material is malformed")
-        nonce, sealed = material[1 : 1 + _NONCE], material[1 + _NONCE :]
-        try:
-            der = self._aead.decrypt(nonce, sealed, _aad(kid, alg))
-        except InvalidTag:
-            raise KeyStoreError(
-                diagnosis=f"key {kid}: cannot unseal (wrong key-encryption key, or the row was "
-                "tampered with or belongs to another key)"
-            ) from None
+        der, _stale = self._unseal(kid, alg, material)
         try:
             private = serialization.load_der_private_key(der, password=None)
         except ValueError:
@@ -147,6 +142,37 @@ class LocalKeyStore:
         if not isinstance(private, _PrivateKey):
             raise KeyStoreError(diagnosis=f"key {kid}: unsupported key type")
         return check_kid(kid, _signer(private, alg))
+
+    def reseal(self, kid: str, alg: Algorithm, material: bytes) -> bytes | None:
+        """``material`` sealed under the current KEK if a previous KEK sealed it, else None.
+        KeyStoreError when no KEK opens it."""
+        if not self._previous:
+            return None  # nothing to migrate from
+        der, stale = self._unseal(kid, alg, material)
+        if not stale:
+            return None
+        self.load(kid, alg, material)  # what gets re-sealed must be the key ``kid``
+        return self._seal(der, kid, alg)
+
+    def _seal(self, der: bytes, kid: str, alg: Algorithm) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return _VERSION + nonce + self._aead.encrypt(nonce, der, _aad(kid, alg))
+
+    def _unseal(self, kid: str, alg: Algorithm, material: bytes) -> tuple[bytes, bool]:
+        """The PKCS#8 bytes, and whether a previous KEK (not the current one) opened them."""
+        if len(material) < 1 + _NONCE + 16 or material[:1] != _VERSION:
+            raise KeyStoreError(diagnosis=f"key {kid}: sealed material is malformed")
+        nonce, sealed = material[1 : 1 + _NONCE], material[1 + _NONCE :]
+        aad = _aad(kid, alg)
+        for i, aead in enumerate([self._aead, *self._previous]):
+            try:
+                return aead.decrypt(nonce, sealed, aad), i > 0
+            except InvalidTag:
+                continue
+        raise KeyStoreError(
+            diagnosis=f"key {kid}: cannot unseal (wrong key-encryption key, or the row was "
+            "tampered with or belongs to another key)"
+        )
 
     def destroy(self, kid: str, material: bytes) -> None:
         """Nothing to erase here: the caller clears the row's sealed material."""

@@ -198,6 +198,10 @@ class Pkcs11KeyStore:
             raise KeyStoreError(diagnosis=f"key {kid}: the token's private key is extractable")
         return check_kid(kid, self._signer(public, private, alg))
 
+    def reseal(self, kid: str, alg: Algorithm, material: bytes) -> bytes | None:
+        """Token references never need re-sealing."""
+        return None
+
     def destroy(self, kid: str, material: bytes) -> None:
         """Delete the key pair from the token."""
         if len(material) != _ID_BYTES:

@@ -190,3 +190,31 @@ def test_bad_signature_detected_after_signing() -> None:
     forged = "eyJhbGciOiJFUzI1NiJ9.e319." + sig.decode()
     with pytest.raises(BadSignatureError):
         _verify(forged, signer.jwk, "ES256")
+
+
+def test_previous_keks_open_old_blobs_and_reseal_moves_them_to_the_current_kek() -> None:
+    old, new = os.urandom(32), os.urandom(32)
+    sealed_old = LocalKeyStore(old).generate("ES256")
+    kid = sealed_old.signer.kid
+    rotating = LocalKeyStore(new, previous=[old])
+    assert rotating.load(kid, "ES256", sealed_old.material).kid == kid
+    fresh = rotating.reseal(kid, "ES256", sealed_old.material)
+    assert fresh is not None
+    assert fresh != sealed_old.material
+    assert LocalKeyStore(new).load(kid, "ES256", fresh).jwk == sealed_old.signer.jwk
+    with pytest.raises(KeyStoreError, match="cannot unseal"):
+        LocalKeyStore(old).load(kid, "ES256", fresh)
+    assert rotating.reseal(kid, "ES256", fresh) is None  # already current
+
+
+def test_reseal_refuses_what_no_kek_opens() -> None:
+    sealed = LocalKeyStore(os.urandom(32)).generate("ES256")
+    with pytest.raises(KeyStoreError, match="cannot unseal"):
+        LocalKeyStore(os.urandom(32), previous=[os.urandom(32)]).reseal(
+            sealed.signer.kid, "ES256", sealed.material
+        )
+
+
+def test_previous_keks_must_be_256_bits_too() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        LocalKeyStore(os.urandom(32), previous=[b"short"])

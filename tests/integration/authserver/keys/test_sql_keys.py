@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc import jwt
@@ -160,3 +161,21 @@ async def test_local_keystore_is_used_with_the_configured_kek(backend: Backend) 
     [(kid, material)] = await backend.raw("SELECT kid, material FROM signing_keys")
     signer = LocalKeyStore(kek).load(kid, "ES256", base64.b64decode(material))
     assert signer.jwk == (await m.jwks())["keys"][0]
+
+
+async def test_kek_rotation_reseals_the_rows(backend: Backend) -> None:
+    old, new, clock = os.urandom(32), os.urandom(32), ManualClock()
+    await _manager(await backend.open(), old, clock)
+    before = await backend.raw("SELECT kid, material FROM signing_keys")
+    config = {"local": {"kek": new.hex(), "previous_keks": [old.hex()]}}
+    await open_key_manager(
+        KeysConfig.model_validate(config),
+        await backend.open(),
+        token_max_lifetime=LIFETIME,
+        clock=clock,
+    )
+    [(kid, material)] = await backend.raw("SELECT kid, material FROM signing_keys")
+    assert (kid, material) != before[0]
+    _unseal(base64.b64decode(material), kid, new)  # opens under the new KEK...
+    with pytest.raises(InvalidTag):  # ...and no longer under the old one
+        _unseal(base64.b64decode(material), kid, old)

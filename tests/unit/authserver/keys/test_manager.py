@@ -549,3 +549,40 @@ async def test_a_key_store_refusal_passes_through_as_is() -> None:
     m = await _manager(keystore=_TokenRefuses(KEK))
     with pytest.raises(KeyStoreError, match="token refused to sign"):
         await m.sign({}, typ="at+jwt")
+
+
+async def test_kek_rotation_reseals_published_keys_under_the_new_kek() -> None:
+    store, clock = MemoryStore(), ManualClock()
+    old, new = os.urandom(32), os.urandom(32)
+    m = await _manager(store=store, clock=clock, keystore=LocalKeyStore(old))
+    await m.rotate()  # an active and a pending key, both under the old KEK
+    kids = {k["kid"] for k in (await m.jwks())["keys"]}
+    # A process restarted with the new KEK and the old one as previous re-seals at start-up.
+    m2 = await _manager(store=store, clock=clock, keystore=LocalKeyStore(new, [old]))
+    assert {k["kid"] for k in (await m2.jwks())["keys"]} == kids
+    # Now the new KEK alone opens every published key; the old one opens none.
+    await _manager(store=store, clock=clock, keystore=LocalKeyStore(new))
+    with pytest.raises(KeyStoreError, match="wrong key-encryption key"):
+        await _manager(store=store, clock=clock, keystore=LocalKeyStore(old))
+    # The process still on the old KEK keeps its loaded keys and keeps signing, refresh after
+    # refresh (a rolling restart), and one that lists the new KEK as previous does not mind.
+    for _ in range(3):
+        clock.advance(30)
+        await m.sign({}, typ="at+jwt")
+    # Even with some other former KEK configured, rows it cannot open are left alone.
+    m.keystore = LocalKeyStore(old, [os.urandom(32)])
+    clock.advance(30)
+    await m.sign({}, typ="at+jwt")
+
+
+def test_previous_keks_in_config(tmp_path: Any) -> None:
+    raw_old, raw_new = os.urandom(32), os.urandom(32)
+    cfg = KeysConfig.model_validate(
+        {"local": {"kek": raw_new.hex(), "previous_keks": [raw_old.hex()]}}
+    )
+    ks = build_keystore(cfg, MemoryStore())
+    sealed = LocalKeyStore(raw_old).generate("ES256")
+    assert ks.load(sealed.signer.kid, "ES256", sealed.material).kid == sealed.signer.kid
+    bad = KeysConfig.model_validate({"local": {"kek": raw_new.hex(), "previous_keks": ["x"]}})
+    with pytest.raises(ConfigError, match=r"previous_keks\[0\]"):
+        build_keystore(bad, MemoryStore())
