@@ -16,8 +16,8 @@ from rich.table import Table
 
 from bastion.authserver.keys.config import KeysConfig
 from bastion.authserver.keys.lifecycle import KeyRecord
-from bastion.authserver.keys.manager import open_key_manager
 from bastion.authserver.keys.repo import key_repo
+from bastion.authserver.keys.signing import open_key_manager
 from bastion.cli.common import CliFailure, ConfigOpt, JsonOpt, load, out, run, with_store
 from bastion.config.model import BastionConfig
 from bastion.store.base import Store

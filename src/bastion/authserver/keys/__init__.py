@@ -6,7 +6,7 @@
 
 from bastion.authserver.keys.config import KeysConfig, LocalKeyStoreConfig, Pkcs11KeyStoreConfig
 from bastion.authserver.keys.lifecycle import KeyRecord
-from bastion.authserver.keys.manager import KeyManager, SigningUnavailable, open_key_manager
+from bastion.authserver.keys.signing import KeyManager, SigningUnavailable, open_key_manager
 from bastion.crypto.keystore import KeyStoreError
 
 __all__ = [

@@ -23,8 +23,8 @@ from bastion.authserver.keys import (
     open_key_manager,
 )
 from bastion.authserver.keys.lifecycle import ACTIVE, PENDING, RETIRED, RETIRING, KeyRecord
-from bastion.authserver.keys.manager import build_keystore
 from bastion.authserver.keys.repo import KeyRepo, MemoryKeyRepo, key_repo
+from bastion.authserver.keys.signing import build_keystore
 from bastion.core.clock import ManualClock
 from bastion.crypto.keystore import Algorithm, NewKey, Signer
 from bastion.crypto.local_keystore import LocalKeyStore
