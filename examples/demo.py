@@ -2,8 +2,9 @@
 
 It generates everything under ``<workdir>/.demo/`` (wiped at each start): a self-signed
 certificate, a random API-key pepper, an ES256 key whose JWKS the gateway trusts, then starts
-``examples/saas_api.py --vulnerable`` and ``bastion up -c examples/bastion.yaml`` as child
-processes (logs in ``.demo/*.log``), creates API keys with ``bastion keys create``, and runs every
+``examples/saas_api.py --vulnerable`` and ``bastion up -c examples/bastion.yaml`` (the gateway and
+the authorization server) as child processes (logs in ``.demo/*.log``), creates API keys with
+``bastion keys create`` and an OAuth client with ``bastion auth clients create``, and runs every
 scenario of ``examples/demo_scenarios.py`` with the equivalent curl command and the real answer
 (the last four attack the upstream's planted flaws directly, then through the gateway). Then it prints the last audit records and
 either exits (``--once``) or keeps running until Ctrl-C so you can try the commands.
@@ -47,7 +48,7 @@ from bastion.crypto.certs import write_self_signed
 
 EXAMPLES = Path(__file__).resolve().parent
 CONFIG = EXAMPLES / "bastion.yaml"
-DEFAULT_PORTS = {"http": 8080, "https": 8443, "upstream": 9001}
+DEFAULT_PORTS = {"http": 8080, "https": 8443, "upstream": 9001, "auth": 9000}
 ISSUER, AUDIENCE = "https://idp.example", "https://api.example"
 KID = "demo-es256-1"
 out = Console(highlight=False)
@@ -61,6 +62,7 @@ class Ports:
     http: int
     https: int
     upstream: int
+    auth: int
 
 
 class Demo:
@@ -76,6 +78,7 @@ class Demo:
         self.http = f"http://127.0.0.1:{ports.http}"
         self.https = f"https://127.0.0.1:{ports.https}"
         self.direct = f"http://127.0.0.1:{ports.upstream}"
+        self.auth = f"http://127.0.0.1:{ports.auth}"
         self.secrets: dict[str, str] = {}
         self.leaked_id = ""
         self.done = False
@@ -91,9 +94,12 @@ class Demo:
         shutil.rmtree(self.dir, ignore_errors=True)
         cert, _ = write_self_signed(self.dir, ["localhost"], ["127.0.0.1"], days=7)
         self.ctx = ssl.create_default_context(cafile=str(cert))
-        fd = os.open(self.dir / "pepper", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48))
+        # Server-side secrets, 0600: the API-key pepper, the OAuth client-secret pepper, the
+        # key-encryption key that seals the signing keys and the key that seals TOTP secrets.
+        for name in ("pepper", "client_pepper", "kek", "totp_key"):
+            fd = os.open(self.dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32 if name == "kek" else 48))
         key = ECKey.generate_key("P-256", parameters={"kid": KID})  # kept in memory only
         jwks = {"keys": [key.as_dict(private=False)]}
         (self.dir / "jwks.json").write_bytes(orjson.dumps(jwks, option=orjson.OPT_INDENT_2))
@@ -111,6 +117,7 @@ class Demo:
         self.spawn("upstream", [*upstream, str(self.ports.upstream)], self.ports.upstream)
         self.spawn("gateway", [*bastion_cli(), "up", "-c", str(self.config)], self.ports.http)
         wait_for_port(self.procs[-1], self.ports.https, self.dir)
+        wait_for_port(self.procs[-1], self.ports.auth, self.dir)
 
     def spawn(self, name: str, argv: list[str], port: int) -> None:
         """Start a child (output to ``.demo/NAME.log``) and wait for its port."""
@@ -146,6 +153,25 @@ class Demo:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise DemoFailure(f"`bastion {' '.join(args[:2])}` exited {done.returncode}: {last}")
         return done.stdout + done.stderr
+
+    def create_client(self, client: str) -> str:
+        """A new OAuth client (client credentials, scope ``read``) made by ``bastion auth
+        clients create``; returns its secret."""
+        doc = orjson.loads(
+            self.cli(
+                "auth",
+                "clients",
+                "create",
+                "--id",
+                client,
+                "--scope",
+                "read",
+                "--audience",
+                AUDIENCE,
+                "--json",
+            )
+        )
+        return str(doc["client_secret"])
 
     def create_key(self, client: str) -> str:
         """A new API key (scope ``read``) for ``client``, made by ``bastion keys create``."""
@@ -190,7 +216,7 @@ class Demo:
         h = dict(headers or {})
         if auth is not None:
             h["Authorization"] = f"Bearer {self.secrets[auth]}"
-        if int(port) != self.ports.upstream:
+        if int(port) in (self.ports.http, self.ports.https):
             self.gw_requests += 1
         try:
             # The gateway may answer (413) before reading a whole body: then read its answer.
@@ -223,6 +249,8 @@ def config_for(ports: Ports) -> dict[str, Any]:
     in another working directory)."""
     doc: dict[str, Any] = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
     upstream = f"http://127.0.0.1:{ports.upstream}"
+    doc["auth"]["bind"] = f"127.0.0.1:{ports.auth}"
+    doc["auth"]["issuer"] = f"http://127.0.0.1:{ports.auth}"
     for listener in doc["listeners"]:
         listener["bind"] = f"127.0.0.1:{ports.https if listener.get('tls') else ports.http}"
     for route in doc["routes"]:
@@ -232,6 +260,13 @@ def config_for(ports: Ports) -> dict[str, Any]:
         for resolver in route.get("authz", {}).get("resolvers", []):
             resolver["url"] = upstream
     return doc
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def bastion_cli() -> list[str]:
@@ -266,7 +301,7 @@ def wait_for_port(child: tuple[str, subprocess.Popen[bytes]], port: int, logs: P
 def placeholders(d: Demo) -> dict[str, str]:
     """Values of the {names} the scenarios' curl lines use."""
     auth = {name.lower(): AUTH.format(name) for name in ("KEY", "TOKEN", "FORGED", "LEAKED", "BOB")}
-    urls = {"http": d.http, "https": d.https, "direct": d.direct}
+    urls = {"http": d.http, "https": d.https, "direct": d.direct, "auth": d.auth}
     return {
         **urls,
         **auth,
@@ -286,13 +321,14 @@ def run(d: Demo, once: bool) -> None:
     d.start()
     out.print(
         f"upstream {d.direct} (examples/saas_api.py --vulnerable), gateway {d.http} and {d.https}"
-        f" (bastion up); logs in {d.dir}",
+        f" and authorization server {d.auth} (bastion up); logs in {d.dir}",
         markup=False,
         soft_wrap=True,
     )
     d.secrets["KEY"] = d.create_key("demo-app")
     d.secrets["LEAKED"] = d.create_key("demo-leaked")
     d.leaked_id = "_".join(d.secrets["LEAKED"].split("_")[:2])  # bsk_<id>: no secret
+    d.secrets["CLIENT_SECRET"] = d.create_client("demo-service")
     print_exports(d)
     fmt = placeholders(d)
     for i, (title, curls, check) in enumerate(SCENARIOS, 1):
@@ -336,9 +372,11 @@ def print_exports(d: Demo) -> None:
         "TOKEN": "ES256 access token for alice, valid 1 h",
         "FORGED": "the same claims with sub=admin, signed by an attacker's key",
         "BOB": "ES256 access token for user 2 (Bob), scopes read write, no admin role",
+        "CLIENT_SECRET": "secret of the OAuth client demo-service (bastion auth clients create)",
     }
     for name, note in notes.items():
-        out.print(f"export {name}={d.secrets[name]}  # {note}", markup=False, soft_wrap=True)
+        if name in d.secrets:
+            out.print(f"export {name}={d.secrets[name]}  # {note}", markup=False, soft_wrap=True)
 
 
 def secret_parts(value: str) -> list[str]:
@@ -346,6 +384,8 @@ def secret_parts(value: str) -> list[str]:
     secret, a token's signature)."""
     if value.startswith("bsk_"):
         return [value, value.split("_", 2)[2]]
+    if "." not in value:  # an OAuth client secret
+        return [value]
     return [value, value.rsplit(".", 1)[1]]
 
 
@@ -405,7 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, port in DEFAULT_PORTS.items():
         parser.add_argument(f"--{name}-port", type=int, default=port, metavar="PORT")
     args = parser.parse_args(argv)
-    ports = Ports(args.http_port, args.https_port, args.upstream_port)
+    auth_port = args.auth_port
+    chosen = (args.http_port, args.https_port, args.upstream_port)
+    if auth_port == DEFAULT_PORTS["auth"] and chosen != tuple(list(DEFAULT_PORTS.values())[:3]):
+        auth_port = free_port()  # other ports were chosen: do not insist on the default one
+    ports = Ports(args.http_port, args.https_port, args.upstream_port, auth_port)
     d = Demo(args.workdir.resolve(), ports)
 
     def terminate(signum: int, _frame: object) -> None:

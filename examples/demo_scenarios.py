@@ -9,6 +9,7 @@ by the gateway.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class Session(Protocol):
     http: str
     https: str
     direct: str
+    auth: str
     secrets: dict[str, str]
     leaked_id: str
 
@@ -309,4 +311,39 @@ def bfla(d: Session) -> str:
     return (
         f"upstream: 204, user 9 deleted by Bob; via Bastion: 403, code {problem_code(r)} "
         "(x-bastion-roles: admin), user 10 still there"
+    )
+
+
+# -- the authorization server (bastion up runs it beside the gateway) -----------------------------
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    raw = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {raw}", "Content-Type": "application/x-www-form-urlencoded"}
+
+
+@scenario(
+    "An OAuth access token by client credentials, used through the gateway, then revoked",
+    "curl -s -u demo-service:$CLIENT_SECRET -d grant_type=client_credentials {auth}/token",
+    'curl -s -H "Authorization: Bearer $SERVICE_TOKEN" {http}/api/echo',
+    "curl -s -u demo-service:$CLIENT_SECRET -d token=$SERVICE_TOKEN {auth}/revoke",
+)
+def oauth(d: Session) -> str:
+    creds = basic("demo-service", d.secrets["CLIENT_SECRET"])
+    r = d.call("POST", f"{d.auth}/token", headers=creds, body=b"grant_type=client_credentials")
+    expect(r.status == 200, "200 from /token", r)
+    token = r.json()
+    expect(token.get("token_type") == "Bearer", "a Bearer token", token.get("token_type"))
+    d.secrets["SERVICE_TOKEN"] = str(token["access_token"])
+    before = d.call("GET", f"{d.http}/api/echo", auth="SERVICE_TOKEN")
+    expect(before.status == 200, "200 through the gateway with the new token", before)
+    subject = before.json().get("headers", {}).get("x-bastion-subject")
+    expect(subject == "demo-service", "x-bastion-subject: demo-service", subject)
+    revoked = d.call(
+        "POST", f"{d.auth}/revoke", headers=creds, body=f"token={token['access_token']}".encode()
+    )
+    expect(revoked.status == 200, "200 from /revoke", revoked)
+    after = d.call("GET", f"{d.http}/api/echo", auth="SERVICE_TOKEN")
+    expect(after.status == 401, "401 once revoked", after)
+    return (
+        f"token for demo-service ({token['expires_in']} s, ES256, typ at+jwt); 200 through the "
+        "gateway; revoked at /revoke; the same call: 401"
     )
