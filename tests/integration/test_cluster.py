@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from bastion.events.redis_bus import publish_control, redis_client
 from bastion.store.base import Revocation
@@ -91,6 +93,7 @@ def cluster(tmp_path: Path, upstream: int, pg_url: str) -> Iterator[dict[str, An
             "prefix": prefix,
             "store": pg_url,
             "key": signing_key,
+            "nodes": nodes,
         }
         codes = [n.stop() for n in nodes]
         assert codes == [0, 0], "".join(nodes[0].log + nodes[1].log)
@@ -198,6 +201,42 @@ def test_ip_block_reaches_every_node_by_push_and_lifts(cluster: dict[str, Any]) 
     deadline = time.monotonic() + 1.0
     while [status(p, headers) for p in cluster["ports"]] != [200, 200]:
         assert time.monotonic() < deadline, "the block was not lifted on every node within 1 s"
+        time.sleep(0.01)
+
+
+def test_config_push_reloads_every_node(cluster: dict[str, Any]) -> None:
+    config = Path(cluster["config"])
+    ports = cluster["ports"]
+    original = config.read_text()
+    assert [status(p, {}) for p in ports] == [401, 401]  # /api needs a credential
+    # An invalid file is refused by the CLI and never announced.
+    config.write_text(original + "\nbogus: 1\n")
+    refused = bastion(cluster["dir"], "config", "push", "-c", str(config))
+    assert refused.returncode == 2
+    assert "bogus" in refused.stderr
+    # A valid edit: /api becomes anonymous. Feed polls are 4 s apart: within 1 s is the push.
+    doc = yaml.safe_load(original)
+    doc["routes"][0]["authn"] = {"methods": [], "unsafe_allow_anonymous": True}
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    pushed = bastion(cluster["dir"], "config", "push", "-c", str(config))
+    assert pushed.returncode == 0, pushed.stderr
+    assert "announced" in pushed.stdout
+    deadline = time.monotonic() + 1.0
+    while [status(p, {}) for p in ports] != [200, 200]:
+        assert time.monotonic() < deadline, "not every node reloaded within 1 s"
+        time.sleep(0.01)
+    # SIGHUP reloads one node from its file, without announcing anything to the others.
+    config.write_text(original)
+    cluster["nodes"][0].proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 2.0
+    while status(ports[0], {}) != 401:
+        assert time.monotonic() < deadline, "SIGHUP did not reload the node"
+        time.sleep(0.01)
+    assert status(ports[1], {}) == 200
+    assert bastion(cluster["dir"], "config", "push", "-c", str(config)).returncode == 0
+    deadline = time.monotonic() + 1.0
+    while [status(p, {}) for p in ports] != [401, 401]:
+        assert time.monotonic() < deadline, "not every node reloaded back within 1 s"
         time.sleep(0.01)
 
 

@@ -269,6 +269,23 @@ async def test_lifting_an_ip_block(store: Store) -> None:
     assert await store.last_change_seq() == seq
 
 
+async def test_announce_appends_config_changed_only(store: Store) -> None:
+    await store.announce("config.changed", {"digest": "ab" * 32, "at": 5.0}, 5.0)
+    [change] = await store.changes_since(0)
+    assert (change.kind, change.payload, change.at) == (
+        "config.changed",
+        {"digest": "ab" * 32, "at": 5.0},
+        5.0,
+    )
+    # Kinds with a table of their own must be written with their record.
+    for kind in ("api_key.revoked", "token.revoked", "ip.blocked", "anything"):
+        with pytest.raises(StoreError, match="cannot be announced"):
+            await store.announce(kind, {}, 6.0)
+    with pytest.raises(StoreError, match="not serialisable"):
+        await store.announce("config.changed", {"x": object()}, 6.0)
+    assert await store.last_change_seq() == change.seq
+
+
 # -- change feed --------------------------------------------------------------------------
 
 
@@ -340,6 +357,7 @@ async def test_every_call_after_close_is_a_store_error(store: Store) -> None:
         lambda: store.add_ip_block(IpBlock("192.0.2.1/32", "", 1.0, 2.0)),
         lambda: store.lift_ip_block("192.0.2.1/32", 1.0),
         lambda: store.active_ip_blocks(0.0),
+        lambda: store.announce("config.changed", {}, 1.0),
         lambda: store.changes_since(0),
         lambda: store.last_change_seq(),
         lambda: store.write_audit([{"@timestamp": "x"}]),

@@ -18,6 +18,7 @@ import orjson
 import typer
 from rich.table import Table
 
+from bastion.cli.auth import auth_app
 from bastion.cli.common import (
     CliFailure,
     ConfigOpt,
@@ -29,6 +30,7 @@ from bastion.cli.common import (
     run,
     with_store,
 )
+from bastion.cli.ip import ip_app
 from bastion.cli.scan import scan as scan_command
 from bastion.config.check import check_config
 from bastion.config.model import gateway_problems
@@ -51,6 +53,8 @@ db_app = typer.Typer(help="The state store's schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(ip_app, name="ip")
+app.add_typer(auth_app, name="auth")
 app.command("scan")(scan_command)
 
 
@@ -75,8 +79,28 @@ def config_check(
         raise typer.Exit(1)
 
 
+@config_app.command("push")
+def config_push(config: ConfigOpt) -> None:
+    """Tell every running node to reload its config file now (after deploying FILE to each
+    host). FILE is validated first; nothing is announced when it is invalid."""
+    from bastion.gateway.reload import file_digest
+
+    cfg = load(config)
+    problems = gateway_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    digest, at = file_digest(config), time.time()
+
+    async def work(store: Store) -> None:
+        await store.announce("config.changed", {"digest": digest, "at": at}, at)
+        await push(cfg, {"type": "config.changed", "digest": digest, "at": at})
+
+    run(with_store(cfg, work))
+    out.print(f"announced {config} (sha256 {digest[:12]}) to every node", highlight=False)
+
+
 # -- gateway / up ---------------------------------------------------------------------------------
-def _serve(config: Path, workers: int | None) -> None:
+def _serve(config: Path, workers: int | None, *, with_auth: bool = False) -> None:
     from bastion.gateway.serve import run_workers
 
     cfg = load(config)
@@ -86,7 +110,7 @@ def _serve(config: Path, workers: int | None) -> None:
     for f in check_config(cfg):
         logging.getLogger("bastion.config").warning("%s", f)
     n = workers if workers is not None else cfg.server.workers
-    raise typer.Exit(run_workers(cfg, n))
+    raise typer.Exit(run_workers(cfg, n, with_auth=with_auth, path=config))
 
 
 @app.command()
@@ -103,8 +127,9 @@ def up(
     config: ConfigOpt,
     workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes.")] = None,
 ) -> None:
-    """Run the embedded setup (gateway; later: authorization server and console) in one process."""
-    _serve(config, workers)
+    """Run the embedded setup: the gateway and, with an `auth` section, the authorization
+    server (whose tokens the gateway then trusts) in one process."""
+    _serve(config, workers, with_auth=True)
 
 
 # -- db ---------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ and :meth:`RouteRuntime.finish`. Nothing here parses HTTP or touches sockets.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import os
 import ssl
@@ -247,6 +249,23 @@ class RouteRuntime:
             await layer.aclose()
 
 
+#: Sections of the config read once at start: a reload that changes them needs a restart.
+RESTART_SECTIONS = (
+    "listeners",
+    "server",
+    "store",
+    "cache",
+    "cluster",
+    "issuers",
+    "api_keys",
+    "audit",
+    "change_poll_interval",
+    "auth",
+)
+#: Seconds a replaced route stays open for the requests still running on it.
+RETIRE_AFTER = 120.0
+
+
 class Gateway:
     """All routes of one config, matched by host then longest path prefix."""
 
@@ -261,6 +280,40 @@ class Gateway:
         self._default_hsts = HstsConfig().header_value()
         # Body limit for requests that match no route (they are refused anyway).
         self.default_max_body = 65536
+        self._retiring: list[asyncio.Task[None]] = []
+
+    def swap_routes(self, config: BastionConfig) -> list[str]:
+        """Serve ``config``'s routes from the next request on (config reload).
+
+        Only routes change at run time. The sections a node reads once at start (listeners,
+        server limits, store, cache, cluster, issuers, API-key pepper, audit, feed interval)
+        keep their running values; their names are returned when ``config`` changes them, so
+        the caller can say that a restart is needed. Raises (and changes nothing) when a route
+        cannot be built, e.g. an OpenAPI document that does not compile. Routes being replaced
+        are closed after :data:`RETIRE_AFTER` seconds, so requests in flight on them finish.
+        """
+        restart = [
+            name for name in RESTART_SECTIONS if getattr(config, name) != getattr(self.config, name)
+        ]
+        # Re-read OpenAPI documents: a reload is how an edited document is picked up.
+        saved = dict(self.services.openapi_specs)
+        self.services.openapi_specs.clear()
+        try:
+            built = [RouteRuntime(r, self.services) for r in config.routes]
+        except BaseException:
+            self.services.openapi_specs.update(saved)
+            raise
+        old = self.routes
+        self.routes = sorted(built, key=lambda r: (r.host is None, -len(r.prefix)))
+        self.config = self.config.model_copy(update={"routes": list(config.routes)})
+        self._retiring.append(asyncio.get_running_loop().create_task(self._retire(old)))
+        return restart
+
+    async def _retire(self, routes: list[RouteRuntime]) -> None:
+        await asyncio.sleep(RETIRE_AFTER)
+        for r in routes:
+            with contextlib.suppress(Exception):
+                await r.aclose()
 
     def match(self, host: str, path: str) -> RouteRuntime | None:
         for r in self.routes:
@@ -297,6 +350,8 @@ class Gateway:
         await self.services.start()
 
     async def aclose(self) -> None:
+        for task in self._retiring:
+            task.cancel()
         for r in self.routes:
             await r.aclose()
         await self.services.aclose()

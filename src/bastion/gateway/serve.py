@@ -15,6 +15,7 @@ from bastion.config.model import BastionConfig
 from bastion.events.bus import EventBus
 from bastion.gateway.layers.audit.config import FileSink
 from bastion.gateway.layers.authn.config import IssuerConfig
+from bastion.gateway.reload import ConfigReloader
 from bastion.gateway.runtime import Gateway
 from bastion.gateway.server import HttpProtocol, server_tls_context
 from bastion.gateway.services import GatewayServices
@@ -111,12 +112,17 @@ def with_local_issuer(config: BastionConfig) -> BastionConfig:
     return config.model_copy(update={"issuers": [*config.issuers, issuer]})
 
 
-async def serve_forever(config: BastionConfig, *, with_auth: bool = False) -> None:
+async def serve_forever(
+    config: BastionConfig, *, with_auth: bool = False, source: ConfigSource | None = None
+) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully.
 
     ``with_auth`` (``bastion up``): the authorization server of ``config.auth`` runs in this
     process too, started first (the gateway fetches its JWKS at start-up), on the same event
     bus, so a token it revokes is refused by this gateway at once.
+
+    ``source``: the file ``config`` came from and how it was prepared for this process; then
+    ``SIGHUP`` and ``config.changed`` events reload the routes from it.
     """
     auth = None
     services = None
@@ -136,6 +142,10 @@ async def serve_forever(config: BastionConfig, *, with_auth: bool = False) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if source is not None:
+        reloader = ConfigReloader(running.gateway, source.path, source.prepare)
+        reloader.attach()
+        loop.add_signal_handler(signal.SIGHUP, reloader.request)
     for (host, port), lst in zip(running.addresses, config.listeners, strict=True):
         log.info("listening on %s://%s:%d", "https" if lst.tls else "http", host, port)
     try:
@@ -146,11 +156,32 @@ async def serve_forever(config: BastionConfig, *, with_auth: bool = False) -> No
             await auth.aclose()
 
 
-def run(config: BastionConfig, *, with_auth: bool = False) -> None:
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where a process's config came from, for reloads: the file, and the steps that made
+    this process's config of it (per-worker audit files, the embedded issuer)."""
+
+    path: Path
+    with_auth: bool = False
+    workers: int = 1
+    index: int | None = None
+
+    def prepare(self, config: BastionConfig) -> BastionConfig:
+        if self.with_auth:
+            config = with_local_issuer(config)
+        if self.index is not None:
+            server = config.server.model_copy(update={"workers": self.workers})
+            config = worker_config(config.model_copy(update={"server": server}), self.index)
+        return config
+
+
+def run(
+    config: BastionConfig, *, with_auth: bool = False, source: ConfigSource | None = None
+) -> None:
     """Run the gateway (and with ``with_auth`` the authorization server) on uvloop (blocking)."""
     import uvloop
 
-    uvloop.run(serve_forever(config, with_auth=with_auth))
+    uvloop.run(serve_forever(config, with_auth=with_auth, source=source))
 
 
 def worker_config(config: BastionConfig, index: int) -> BastionConfig:
@@ -166,43 +197,62 @@ def worker_config(config: BastionConfig, index: int) -> BastionConfig:
     return config.model_copy(update={"audit": audit})
 
 
-def _worker_main(config: BastionConfig, index: int, with_auth: bool = False) -> None:
+def _worker_main(
+    config: BastionConfig,
+    index: int,
+    with_auth: bool = False,
+    path: Path | None = None,
+    both: bool = False,
+) -> None:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s w{index} %(levelname)s %(name)s: %(message)s"
     )
-    run(worker_config(config, index), with_auth=with_auth)
+    source = None
+    if path is not None:
+        source = ConfigSource(path, both, config.server.workers, index)
+    run(worker_config(config, index), with_auth=with_auth, source=source)
 
 
-def run_workers(config: BastionConfig, workers: int, *, with_auth: bool = False) -> int:
+def run_workers(
+    config: BastionConfig, workers: int, *, with_auth: bool = False, path: Path | None = None
+) -> int:
     """Run ``workers`` processes sharing the listening ports (SO_REUSEPORT). Returns an exit code.
 
     ``with_auth``: the authorization server runs too, in the first worker only (it listens on
-    one port of its own); every worker trusts its tokens.
+    one port of its own); every worker trusts its tokens. ``path``: the file ``config`` was
+    loaded from; each process reloads its routes from it on ``SIGHUP`` (forwarded to every
+    worker) and on ``config.changed`` events.
     """
     if with_auth:
         config = with_local_issuer(config)
     if workers <= 1:
-        run(config, with_auth=with_auth)
+        run(config, with_auth=with_auth, source=ConfigSource(path, with_auth) if path else None)
         return 0
     config = config.model_copy(
         update={"server": config.server.model_copy(update={"workers": workers})}
     )
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker_main, args=(config, i, with_auth and i == 0), daemon=False)
+        ctx.Process(
+            target=_worker_main,
+            args=(config, i, with_auth and i == 0, path, with_auth),
+            daemon=False,
+        )
         for i in range(workers)
     ]
     for p in procs:
         p.start()
 
     def forward(signum: int, _frame: object) -> None:
+        sent = signal.SIGHUP if signum == signal.SIGHUP else signal.SIGTERM
         for p in procs:
             if p.is_alive() and p.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGTERM)
+                    os.kill(p.pid, sent)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
     code = 0
     for p in procs:
         p.join()

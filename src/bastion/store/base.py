@@ -83,6 +83,10 @@ class Change:
     at: float = 0.0
 
 
+#: Changes with no table of their own, only announced on the feed (``Store.announce``).
+ANNOUNCED_KINDS = frozenset({"config.changed"})
+
+
 class Store(Protocol):
     """Durable state. All methods may raise :class:`~bastion.errors.StoreError`."""
 
@@ -123,6 +127,9 @@ class Store(Protocol):
 
     async def active_ip_blocks(self, now: float) -> list[IpBlock]:
         """Blocks neither lifted nor expired at ``now``, oldest first."""
+
+    async def announce(self, kind: str, payload: dict[str, Any], at: float) -> None:
+        """Append a change of a kind in :data:`ANNOUNCED_KINDS` (StoreError for another)."""
 
     async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
         """Changes with ``seq`` greater than ``seq``, oldest first."""

@@ -15,7 +15,14 @@ from typing import Any
 import orjson
 
 from bastion.errors import StoreError
-from bastion.store.base import ApiKeyRecord, Change, ClientRecord, IpBlock, Revocation
+from bastion.store.base import (
+    ANNOUNCED_KINDS,
+    ApiKeyRecord,
+    Change,
+    ClientRecord,
+    IpBlock,
+    Revocation,
+)
 
 
 class MemoryStore:
@@ -143,6 +150,12 @@ class MemoryStore:
         self._check()
         return [b for b in self._ip_blocks if b.lifted_at is None and b.expires_at > now]
 
+    async def announce(self, kind: str, payload: dict[str, Any], at: float) -> None:
+        """Append a change of a kind in ``ANNOUNCED_KINDS``."""
+        self._check()
+        check_announced(kind, payload)
+        self._append_change(kind, dict(payload), at)
+
     async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
         """Changes with a ``seq`` greater than ``seq``, oldest first, at most ``limit``."""
         self._check()
@@ -167,6 +180,17 @@ class MemoryStore:
     async def count_audit(self) -> int:
         self._check()
         return len(self._audit)
+
+
+def check_announced(kind: str, payload: dict[str, Any]) -> str:
+    """The payload of an announced change as JSON; StoreError for a kind that has a table of
+    its own (it must be written with its record) or a payload that is not JSON."""
+    if kind not in ANNOUNCED_KINDS:
+        raise StoreError(diagnosis=f"change kind {kind!r} cannot be announced on its own")
+    try:
+        return orjson.dumps(payload).decode()
+    except TypeError as exc:
+        raise StoreError(diagnosis=f"change payload not serialisable: {exc}") from exc
 
 
 def ip_block_change(block: IpBlock) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import orjson
 from bastion.errors import StoreError
 from bastion.store import pg_schema
 from bastion.store.base import ApiKeyRecord, Change, ClientRecord, IpBlock, Revocation
-from bastion.store.memory import ip_block_change, revocation_change
+from bastion.store.memory import check_announced, ip_block_change, revocation_change
 from bastion.store.rows import AUDIT_COLUMNS, audit_row, key_from_row, key_params
 from bastion.store.spool import AuditSpool
 
@@ -400,6 +400,15 @@ class PostgresStore:
             return [IpBlock(*row) for row in rows]
 
         return await self._call("active_ip_blocks", q)
+
+    async def announce(self, kind: str, payload: dict[str, Any], at: float) -> None:
+        """Append a change of a kind in ``ANNOUNCED_KINDS``."""
+        body = check_announced(kind, payload)
+
+        async def tx(conn: Conn) -> None:
+            await conn.execute(_INSERT_CHANGE, kind, body, at)
+
+        await self._write("announce", tx)
 
     async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
         """Changes with a ``seq`` greater than ``seq``, oldest first, at most ``limit``."""

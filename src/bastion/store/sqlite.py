@@ -26,7 +26,7 @@ import orjson
 
 from bastion.errors import StoreError
 from bastion.store.base import ApiKeyRecord, Change, ClientRecord, IpBlock, Revocation
-from bastion.store.memory import ip_block_change, revocation_change
+from bastion.store.memory import check_announced, ip_block_change, revocation_change
 from bastion.store.migrations import LATEST_VERSION, SCHEMA_TABLE, pending, statements_for
 from bastion.store.rows import audit_row, key_from_row, key_params
 
@@ -325,6 +325,14 @@ class SqliteStore:
             return [IpBlock(*row) for row in rows]
 
         return await self._call("active_ip_blocks", q)
+
+    async def announce(self, kind: str, payload: dict[str, Any], at: float) -> None:
+        """Append a change of a kind in ``ANNOUNCED_KINDS``."""
+        body = check_announced(kind, payload)
+        await self._call(
+            "announce",
+            lambda conn: self._write(conn, lambda c: c.execute(_INSERT_CHANGE, (kind, body, at))),
+        )
 
     async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
         """Changes with a ``seq`` greater than ``seq``, oldest first, at most ``limit``."""
