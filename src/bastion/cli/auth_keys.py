@@ -29,12 +29,10 @@ keys_app = typer.Typer(
 
 def _auth_settings(cfg: BastionConfig) -> tuple[KeysConfig, float]:
     """The ``auth.keys`` section and the longest token lifetime; CliFailure without ``auth``."""
-    auth: Any = getattr(cfg, "auth", None)
+    auth = cfg.auth
     if auth is None:
         raise CliFailure("the config has no 'auth' section (authorization server)", 2)
-    lifetime = max(float(auth.access_token_ttl), float(getattr(auth, "id_token_ttl", 0.0)))
-    keys: KeysConfig = auth.keys
-    return keys, lifetime
+    return auth.keys, max(auth.access_token_ttl, auth.id_token_ttl)
 
 
 def _when(ts: float | None) -> str:

@@ -1,7 +1,7 @@
 """``bastion auth keys list|rotate`` on a SQLite store: output, emergency rotation, no secrets.
 
-The commands are driven through their Typer app with the config loader replaced by a config
-object (the ``auth`` section joins the root config with the authorization server)."""
+Most tests drive the Typer app with the config loader replaced by a config object; the last two
+run ``bastion`` itself on a real config file, with the KEK from the environment or a file."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from bastion.authserver.keys import KeysConfig, KeyStoreError
 from bastion.cli import auth_keys
 from bastion.cli.common import CliFailure
+from bastion.cli.main import main
 
 pytestmark = pytest.mark.integration
 
@@ -90,3 +91,65 @@ def test_without_auth_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert isinstance(result.exception, CliFailure)
     assert result.exception.code == 2
     assert "no 'auth' section" in str(result.exception)
+
+
+def _config_file(tmp_path: Path, kek_ref: str) -> Path:
+    path = tmp_path / "bastion.yaml"
+    path.write_text(
+        f"store: sqlite:///{tmp_path / 'state.db'}\n"
+        "auth:\n"
+        "  issuer: http://127.0.0.1:9000\n"
+        "  client_secret_pepper: ${BASTION_TEST_PEPPER}\n"
+        "  keys:\n"
+        "    local:\n"
+        f"      kek: {kek_ref}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _main(*argv: str) -> int:
+    """The exit code of ``bastion ARGV`` run in this process (main() returns on success)."""
+    try:
+        main([*argv])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_bastion_auth_keys_with_the_kek_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kek = os.urandom(32)
+    monkeypatch.setenv("BASTION_TEST_PEPPER", base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv("BASTION_TEST_KEK", base64.urlsafe_b64encode(kek).decode())
+    config = str(_config_file(tmp_path, "${BASTION_TEST_KEK}"))
+    assert _main("auth", "keys", "rotate", "-c", config) == 0
+    assert _main("auth", "keys", "list", "--json", "-c", config) == 0
+    out = capsys.readouterr().out
+    rows = orjson.loads(out[out.index("[") :])
+    assert [r["state"] for r in rows] == ["active", "pending"]
+    assert kek.hex() not in out
+    # Another KEK in the environment: one clear line, exit 1, no traceback.
+    monkeypatch.setenv("BASTION_TEST_KEK", base64.urlsafe_b64encode(os.urandom(32)).decode())
+    assert _main("auth", "keys", "rotate", "--emergency", "-c", config) == 1
+    err = capsys.readouterr().err
+    assert "wrong key-encryption key" in err
+    assert "Traceback" not in err
+
+
+def test_bastion_auth_keys_with_the_kek_from_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BASTION_TEST_PEPPER", base64.b64encode(os.urandom(32)).decode())
+    kek_file = tmp_path / "kek"
+    kek_file.write_text(os.urandom(32).hex() + "\n", encoding="utf-8")
+    config = str(_config_file(tmp_path, f"file:{kek_file}"))
+    assert _main("auth", "keys", "rotate", "--emergency", "-c", config) == 0
+    assert "signs now" in capsys.readouterr().out
+    # A KEK that is not 32 bytes is a config error (exit 2) that does not echo it.
+    kek_file.write_text("too-short-to-be-a-kek\n", encoding="utf-8")
+    assert _main("auth", "keys", "rotate", "-c", config) == 2
+    err = capsys.readouterr().err
+    assert "auth.keys.local.kek" in err
+    assert "too-short-to-be-a-kek" not in err
