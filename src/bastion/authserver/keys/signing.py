@@ -160,9 +160,10 @@ class KeyManager:
             ) from exc
 
     async def jwks(self) -> dict[str, Any]:
-        """``{"keys": [...]}``: public JWKs of the pending, active and retiring keys."""
+        """``{"keys": [...]}``: public JWKs of the pending, active and retiring keys (a copy
+        the caller may change)."""
         await self._fresh_view()
-        return self._jwks
+        return {"keys": [dict(k) for k in self._jwks["keys"]]}
 
     async def public_key_set(self) -> KeySet:
         """The JWKS's keys as a joserfc KeySet, to verify tokens this server issued."""
@@ -187,6 +188,11 @@ class KeyManager:
         async with self._lock:
             if emergency:
                 kid = await self._step(lambda recs, now: lifecycle.plan_emergency(recs, now))
+                if kid is None:  # every attempt lost the compare-and-swap to another process
+                    raise SigningUnavailable(
+                        diagnosis="signing keys: emergency rotation not written (store busy);"
+                        " run it again"
+                    )
             else:
                 kid = await self._step(lambda recs, now: lifecycle.plan_rotate(recs))
             if kid is None:  # a rotation was already under way

@@ -586,3 +586,20 @@ def test_previous_keks_in_config(tmp_path: Any) -> None:
     bad = KeysConfig.model_validate({"local": {"kek": raw_new.hex(), "previous_keks": ["x"]}})
     with pytest.raises(ConfigError, match=r"previous_keks\[0\]"):
         build_keystore(bad, MemoryStore())
+
+
+async def test_jwks_is_a_copy() -> None:
+    m = await _manager()
+    served = await m.jwks()
+    served["keys"][0]["kid"] = "forged"
+    served["keys"].append({"kty": "oct", "k": "AAAA"})
+    again = await m.jwks()
+    assert len(again["keys"]) == 1
+    assert again["keys"][0]["kid"] != "forged"
+
+
+async def test_an_emergency_rotation_that_never_wins_says_so() -> None:
+    m = await _manager()
+    m._repo = _AlwaysLoses(m._repo)
+    with pytest.raises(SigningUnavailable, match="run it again"):
+        await m.rotate(emergency=True)
