@@ -192,16 +192,21 @@ class LoginPages:
     def _session_csrf_ok(self, request: Request, session_id: str, given: str) -> bool:
         return not self._cross_site(request) and tokens_equal(session_csrf(session_id), given)
 
-    async def _count_attempt(self, user: UserRecord) -> bool:
+    async def _count_attempt(self, user: UserRecord, ip: str) -> bool:
         cfg = self.s.config
         grant = await self.s.repo.reserve_attempt(
             user.id, self.s.clock.now(), cfg.lockout_threshold, cfg.lockout_duration
         )
         if grant.allowed and grant.count >= cfg.lockout_threshold:
             log.warning("user %s reached %d failed attempts: locked", user.id, grant.count)
+            self.s.security_event(
+                "user.locked_out", **{"user.id": user.id, "source.ip": ip, "attempts": grant.count}
+            )
         return grant.allowed
 
-    async def _second_factor_ok(self, user: UserRecord, code: str, recovery: str) -> str | None:
+    async def _second_factor_ok(
+        self, user: UserRecord, code: str, recovery: str, ip: str
+    ) -> str | None:
         """Check a TOTP or recovery code; the amr factor it proves, or None."""
         now = self.s.clock.now()
         if code and user.totp_secret:
@@ -218,6 +223,9 @@ class LoginPages:
                 user.id, code_hash, now
             ):
                 log.info("user %s used a recovery code", user.id)
+                self.s.security_event(
+                    "user.recovery_code_used", **{"user.id": user.id, "source.ip": ip}
+                )
                 return AMR_MFA
         return None
 
@@ -253,7 +261,7 @@ class LoginPages:
             return self._csrf_refused()
         return_to = safe_return_to(form["return_to"])
         await self._purge_now_and_then()
-        user = await self._password_ok(form["username"], form["password"])
+        user = await self._password_ok(form["username"], form["password"], request.client_ip)
         if user is None:
             page = pages.login_page(csrf=cookie, return_to=return_to, error=LOGIN_FAILED)
             return html_response(200, page)
@@ -279,7 +287,7 @@ class LoginPages:
             self._last_purge = now
             await self.s.repo.purge_sessions(self.s.clock.now())
 
-    async def _password_ok(self, raw_username: str, password: str) -> UserRecord | None:
+    async def _password_ok(self, raw_username: str, password: str, ip: str) -> UserRecord | None:
         """The user if ``password`` is theirs and they may sign in; else None after the same
         work (one attempt count, one argon2 verification) whatever the reason."""
         user = None
@@ -290,16 +298,21 @@ class LoginPages:
             await self.s.repo.reserve_attempt(_NO_USER, self.s.clock.now(), 1, 0.0)
             await self.hasher.verify_dummy(password)
             log.info("login failed: unknown username")
+            # The attempted name is not reported: people type passwords into it.
+            self.s.security_event("user.login_failed", **{"source.ip": ip, "reason": "unknown"})
             return None
-        if not await self._count_attempt(user):
+        if not await self._count_attempt(user, ip):
             await self.hasher.verify_dummy(password)
             log.info("login refused: user %s is locked", user.id)
+            self._failed(user, ip, "locked")
             return None
         if not password or len(password) > MAX_PASSWORD_LENGTH:
             await self.hasher.verify_dummy(password)
+            self._failed(user, ip, "password")
             return None
         if not await self.hasher.verify(user.password_hash, password):
             log.info("login failed: wrong password for user %s", user.id)
+            self._failed(user, ip, "password")
             return None
         now = self.s.clock.now()
         await self.s.repo.clear_failures(user.id, now)
@@ -307,6 +320,11 @@ class LoginPages:
             await self.s.repo.set_password_hash(user.id, await self.hasher.hash(password), now)
             log.info("password hash of user %s re-made with the current parameters", user.id)
         return user
+
+    def _failed(self, user: UserRecord, ip: str, reason: str) -> None:
+        self.s.security_event(
+            "user.login_failed", **{"user.id": user.id, "source.ip": ip, "reason": reason}
+        )
 
     # -- second factor -------------------------------------------------------------------------
 
@@ -329,14 +347,17 @@ class LoginPages:
             return self._refused(400, "The form was malformed.")
         if not self._session_csrf_ok(request, session_id, form["csrf_token"]):
             return self._csrf_refused()
-        if not await self._count_attempt(user):
+        if not await self._count_attempt(user, request.client_ip):
             await self.s.repo.delete_session(session.id_hash)
             return html_response(
                 200, pages.message_page("Sign-in failed", LOGIN_FAILED), extra=self._clear()
             )
-        factor = await self._second_factor_ok(user, form["code"], form["recovery_code"])
+        factor = await self._second_factor_ok(
+            user, form["code"], form["recovery_code"], request.client_ip
+        )
         if factor is None:
             log.info("second factor refused for user %s", user.id)
+            self._failed(user, request.client_ip, "second_factor")
             return html_response(
                 200, pages.mfa_page(csrf=session_csrf(session_id), error=CODE_FAILED)
             )
@@ -446,8 +467,8 @@ class LoginPages:
         if not user.totp_secret:
             return redirect(self.s.config.default_page)
         if (
-            not await self._count_attempt(user)
-            or await self._second_factor_ok(user, form["code"], "") is None
+            not await self._count_attempt(user, request.client_ip)
+            or await self._second_factor_ok(user, form["code"], "", request.client_ip) is None
         ):
             return self._refused(403, CODE_FAILED)
         now = self.s.clock.now()

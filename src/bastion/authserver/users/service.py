@@ -14,6 +14,7 @@ import re
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 from bastion.authserver.http import Request, Response
@@ -51,6 +52,7 @@ class AccountError(ValueError):
 
 Handler = Callable[[Request], Awaitable[Response]]
 DisableHook = Callable[[str], Awaitable[None]]
+SecurityHook = Callable[[str, dict[str, Any]], None]
 
 #: Role names: a short allow-listed alphabet (they end up in tokens).
 ROLE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
@@ -77,6 +79,11 @@ class UserService:
         #: Called with a user id after an administrator locks the user (the OAuth server
         #: registers "revoke this user's refresh-token families").
         self.on_disable: list[DisableHook] = []
+        #: Called with (action, ECS fields) for security-relevant login events
+        #: (``user.login_failed``, ``user.locked_out``, ``user.recovery_code_used``,
+        #: ``user.disabled``); the OAuth server can publish them on the event bus. Never a
+        #: password, code or attempted username in the fields.
+        self.on_security_event: list[SecurityHook] = []
         self.hasher = PasswordHasher(config.password_hash)
         key = config.totp_encryption_key
         self.sealer = TotpSealer(key.get_secret_value().encode() if key is not None else None)
@@ -122,6 +129,15 @@ class UserService:
     async def get_user(self, user_id: str) -> UserInfo | None:
         user = await self.repo.get_user(user_id)
         return user.info() if user is not None else None
+
+    def security_event(self, action: str, **fields: Any) -> None:
+        """Hand a security event to every ``on_security_event`` hook (a failing hook is logged,
+        never raised into the login)."""
+        for hook in list(self.on_security_event):
+            try:
+                hook(action, dict(fields))
+            except Exception:
+                log.exception("on_security_event hook failed for %s", action)
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -224,6 +240,7 @@ class UserService:
         if not await self.repo.set_disabled(user_id, True, self.clock.now()):
             return False
         await self.repo.delete_user_sessions(user_id)
+        self.security_event("user.disabled", **{"user.id": user_id})
         for hook in list(self.on_disable):
             try:
                 await hook(user_id)

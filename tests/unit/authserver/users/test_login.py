@@ -474,3 +474,29 @@ async def test_lockout_does_not_sign_out_the_owner(browser: Browser) -> None:
         await attacker.login("alice", f"wrong-password-{i}")
     assert LOGIN_FAILED in (await Browser(browser.service).login("alice")).body.decode()
     assert await browser.current() is not None
+
+
+async def test_security_events_name_no_secret(browser: Browser) -> None:
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    def broken(action: str, fields: dict[str, object]) -> None:
+        raise RuntimeError("sink down")
+
+    browser.service.on_security_event.extend([broken, lambda a, f: seen.append((a, f))])
+    await browser.login("guessed-name", "hunter2-password")
+    for i in range(10):
+        browser.ip = f"203.0.113.{i}"
+        await browser.login("alice", f"wrong-password-{i}")
+    await browser.login("alice")
+    user = await browser.service.find_user("alice")
+    assert user is not None
+    await browser.service.lock(user.id)
+    actions = [a for a, _ in seen]
+    assert actions[0] == "user.login_failed"
+    assert seen[0][1] == {"source.ip": "192.0.2.1", "reason": "unknown"}
+    assert actions.count("user.locked_out") == 1
+    assert seen[-2][1] == {"user.id": user.id, "source.ip": "203.0.113.9", "reason": "locked"}
+    assert seen[-1] == ("user.disabled", {"user.id": user.id})
+    text = repr(seen)
+    assert "guessed-name" not in text
+    assert "password" not in text.replace("'reason': 'password'", "")

@@ -257,8 +257,11 @@ async def test_mfa_step_needs_csrf(browser: Browser, clock: ManualClock) -> None
 
 async def test_recovery_code_works_once(browser: Browser, clock: ManualClock) -> None:
     _, codes = await enrol(browser, clock)
+    events: list[str] = []
+    browser.service.on_security_event.append(lambda action, _fields: events.append(action))
     token = await mfa_step(browser)
     ok = await browser.post("/login/mfa", {"csrf_token": token, "recovery_code": codes[0].upper()})
+    assert events == ["user.recovery_code_used"]
     assert ok.header("location") == RETURN
     auth = await browser.current()
     assert auth is not None
