@@ -8,6 +8,7 @@ and a difference counts only when the baseline itself is stable.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from typing import Any
@@ -121,7 +122,7 @@ async def owned_ids(ctx: ScanContext, op: ScanOperation, identity: str = USER_A)
     listing = collection_of(ctx, op)
     if listing is not None and len(found) < 3:
         try:
-            reply = await ctx.send("GET", ctx.fill_path(listing), identity=identity)
+            reply = await send(ctx, "GET", ctx.fill_path(listing), identity=identity)
         except (RequestFailed, SafetyRefused):
             reply = None
         doc = reply.json() if reply is not None and reply.ok else None
@@ -153,7 +154,7 @@ async def not_found_baseline(ctx: ScanContext, prefix: str = "") -> Reply | None
     """What the target answers for a path that surely does not exist (under ``prefix``)."""
     path = f"{prefix.rstrip('/')}/bastion-scan-{secrets.token_hex(6)}"
     try:
-        return await ctx.send("GET", path, identity=USER_A, from_root=True)
+        return await send(ctx, "GET", path, identity=USER_A, from_root=True)
     except RequestFailed:
         return None
 
@@ -168,3 +169,14 @@ def like_not_found(reply: Reply, baseline: Reply | None) -> bool:
     if reply.status != baseline.status:
         return False
     return abs(len(reply.body) - len(baseline.body)) <= max(32, len(baseline.body) // 10)
+
+
+async def send(ctx: ScanContext, method: str, path: str, **kwargs: Any) -> Reply:
+    """``ctx.send``, once more after a 429/503 (waiting what Retry-After asks, at most 2 s):
+    a target's rate limiter must not hide a flaw, nor fake a difference."""
+    reply = await ctx.send(method, path, **kwargs)
+    if not throttled(reply):
+        return reply
+    wait = reply.headers.get("retry-after", "1")
+    await asyncio.sleep(min(float(wait) if wait.isdigit() else 1.0, 2.0))
+    return await ctx.send(method, path, **kwargs)

@@ -24,7 +24,7 @@ from joserfc.jwk import OctKey
 from joserfc.util import urlsafe_b64decode
 
 from bastion.scan.checks import register
-from bastion.scan.checks._probe import path_for, throttled
+from bastion.scan.checks._probe import path_for, send, throttled
 from bastion.scan.checks.base import ANONYMOUS, USER_A, Check, ScanContext
 from bastion.scan.client import Reply
 from bastion.scan.model import Confidence, Severity
@@ -155,7 +155,7 @@ class Authn(Check):
             return
         op, path, mine = target
         await self._no_token(ctx, op, path, mine)
-        token = await ctx.token(USER_A)
+        token = await ctx.token(USER_A) or _static_bearer(ctx)
         if token is None or token.count(".") != 2:
             ctx.skip(self, "user_a's credential is not a JWT: token forgery not tried")
             return
@@ -254,13 +254,13 @@ class Authn(Check):
             path = await path_for(ctx, op)
             if path is None:
                 continue
-            mine = await ctx.send("GET", path, identity=USER_A, operation=op)
+            mine = await send(ctx, "GET", path, identity=USER_A, operation=op)
             if mine.ok:
                 return op, path, mine
         return None
 
     async def _no_token(self, ctx: ScanContext, op: ScanOperation, path: str, mine: Reply) -> None:
-        anon = await ctx.send("GET", path, identity=ANONYMOUS, operation=op)
+        anon = await send(ctx, "GET", path, identity=ANONYMOUS, operation=op)
         if _accepted(anon, mine):
             ctx.report(
                 self.finding(
@@ -298,7 +298,8 @@ class Authn(Check):
         cwe: str,
         severity: Severity,
     ) -> None:
-        reply = await ctx.send(
+        reply = await send(
+            ctx,
             "GET",
             path,
             identity=USER_A,
@@ -320,6 +321,15 @@ class Authn(Check):
                     notes=("with user_a's token", f"with a forged token ({key})"),
                 )
             )
+
+
+def _static_bearer(ctx: ScanContext) -> str | None:
+    """user_a's bearer token when scan-auth.yaml gives it as a static header."""
+    for name, value in ctx.identity(USER_A).spec.headers:
+        scheme, _, token = value.partition(" ")
+        if name.lower() == "authorization" and scheme.lower() == "bearer" and token:
+            return token.strip()
+    return None
 
 
 def _accepted(reply: Reply, mine: Reply) -> bool:

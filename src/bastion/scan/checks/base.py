@@ -287,10 +287,9 @@ class ScanContext:
         BudgetExhausted, RequestFailed, OffOrigin."""
         method = method.upper()
         full = path if from_root else self.api_path(path)
-        if not from_root or urlsplit(full).path.startswith(self.spec.base_path or "/"):
-            decision = self._decide(method, full, path, operation, from_root)
-            if not decision.allowed:
-                raise SafetyRefused(f"{method} {path}: {decision.reason}")
+        decision = self._decide(method, full, path, operation, from_root)
+        if not decision.allowed:
+            raise SafetyRefused(f"{method} {path}: {decision.reason}")
         ident = None
         if identity != ANONYMOUS:
             ident = self.identity(identity)

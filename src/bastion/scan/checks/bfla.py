@@ -8,7 +8,7 @@ try, one for the admin reference, which also cleans up).
 from __future__ import annotations
 
 from bastion.scan.checks import register
-from bastion.scan.checks._probe import id_param, throttled, unique_body
+from bastion.scan.checks._probe import id_param, send, throttled, unique_body
 from bastion.scan.checks.base import ADMIN, USER_A, Check, ScanContext
 from bastion.scan.client import Reply
 from bastion.scan.errors import SafetyRefused
@@ -34,14 +34,14 @@ class Bfla(Check):
     async def run_operation(self, ctx: ScanContext, op: ScanOperation) -> None:
         if op.method == "GET" and not op.params_in("path"):
             path = ctx.fill_path(op)
-            mine = await ctx.send("GET", path, identity=USER_A, operation=op)
+            mine = await send(ctx, "GET", path, identity=USER_A, operation=op)
             ref = await self._reference(ctx, "GET", path, op)
             if mine.ok and (ref is None or ref.ok):
                 self._report(ctx, op, mine, ref)
         elif op.method == "POST" and "{" not in op.path:
             body = unique_body(ctx.sample_body(op))
-            mine = await ctx.send(
-                "POST", ctx.fill_path(op), identity=USER_A, json=body, operation=op
+            mine = await send(
+                ctx, "POST", ctx.fill_path(op), identity=USER_A, json=body, operation=op
             )
             ref = await self._reference(ctx, "POST", ctx.fill_path(op), op, unique_body(body))
             if mine.ok and (ref is None or ref.ok):
@@ -55,8 +55,8 @@ class Bfla(Check):
         if not ctx.has(ADMIN):
             return None
         if body is None:
-            return await ctx.send(method, path, identity=ADMIN, operation=op)
-        return await ctx.send(method, path, identity=ADMIN, json=body, operation=op)
+            return await send(ctx, method, path, identity=ADMIN, operation=op)
+        return await send(ctx, method, path, identity=ADMIN, json=body, operation=op)
 
     async def _write(self, ctx: ScanContext, op: ScanOperation) -> None:
         name = id_param(op)
@@ -70,7 +70,8 @@ class Bfla(Check):
         maker = ADMIN if ctx.has(ADMIN) else USER_A
         made: list[str] = []
         for _ in range(2 if ctx.has(ADMIN) else 1):
-            reply = await ctx.send(
+            reply = await send(
+                ctx,
                 "POST",
                 ctx.fill_path(create),
                 identity=maker,
@@ -99,8 +100,8 @@ class Bfla(Check):
         self, ctx: ScanContext, op: ScanOperation, who: str, path: str, body: object
     ) -> Reply:
         if body is None:
-            return await ctx.send(op.method, path, identity=who, operation=op)
-        return await ctx.send(op.method, path, identity=who, json=body, operation=op)
+            return await send(ctx, op.method, path, identity=who, operation=op)
+        return await send(ctx, op.method, path, identity=who, json=body, operation=op)
 
     def _report(self, ctx: ScanContext, op: ScanOperation, mine: Reply, ref: Reply | None) -> None:
         if throttled(mine):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bastion.scan.checks import register
-from bastion.scan.checks._probe import id_param, json_leaves, owned_ids, throttled
+from bastion.scan.checks._probe import id_param, json_leaves, owned_ids, send, throttled
 from bastion.scan.checks.base import USER_A, USER_B, Check, ScanContext
 from bastion.scan.errors import SafetyRefused
 from bastion.scan.model import Confidence, Severity
@@ -64,8 +64,8 @@ class Bola(Check):
             return
         b_own = None
         for oid in theirs_ids[:1]:
-            reply = await ctx.send(
-                "GET", ctx.fill_path(op, {name: oid}), identity=USER_B, operation=op
+            reply = await send(
+                ctx, "GET", ctx.fill_path(op, {name: oid}), identity=USER_B, operation=op
             )
             if reply.ok:
                 b_own = reply
@@ -73,10 +73,10 @@ class Bola(Check):
             if oid in theirs_ids:
                 continue
             path = ctx.fill_path(op, {name: oid})
-            mine = await ctx.send("GET", path, identity=USER_A, operation=op)
+            mine = await send(ctx, "GET", path, identity=USER_A, operation=op)
             if not mine.ok or mine.json() is None:
                 continue
-            theirs = await ctx.send("GET", path, identity=USER_B, operation=op)
+            theirs = await send(ctx, "GET", path, identity=USER_B, operation=op)
             if not theirs.ok or throttled(theirs):
                 continue
             if b_own is not None:
@@ -115,11 +115,11 @@ class Bola(Check):
             body = ctx.sample_body(op) if op.json_body is not None else None
             try:
                 if body is not None:
-                    reply = await ctx.send(
-                        op.method, path, identity=USER_B, json=body, operation=op
+                    reply = await send(
+                        ctx, op.method, path, identity=USER_B, json=body, operation=op
                     )
                 else:
-                    reply = await ctx.send(op.method, path, identity=USER_B, operation=op)
+                    reply = await send(ctx, op.method, path, identity=USER_B, operation=op)
             except SafetyRefused:
                 return
             if reply.ok:

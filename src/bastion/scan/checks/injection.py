@@ -11,7 +11,7 @@ import secrets
 from typing import Any
 
 from bastion.scan.checks import register
-from bastion.scan.checks._probe import path_for, same_answer, throttled, unique_body
+from bastion.scan.checks._probe import path_for, same_answer, send, throttled, unique_body
 from bastion.scan.checks.base import USER_A, Check, ScanContext
 from bastion.scan.checks.misconfig import SIGNATURES
 from bastion.scan.client import Reply
@@ -60,7 +60,8 @@ class Injection(Check):
         self, ctx: ScanContext, op: ScanOperation, path: str, name: str, value: str
     ) -> None:
         async def get(v: str) -> Reply:
-            return await ctx.send(
+            return await send(
+                ctx,
                 "GET" if op.method == "GET" else op.method,
                 path,
                 identity=USER_A,
@@ -184,8 +185,8 @@ class Injection(Check):
         timeout: float | None = None,  # noqa: ASYNC109 - the HTTP timeout
     ) -> Reply | None:
         try:
-            return await ctx.send(
-                op.method, path, identity=USER_A, json=body, operation=op, timeout=timeout
+            return await send(
+                ctx, op.method, path, identity=USER_A, json=body, operation=op, timeout=timeout
             )
         except RequestFailed:
             return None

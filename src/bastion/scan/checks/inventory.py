@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from bastion.scan.checks import register
-from bastion.scan.checks._probe import like_not_found, not_found_baseline, path_for
+from bastion.scan.checks._probe import like_not_found, not_found_baseline, path_for, send
 from bastion.scan.checks.base import USER_A, Check, ScanContext
 from bastion.scan.errors import RequestFailed
 from bastion.scan.model import Confidence, Severity
@@ -81,7 +81,7 @@ class Inventory(Check):
                 if prefix + word in documented:
                     continue
                 try:
-                    reply = await ctx.send("GET", path, identity=USER_A, from_root=True)
+                    reply = await send(ctx, "GET", path, identity=USER_A, from_root=True)
                 except RequestFailed:
                     continue
                 if not like_not_found(reply, baseline) and reply.status < 500:
@@ -105,7 +105,7 @@ class Inventory(Check):
                 continue
             for variant in version_variants(concrete):
                 try:
-                    reply = await ctx.send("GET", base + variant, identity=USER_A, from_root=True)
+                    reply = await send(ctx, "GET", base + variant, identity=USER_A, from_root=True)
                 except RequestFailed:
                     continue
                 if not like_not_found(reply, baseline) and reply.status < 500:

@@ -14,7 +14,7 @@ import warnings
 from urllib.parse import urlsplit
 
 from bastion.scan.checks import register
-from bastion.scan.checks._probe import path_for, throttled
+from bastion.scan.checks._probe import path_for, send, throttled
 from bastion.scan.checks.base import USER_A, Check, ScanContext
 from bastion.scan.client import Reply
 from bastion.scan.errors import RequestFailed, SafetyRefused
@@ -107,7 +107,7 @@ class Misconfig(Check):
             path = await path_for(ctx, op)
             if path is None:
                 continue
-            reply = await ctx.send("GET", path, identity=USER_A, operation=op)
+            reply = await send(ctx, "GET", path, identity=USER_A, operation=op)
             if reply.ok:
                 return op, path, reply
         return None
@@ -140,8 +140,8 @@ class Misconfig(Check):
             ("cors-prefix", f"https://bastion-scan{host}", "the host as a suffix"),
         )
         for key, origin, what in tries:
-            reply = await ctx.send(
-                "GET", path, identity=USER_A, operation=op, headers={"Origin": origin}
+            reply = await send(
+                ctx, "GET", path, identity=USER_A, operation=op, headers={"Origin": origin}
             )
             allowed = reply.headers.get("access-control-allow-origin")
             creds = reply.headers.get("access-control-allow-credentials", "").lower() == "true"
@@ -203,7 +203,8 @@ class Misconfig(Check):
         if path is None:
             return
         try:
-            reply = await ctx.send(
+            reply = await send(
+                ctx,
                 op.method,
                 path,
                 identity=USER_A,
@@ -241,7 +242,7 @@ class Misconfig(Check):
                 if method in documented:
                     continue
                 try:
-                    reply = await ctx.send(method, rel, identity=obj.identity, json={})
+                    reply = await send(ctx, method, rel, identity=obj.identity, json={})
                 except (SafetyRefused, RequestFailed):
                     continue
                 if reply.ok and not throttled(reply):

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from bastion.scan.checks import register
-from bastion.scan.checks._probe import json_leaves, path_for, unique_body
+from bastion.scan.checks._probe import json_leaves, path_for, send, unique_body
 from bastion.scan.checks.base import ANONYMOUS, USER_A, Check, ScanContext
 from bastion.scan.errors import SafetyRefused
 from bastion.scan.model import Confidence, Severity
@@ -117,7 +117,7 @@ class Properties(Check):
             path = await path_for(ctx, op)
             if path is None:
                 return
-            reply = await ctx.send("GET", path, identity=USER_A, operation=op)
+            reply = await send(ctx, "GET", path, identity=USER_A, operation=op)
             if reply.ok:
                 self._inspect(ctx, op, reply)
             return
@@ -174,8 +174,13 @@ class Properties(Check):
             return
         for who in (USER_A, ANONYMOUS):
             try:
-                plain = await ctx.send(
-                    "POST", ctx.fill_path(op), identity=who, json=unique_body(base), operation=op
+                plain = await send(
+                    ctx,
+                    "POST",
+                    ctx.fill_path(op),
+                    identity=who,
+                    json=unique_body(base),
+                    operation=op,
                 )
             except SafetyRefused:
                 return
@@ -184,7 +189,8 @@ class Properties(Check):
         else:
             return
         self._inspect(ctx, op, plain)
-        sent = await ctx.send(
+        sent = await send(
+            ctx,
             "POST",
             ctx.fill_path(op),
             identity=who,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from bastion.scan.checks import register
-from bastion.scan.checks._probe import path_for, unique_body
+from bastion.scan.checks._probe import path_for, send, unique_body
 from bastion.scan.checks.base import USER_A, Check, ScanContext
 from bastion.scan.errors import RequestFailed, SafetyRefused
 from bastion.scan.model import Confidence, Severity
@@ -67,14 +67,14 @@ class Ssrf(Check):
             url = ctx.canary.url(token)
             try:
                 if name in query:
-                    reply = await ctx.send(
-                        op.method, path, identity=USER_A, params={name: url}, operation=op
+                    reply = await send(
+                        ctx, op.method, path, identity=USER_A, params={name: url}, operation=op
                     )
                 else:
                     body = unique_body(ctx.sample_body(op)) or {}
                     body[name] = url
-                    reply = await ctx.send(
-                        op.method, path, identity=USER_A, json=body, operation=op
+                    reply = await send(
+                        ctx, op.method, path, identity=USER_A, json=body, operation=op
                     )
             except (SafetyRefused, RequestFailed):
                 reply = None
