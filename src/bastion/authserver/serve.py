@@ -1,5 +1,7 @@
-"""Running the authorization server: under uvicorn on its own port, alone (``bastion auth
-serve``) or in the gateway's process and event loop (``bastion up``).
+"""Running the authorization server on its own port with its own HTTP front end
+(:mod:`bastion.authserver.front`), alone (``bastion auth serve``) or in the gateway's process
+and event loop (``bastion up``). To run it under another ASGI server instead, build an
+:class:`~bastion.authserver.asgi.AuthAsgiApp` around :func:`open_auth_server`'s result.
 
 The store is opened here (SQLite migrates itself; PostgreSQL must be upgraded with
 ``bastion db upgrade``). Revocations are pushed through Redis when ``cache`` is set, and always
@@ -12,17 +14,15 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 from dataclasses import dataclass
 
-import uvicorn
-
-from bastion.authserver.asgi import AuthAsgiApp
+from bastion.authserver.front import AuthHttpProtocol, FrontLimits
 from bastion.authserver.oauth.context import Push, no_push
 from bastion.authserver.server import AuthServer, open_auth_server
 from bastion.config.model import BastionConfig
 from bastion.errors import ConfigError
 from bastion.events.bus import Event, EventBus
+from bastion.gateway.server import server_tls_context
 from bastion.store import open_store
 from bastion.store.base import Store
 
@@ -35,23 +35,20 @@ class RunningAuthServer:
 
     server: AuthServer
     store: Store
-    uvicorn: uvicorn.Server
-    task: asyncio.Task[None]
+    listener: asyncio.Server
     owns_store: bool
 
     @property
     def address(self) -> tuple[str, int]:
-        for srv in self.uvicorn.servers:
-            for sock in srv.sockets:
-                name = sock.getsockname()
-                return str(name[0]), int(name[1])
-        raise RuntimeError("the authorization server is not listening")
+        name = self.listener.sockets[0].getsockname()
+        return str(name[0]), int(name[1])
 
-    async def aclose(self) -> None:
-        self.uvicorn.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.uvicorn.shutdown()
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Stop accepting, let in-flight requests end (up to ``grace`` s), stop background
+        work, close the store if it was opened here."""
+        self.listener.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.listener.wait_closed(), grace)
         await self.server.aclose()
         if self.owns_store:
             await self.store.close()
@@ -98,39 +95,34 @@ async def start_auth_server(
             poll_interval=config.change_poll_interval,
             follow_feed=follow_feed,
         )
-        app = AuthAsgiApp(server)
-        uconfig = uvicorn.Config(
-            app,
-            lifespan="off",  # started below: a failure must raise here, not exit the process
-            loop="none",
-            http="httptools",
-            access_log=False,
-            log_level="warning",
-            server_header=False,
-            date_header=False,
-            ssl_certfile=auth.tls_cert,
-            ssl_keyfile=auth.tls_key,
-            log_config=None,
+        ctx = None
+        if auth.tls_cert is not None and auth.tls_key is not None:
+            ctx = server_tls_context(auth.tls_cert, auth.tls_key, None, "1.2")
+        limits = FrontLimits(
+            max_body=auth.max_body_bytes,
+            header_timeout=config.server.header_timeout,
+            body_timeout=config.server.body_timeout,
+            keepalive_timeout=config.server.keepalive_timeout,
         )
-        uconfig.load()
-        # Bound here so a port in use is an OSError for the caller (uvicorn would exit).
-        family = socket.AF_INET6 if ":" in auth.host else socket.AF_INET
-        sock = socket.create_server((auth.host, auth.port), family=family, backlog=2048)
+        await server.start()
+        tls = ctx is not None
         try:
-            await server.start()
-            userver = uvicorn.Server(uconfig)
-            userver.lifespan = uconfig.lifespan_class(uconfig)  # what Server.serve would set
-            await userver.startup(sockets=[sock])
+            listener = await asyncio.get_running_loop().create_server(
+                lambda: AuthHttpProtocol(server, limits, tls),
+                auth.host,
+                auth.port,
+                ssl=ctx,
+                backlog=2048,
+                ssl_handshake_timeout=config.server.header_timeout if ctx else None,
+            )
         except BaseException:
-            sock.close()
             await server.aclose()
             raise
-        task = asyncio.get_running_loop().create_task(userver.main_loop())
     except BaseException:
         if owns_store:
             await store.close()
         raise
-    running = RunningAuthServer(server, store, userver, task, owns_store)
+    running = RunningAuthServer(server, store, listener, owns_store)
     host, port = running.address
     scheme = "https" if auth.tls_cert else "http"
     log.info("authorization server %s listening on %s://%s:%d", auth.issuer, scheme, host, port)
