@@ -77,6 +77,20 @@ PURGE_INTERVAL = 600.0
 _NO_USER = "-"
 
 
+def origin_of(url: str) -> str:
+    """The RFC 6454 ASCII serialisation browsers send in ``Origin``: scheme, host, and the port
+    only when it is not the scheme's default."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is None or (scheme, port) in (("https", 443), ("http", 80)):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
 class BadForm(Exception):
     """A form with a repeated field: answered 400."""
 
@@ -92,8 +106,7 @@ class LoginPages:
             cfg.login_rate.emission_interval, cfg.login_rate.effective_burst, max_keys=100_000
         )
         self._last_purge = service.clock.monotonic()
-        parts = urlsplit(service.issuer)
-        self.origin = f"{parts.scheme}://{parts.netloc}".lower()
+        self.origin = origin_of(service.issuer)
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/login"): self.login_form,
             ("POST", "/login"): self.login_submit,

@@ -68,3 +68,18 @@ def test_missing_token_never_matches() -> None:
     assert not tokens_equal("abc", None)
     assert not tokens_equal("abc", "abd")
     assert tokens_equal("abc", "abc")
+
+
+@pytest.mark.parametrize(
+    ("issuer", "origin"),
+    [
+        ("https://AS.example:443/realm", "https://as.example"),
+        ("https://as.example:8443", "https://as.example:8443"),
+        ("http://127.0.0.1:80", "http://127.0.0.1"),
+        ("http://[::1]:9000", "http://[::1]:9000"),
+    ],
+)
+def test_origin_of_issuer(issuer: str, origin: str) -> None:
+    from bastion.authserver.users.login import origin_of
+
+    assert origin_of(issuer) == origin
