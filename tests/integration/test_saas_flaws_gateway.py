@@ -1,6 +1,8 @@
-"""The example SaaS API in vulnerable mode behind the real gateway: every planted flaw of
-``examples/ground_truth.yaml`` works against the upstream directly and is refused or cleaned
-through Bastion — above all, the SSN, card number and password hash never reach a client."""
+"""The example SaaS API in vulnerable mode behind the real gateway: the planted flaws of
+``examples/ground_truth.yaml`` work against the upstream directly and are refused or cleaned
+through Bastion — above all, the SSN, card number and password hash never reach a client — and
+each flaw's trigger gets through the gateway exactly the answer its ``gateway`` entry says
+(including the two the gateway cannot stop)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
 import uvicorn
+import yaml
 from examples.saas_api import SaasStore, create_app
 
 from tests.support.gateway import GatewayHarness, Response
@@ -203,3 +207,84 @@ def test_admin_operation_needs_the_admin_role(saas: tuple[GatewayHarness, SaasSe
     assert 10 in server.store.users
     admin = h.token(sub="1", scope="read write", roles=["admin"])
     assert call(h, "DELETE", "/api/users/10", admin).status == 204
+
+
+GROUND_TRUTH = yaml.safe_load(
+    (Path(__file__).resolve().parents[2] / "examples" / "ground_truth.yaml").read_text("utf-8")
+)
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[GatewayHarness, SaasServer]]:
+    """The vulnerable API behind a route like examples/bastion.yaml's ``api`` route: /api only,
+    the contract, the owner resolver, 10 requests per second per caller."""
+    server = SaasServer()
+    up = f"http://127.0.0.1:{server.port}"
+    route = {
+        "name": "demo",
+        "host": "demo.test",
+        "path_prefix": "/api",
+        "upstream": up,
+        "openapi": {"spec": str(SPEC)},
+        "authz": {
+            "resolvers": [
+                {
+                    "name": "invoices",
+                    "type": "http",
+                    "url": up,
+                    "path": "/internal/invoices/{id}/owner",
+                }
+            ]
+        },
+        "ratelimit": {"limits": [{"rate": 10, "per": "1s"}]},
+    }
+    h = GatewayHarness(tmp_path, extra_routes=[route])
+    try:
+        h.thread.call(server.start())
+        yield h, server
+    finally:
+        finish(h, server)
+
+
+def oversized(h: GatewayHarness, path: str, token: str, size: int) -> int:
+    """The status a body of ``size`` bytes gets, announced by Content-Length (the gateway may
+    answer before reading it, so only the head is sent)."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: demo.test\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    ).encode()
+    answer = h.raw(head + b'{"filename": "big", "padding": "xxxx', timeout=3.0)
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("flaw", GROUND_TRUTH["flaws"], ids=lambda f: str(f["id"]))
+def test_the_gateway_answers_each_trigger_as_ground_truth_says(
+    demo: tuple[GatewayHarness, SaasServer], flaw: dict[str, Any]
+) -> None:
+    h, _server = demo
+    trigger, expected = flaw["trigger"], flaw["gateway"]
+    req = trigger["request"]
+    token = h.token(sub=trigger["as"] or "2", scope="read write")
+    if "pad_bytes" in trigger:
+        assert oversized(h, req["path"], token, trigger["pad_bytes"]) == expected["status"]
+        return
+    headers = {"Host": "demo.test", **req.get("headers", {})}
+    if trigger["as"]:
+        headers["Authorization"] = f"Bearer {token}"
+    body = None
+    if "raw_body" in req:
+        body = req["raw_body"].encode()
+    elif "body" in req:
+        body = orjson.dumps(req["body"])
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    query = "&".join(f"{k}={quote(str(v))}" for k, v in req.get("query", {}).items())
+    path = req["path"] + (f"?{query}" if query else "")
+    for _ in range(trigger.get("repeat", 1)):
+        r = h.request(req["method"], path, headers=headers, body=body)
+    assert r.status == expected["status"]
+    code = r.json().get("code") if r.body.startswith(b"{") else None
+    assert code == expected["code"]
+    assert r.header("access-control-allow-origin") != "https://evil.example"
+    assert r.header("x-runtime") is None
+    assert b"Traceback" not in r.body
