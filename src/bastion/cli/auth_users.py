@@ -4,10 +4,10 @@ Passwords are read from a hidden prompt (asked twice) or, with ``--password-stdi
 first line of standard input — never from the command line, where ``ps`` and shell history
 would keep them. Nothing secret is printed.
 
-``lock`` ends the user's login sessions at once (sessions live in the store) and runs the
-``on_disable`` hooks. A hook that needs the authorization server's own state (revoking the
-user's refresh-token families) is registered in :data:`DISABLE_HOOKS` by the module that mounts
-this app, so the CLI process runs it too.
+``lock`` ends the user's login sessions at once (sessions live in the store), revokes the
+user's refresh-token families and the last access token of each (stored, so every gateway node
+learns it from the change feed, and pushed through Redis when one is configured), then runs
+any further hooks registered in :data:`DISABLE_HOOKS`.
 """
 
 from __future__ import annotations
@@ -25,17 +25,18 @@ from bastion.authserver.users import UsersConfig, open_user_service
 from bastion.authserver.users.model import UserRecord
 from bastion.authserver.users.repo import UserExists
 from bastion.authserver.users.service import AccountError, UserService
-from bastion.cli.common import CliFailure, ConfigOpt, JsonOpt, load, out, run, with_store
+from bastion.cli.common import CliFailure, ConfigOpt, JsonOpt, load, out, push, run, with_store
 from bastion.config.model import BastionConfig
-from bastion.store.base import Store
+from bastion.store.base import Revocation, Store
+from bastion.store.memory import revocation_change
 
 users_app = typer.Typer(
     help="Users of the authorization server: create, list, lock, unlock, reset-mfa.",
     no_args_is_help=True,
 )
 
-#: Factories of ``on_disable`` hooks for the CLI's user service: ``factory(config, store)``
-#: returns a coroutine function of the user id (e.g. "revoke this user's refresh families").
+#: Factories of further ``on_disable`` hooks for the CLI's user service: ``factory(config,
+#: store)`` returns a coroutine function of the user id.
 DISABLE_HOOKS: list[Callable[[BastionConfig, Store], Callable[[str], Awaitable[None]]]] = []
 
 UsernameArg = Annotated[str, typer.Argument(help="The user's username.")]
@@ -50,9 +51,40 @@ def _settings(cfg: BastionConfig) -> tuple[UsersConfig, str]:
     return users, str(auth.issuer)
 
 
+def _revoke_tokens(
+    cfg: BastionConfig, store: Store, service: UserService, issuer: str
+) -> Callable[[str], Awaitable[None]]:
+    """The CLI's own ``on_disable`` hook: what the running server does for a disabled user
+    (revoke every refresh family and its last access token), done from this process."""
+
+    async def hook(user_id: str) -> None:
+        from bastion.authserver.oauth.repo import open_oauth_repo
+
+        now = service.clock.now()
+        families = await open_oauth_repo(store).revoke_subject_families(user_id, now, "user")
+        for family in families:
+            if not family.access_jti or not family.access_exp or family.access_exp <= now:
+                continue
+            rev = Revocation(
+                kind="jti",
+                value=family.access_jti,
+                issuer=issuer,
+                not_before=None,
+                expires_at=family.access_exp,
+                created_at=now,
+            )
+            await store.add_revocation(rev)
+            kind, payload = revocation_change(rev)
+            await push(cfg, {**payload, "type": kind})
+        out.print(f"revoked {len(families)} refresh-token families", highlight=False, markup=False)
+
+    return hook
+
+
 async def _service(cfg: BastionConfig, store: Store) -> UserService:
     users_cfg, issuer = _settings(cfg)
     service = await open_user_service(users_cfg, store, issuer=issuer)
+    service.on_disable.append(_revoke_tokens(cfg, store, service, issuer))
     service.on_disable.extend(factory(cfg, store) for factory in DISABLE_HOOKS)
     return service
 

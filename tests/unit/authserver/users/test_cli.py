@@ -24,6 +24,7 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "bastion.db"
     cfg = SimpleNamespace(
         store=f"sqlite:///{path}",
+        cache=None,
         auth=SimpleNamespace(users=UsersConfig(password_hash=FAST_HASH), issuer=ISSUER),
     )
     monkeypatch.setattr(auth_users, "load", lambda _path: cfg)
@@ -158,3 +159,59 @@ def test_without_an_auth_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     result = cli("list")
     assert isinstance(result.exception, CliFailure)
     assert result.exception.code == 2
+
+
+def test_lock_revokes_refresh_families_and_their_access_tokens(db: Path) -> None:
+    import time
+
+    from bastion.authserver.oauth.records import OAuthClient, RefreshFamily
+    from bastion.authserver.oauth.repo import open_oauth_repo
+
+    assert cli("create", "alice", "--password-stdin", stdin=PASSWORD + "\n").exit_code == 0
+    [user] = listed(db)
+    now = time.time()
+
+    async def seed() -> None:
+        store = SqliteStore(str(db))
+        await store.open()
+        try:
+            repo = open_oauth_repo(store)
+            await repo.put_client(OAuthClient(id="web", name="web", auth_method="none", secrets=()))
+            for n, exp in enumerate((now + 300, now - 10)):
+                family = RefreshFamily(
+                    id=f"fam{n}",
+                    client_id="web",
+                    subject=str(user["id"]),
+                    scope="openid",
+                    audience=(),
+                    auth_time=now,
+                    amr=("pwd",),
+                    acr="urn:bastion:acr:pwd",
+                    created_at=now,
+                    expires_at=now + 3600,
+                    last_used_at=now,
+                    access_jti=f"jti-{n}",
+                    access_exp=exp,
+                )
+                await repo.create_family(family, f"hash{n}")
+        finally:
+            await store.close()
+
+    async def check() -> tuple[list[object], list[str]]:
+        store = SqliteStore(str(db))
+        await store.open()
+        try:
+            repo = open_oauth_repo(store)
+            families = [await repo.find_refresh(f"hash{n}") for n in range(2)]
+            revoked = [r.value for r in await store.active_revocations(time.time())]
+            return [f[0].revoked_at if f else None for f in families], revoked
+        finally:
+            await store.close()
+
+    asyncio.run(seed())
+    result = cli("lock", "alice")
+    assert result.exit_code == 0, result.output
+    assert "revoked 2 refresh-token families" in result.stdout
+    revoked_at, revocations = asyncio.run(check())
+    assert all(at is not None for at in revoked_at)
+    assert revocations == ["jti-0"]  # the expired access token needs no revocation
