@@ -19,7 +19,8 @@ Then:
    shows the bug distributed limiting exists to avoid (each node admits its own burst).
 2. **Throughput**: ``wrk`` on every node at once (POST ~1 KB, ``--connections`` split over the
    nodes) against a route with two limits that are evaluated on every request but never hit;
-   rounds interleave the clusters; the ratio redis/memory is the cost of sharing the limit.
+   rounds interleave the clusters; the ratio redis/memory is the cost of sharing the limit
+   (and of the Redis event stream of audit records; both clusters write the audit file).
 
     .venv/bin/python bench/ratelimit.py [--nodes 2] [--rounds 3] [--duration 5] [--json out.json]
 
@@ -71,7 +72,7 @@ def node_config(
     doc: dict[str, Any] = {
         "store": "sqlite:///bastion.db",
         "listeners": [{"name": "bench", "bind": f"127.0.0.1:{port}"}],
-        "audit": {"sinks": []},
+        "audit": {"sinks": [{"type": "file", "path": "audit.jsonl", "max_bytes": 64 << 20}]},
         "routes": [
             {
                 "name": "accuracy",
