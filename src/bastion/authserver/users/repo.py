@@ -18,12 +18,10 @@ from bastion.authserver.users.model import AttemptGrant, SessionRecord, UserReco
 from bastion.errors import StoreError
 
 
-class UserExists(StoreError):
-    """A user with this id or username exists already."""
-
-    code = "users.exists"
-    status = 409
-    title = "User exists"
+class UserExists(Exception):
+    """A user with this id or username exists already (only ``bastion auth users create``
+    meets it; no HTTP endpoint creates users). Deliberately not a ValueError or StoreError:
+    the stores translate those, and this one must reach the caller as it is."""
 
 
 class UserRepo(Protocol):
@@ -125,7 +123,7 @@ class MemoryUserRepo:
 
     async def create_user(self, user: UserRecord) -> None:
         if user.id in self._users or self._by_name(user.username) is not None:
-            raise UserExists(diagnosis=f"user {user.username!r} exists")
+            raise UserExists(f"user {user.username!r} exists")
         self._users[user.id] = user
         self._codes[user.id] = {}
 

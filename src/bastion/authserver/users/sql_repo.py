@@ -161,7 +161,7 @@ class SqlUserRepo:
                     ),
                 )
             ],
-            conflict=UserExists(diagnosis=f"user {user.username!r} exists"),
+            conflict=UserExists(f"user {user.username!r} exists"),
         )
 
     async def get_user(self, user_id: str) -> UserRecord | None:
