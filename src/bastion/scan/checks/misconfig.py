@@ -21,7 +21,7 @@ from bastion.scan.errors import RequestFailed, SafetyRefused
 from bastion.scan.model import Confidence, Severity
 from bastion.scan.spec import ScanOperation
 
-__all__ = ["Misconfig", "error_signature"]
+__all__ = ["Misconfig", "error_signature", "old_tls_version"]
 
 SIGNATURES = (
     ("python-traceback", re.compile(r"Traceback \(most recent call last\)")),
@@ -51,6 +51,31 @@ VERSION_HEADERS = (
 )
 _VERSION = re.compile(r"\d+\.\d+")
 EVIL_ORIGIN = "https://evil.bastion-scan.invalid"
+
+
+async def old_tls_version(host: str, port: int, timeout: float = 5.0) -> str | None:  # noqa: ASYNC109
+    """The protocol a server agrees to when offered only TLS 1.0 and 1.1 (None: it refuses,
+    or does not answer). The offer needs OpenSSL's security level 0, where those live now."""
+    with warnings.catch_warnings():  # TLS 1.0/1.1 are deprecated: that is what we test
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # we test the protocol, not the certificate
+        try:
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.maximum_version = ssl.TLSVersion.TLSv1_1
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+        except (ValueError, ssl.SSLError):
+            return None
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context), timeout
+        )
+    except (OSError, ssl.SSLError, TimeoutError):
+        return None
+    version = writer.get_extra_info("ssl_object").version()
+    writer.close()
+    return str(version)
 
 
 def error_signature(text: str) -> str | None:
@@ -166,37 +191,21 @@ class Misconfig(Check):
 
     async def _old_tls(self, ctx: ScanContext) -> None:
         parts = urlsplit(ctx.client.base_url)
-        with warnings.catch_warnings():  # TLS 1.0/1.1 are deprecated: that is what we test
-            warnings.simplefilter("ignore", DeprecationWarning)
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            try:
-                context.minimum_version = ssl.TLSVersion.TLSv1
-                context.maximum_version = ssl.TLSVersion.TLSv1_1
-            except (ValueError, ssl.SSLError):
-                return
-        try:
-            _r, writer = await asyncio.wait_for(
-                asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context), 5.0
+        version = await old_tls_version(parts.hostname or "", parts.port or 443)
+        if version is not None:
+            ctx.report(
+                self.finding(
+                    ctx,
+                    None,
+                    f"the server completes a {version} handshake",
+                    severity=Severity.MEDIUM,
+                    confidence=Confidence.CERTAIN,
+                    key="tls-version",
+                    cwe="CWE-326",
+                    title="TLS below 1.2 accepted",
+                    remediation="Accept TLS 1.2 and 1.3 only.",
+                )
             )
-        except (OSError, ssl.SSLError, TimeoutError):
-            return
-        version = writer.get_extra_info("ssl_object").version()
-        writer.close()
-        ctx.report(
-            self.finding(
-                ctx,
-                None,
-                f"the server completes a {version} handshake",
-                severity=Severity.MEDIUM,
-                confidence=Confidence.CERTAIN,
-                key="tls-version",
-                cwe="CWE-326",
-                title="TLS below 1.2 accepted",
-                remediation="Accept TLS 1.2 and 1.3 only.",
-            )
-        )
 
     async def run_operation(self, ctx: ScanContext, op: ScanOperation) -> None:
         path = await path_for(ctx, op)

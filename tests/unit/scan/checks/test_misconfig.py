@@ -3,8 +3,16 @@ the vulnerable example; none on the secure one."""
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+import warnings
+from pathlib import Path
+
+import pytest
+
+from bastion.crypto.certs import write_self_signed
 from bastion.scan.checks.bfla import Bfla
-from bastion.scan.checks.misconfig import Misconfig, error_signature
+from bastion.scan.checks.misconfig import Misconfig, error_signature, old_tls_version
 from tests.unit.scan.checks.conftest import Target, run_check
 
 
@@ -29,3 +37,35 @@ def test_signatures() -> None:
     assert error_signature("Traceback (most recent call last):\n  File") == "python-traceback"
     assert error_signature("sqlite3.OperationalError: near") == "sql-error"
     assert error_signature('{"error": "internal"}') is None
+
+
+async def tls_server(tmp_path: Path, oldest: ssl.TLSVersion) -> asyncio.Server:
+    write_self_signed(tmp_path, hostnames=["localhost"], ip_addresses=["127.0.0.1"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+        context.minimum_version = oldest
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+
+    async def hang_up(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.close()
+
+    return await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=context)
+
+
+@pytest.mark.parametrize(
+    ("oldest", "expected"),
+    [(ssl.TLSVersion.TLSv1, "TLSv1.1"), (ssl.TLSVersion.TLSv1_2, None)],
+)
+async def test_old_tls_is_detected_only_where_accepted(
+    tmp_path: Path, oldest: ssl.TLSVersion, expected: str | None
+) -> None:
+    server = await tls_server(tmp_path, oldest)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await old_tls_version("127.0.0.1", port) == expected
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert await old_tls_version("127.0.0.1", port, timeout=1.0) is None  # nobody listens
