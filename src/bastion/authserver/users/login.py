@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from ipaddress import IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -57,6 +58,7 @@ from bastion.authserver.users.sessions import (
     tokens_equal,
     well_formed,
 )
+from bastion.core.clientip import parse_ip
 from bastion.core.gcra import LocalLimiter
 
 if TYPE_CHECKING:
@@ -75,6 +77,18 @@ MAX_USERNAME_LENGTH = 256
 PURGE_INTERVAL = 600.0
 #: A user id that never exists, for the attempt counter's equal work on unknown usernames.
 _NO_USER = "-"
+
+
+def throttle_key(client_ip: str) -> str:
+    """What the per-IP throttle counts: an IPv4 address, or the /64 of an IPv6 address (one
+    subscriber's allocation: an attacker there has 2^64 addresses to rotate through, not one
+    each). Anything unparsable shares one key."""
+    addr = parse_ip(client_ip)
+    if addr is None:
+        return "-"
+    if isinstance(addr, IPv6Address):
+        return str(IPv6Network((addr, 64), strict=False))
+    return str(addr)
 
 
 def origin_of(url: str) -> str:
@@ -123,7 +137,7 @@ class LoginPages:
 
     def _throttled(self, request: Request) -> Response | None:
         """The per-IP GCRA on form submissions; a 429 page when over the rate."""
-        res = self.limiter.check(request.client_ip or "-", self.s.clock.monotonic())
+        res = self.limiter.check(throttle_key(request.client_ip), self.s.clock.monotonic())
         if res.allowed:
             return None
         retry = max(1, int(res.retry_after + 0.999))

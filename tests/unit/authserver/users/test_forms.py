@@ -83,3 +83,29 @@ def test_origin_of_issuer(issuer: str, origin: str) -> None:
     from bastion.authserver.users.login import origin_of
 
     assert origin_of(issuer) == origin
+
+
+@pytest.mark.parametrize(
+    ("ip", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::9", "2001:db8:1:2::/64"),
+        ("", "-"),
+        ("not-an-ip", "-"),
+    ],
+)
+def test_throttle_key(ip: str, key: str) -> None:
+    from bastion.authserver.users.login import throttle_key
+
+    assert throttle_key(ip) == key
+
+
+async def test_ipv6_neighbours_share_one_budget() -> None:
+    browser = await browser_at("done")
+    statuses = []
+    for i in range(12):
+        browser.ip = f"2001:db8:1:2::{i + 1:x}"
+        statuses.append((await browser.post("/login", {"username": "x"})).status)
+    assert statuses[-1] == 429
