@@ -44,6 +44,7 @@ MAX_ASSERTION_BYTES = 8192
 MAX_ASSERTION_LIFETIME = 600.0
 SECRET_PREFIX = "bcs_"  # noqa: S105 - a public prefix, not a secret
 _CACHE_MAX = 10_000
+_NO_HASH = "0" * 64
 _ASSERTION_REGISTRY = JWSRegistry(algorithms=list(ASSERTION_ALGS))
 
 
@@ -146,6 +147,8 @@ class ClientAuthenticator:
     async def _by_secret(self, client_id: str, secret: str, method: str) -> OAuthClient:
         client = await self.client(client_id)
         if client is None or client.auth_method != method:
+            # The same HMAC as for a known client, so timing does not tell which ids exist.
+            secret_matches(self._pepper, secret, _NO_HASH)
             log.info("client %r refused: unknown or not %s", client_id[:128], method)
             raise invalid_client()
         now = self._clock.now()

@@ -71,6 +71,6 @@ async def _refresh(ctx: OAuthContext, client_id: str, token: str) -> dict[str, A
         "client_id": family.client_id,
         "sub": family.subject,
         "iss": ctx.issuer,
-        "exp": int(family.expires_at),
+        "exp": int(min(family.expires_at, family.last_used_at + ctx.config.refresh.idle_timeout)),
         "iat": int(family.rotated_at or family.created_at),
     }

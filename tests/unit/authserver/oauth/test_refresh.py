@@ -181,3 +181,21 @@ async def test_grace_zero_means_any_second_use_is_reuse(grace: str) -> None:
     await refresh(h, secret, first["refresh_token"])
     h.clock.advance(0.5)
     assert (await refresh(h, secret, first["refresh_token"]))[0] == 400
+
+
+async def test_refresh_tokens_are_introspected_only_for_their_client_and_generation() -> None:
+    h, secret, first = await login(refresh={"idle_timeout": "1h", "absolute_lifetime": "3h"})
+    reply = await h.post("/introspect", {"token": first["refresh_token"]}, basic=("web", secret))
+    doc = body(reply)
+    assert doc["active"] is True
+    assert doc["token_type"] == "refresh_token"
+    assert (doc["client_id"], doc["sub"], doc["scope"]) == ("web", "u1", "read write")
+    assert doc["exp"] == int(h.clock.now() + 3600)  # the idle timeout comes first
+    other = await h.register("rs", grant_types=())
+    seen = await h.post("/introspect", {"token": first["refresh_token"]}, basic=("rs", other))
+    assert body(seen) == {"active": False}
+    _, second = await refresh(h, secret, first["refresh_token"])
+    old = await h.post("/introspect", {"token": first["refresh_token"]}, basic=("web", secret))
+    assert body(old) == {"active": False}  # rotated away (the retry window is not a new life)
+    new = await h.post("/introspect", {"token": second["refresh_token"]}, basic=("web", secret))
+    assert body(new)["active"] is True
