@@ -342,7 +342,11 @@ class LoginPages:
             self._failed(user, ip, "password")
             return None
         now = self.s.clock.now()
-        await self.s.repo.clear_failures(user.id, now)
+        if user.totp_secret:
+            # Not signed in yet: the count is reset only when the second factor is right too.
+            await self.s.repo.release_attempt(user.id, self.s.config.lockout_threshold)
+        else:
+            await self.s.repo.clear_failures(user.id, now)
         if self.hasher.needs_rehash(user.password_hash):
             await self.s.repo.set_password_hash(user.id, await self.hasher.hash(password), now)
             log.info("password hash of user %s re-made with the current parameters", user.id)

@@ -53,7 +53,13 @@ class UserRepo(Protocol):
         """
 
     async def clear_failures(self, user_id: str, now: float) -> None:
-        """After a successful attempt: count 0, no lock."""
+        """After a successful login: count 0, no lock."""
+
+    async def release_attempt(self, user_id: str, threshold: int) -> None:
+        """Take back one reserved attempt whose secret was right but did not finish the login
+        (a password before the second factor): the count goes down by one, and a lock this
+        attempt set is lifted. Earlier failures stay counted, so a known password cannot be
+        used to reset the count between guesses at the second factor."""
 
     async def set_disabled(self, user_id: str, disabled: bool, now: float) -> bool:
         """An administrator's lock (True) or unlock (False; also clears failures and any
@@ -152,6 +158,14 @@ class MemoryUserRepo:
 
     async def clear_failures(self, user_id: str, now: float) -> None:
         self._update(user_id, failed_logins=0, locked_until=None)
+
+    async def release_attempt(self, user_id: str, threshold: int) -> None:
+        user = self._users.get(user_id)
+        if user is None or user.failed_logins <= 0:
+            return
+        count = user.failed_logins - 1
+        locked_until = user.locked_until if count >= threshold else None
+        self._update(user_id, failed_logins=count, locked_until=locked_until)
 
     async def set_disabled(self, user_id: str, disabled: bool, now: float) -> bool:
         if disabled:

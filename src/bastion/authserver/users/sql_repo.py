@@ -200,6 +200,16 @@ class SqlUserRepo:
             (user_id,),
         )
 
+    async def release_attempt(self, user_id: str, threshold: int) -> None:
+        await self._one(
+            "release_attempt",
+            "UPDATE auth_users SET failed_logins = failed_logins - 1,"
+            " locked_until = CASE WHEN failed_logins - 1 >= CAST(? AS INTEGER)"
+            "  THEN locked_until ELSE NULL END"
+            " WHERE id = ? AND failed_logins > 0 RETURNING id",
+            (threshold, user_id),
+        )
+
     async def set_disabled(self, user_id: str, disabled: bool, now: float) -> bool:
         if disabled:
             sql = "UPDATE auth_users SET disabled = 1, updated_at = ? WHERE id = ? RETURNING id"

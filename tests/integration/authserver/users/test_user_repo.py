@@ -148,6 +148,29 @@ async def test_attempts_lock_at_the_threshold_and_expire(repo: UserRepo) -> None
     assert not (await repo.reserve_attempt("nope", NOW, 3, 1800)).allowed
 
 
+async def test_release_takes_back_one_attempt(repo: UserRepo) -> None:
+    await repo.create_user(user())
+    for _ in range(3):
+        await repo.reserve_attempt("u1", NOW, 3, 1800)
+    await repo.release_attempt("u1", 3)  # the third, which set the lock, was right
+    got = await repo.get_user("u1")
+    assert got is not None
+    assert got.failed_logins == 2
+    assert got.locked_until is None
+    await repo.reserve_attempt("u1", NOW, 10, 1800)
+    await repo.reserve_attempt("u1", NOW, 10, 1800)
+    await repo.release_attempt("u1", 2)  # still at the threshold without it: lock stays
+    got = await repo.get_user("u1")
+    assert got is not None
+    assert got.failed_logins == 3
+    await repo.clear_failures("u1", NOW)
+    await repo.release_attempt("u1", 3)  # nothing to take back
+    await repo.release_attempt("nope", 3)
+    got = await repo.get_user("u1")
+    assert got is not None
+    assert got.failed_logins == 0
+
+
 async def test_concurrent_attempts_never_exceed_the_threshold(repo: UserRepo) -> None:
     await repo.create_user(user())
     grants = await asyncio.gather(*(repo.reserve_attempt("u1", NOW, 10, 1800) for _ in range(30)))

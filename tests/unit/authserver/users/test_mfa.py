@@ -388,3 +388,42 @@ async def test_account_rules(browser: Browser) -> None:
     assert (await Browser(service).login("carol", "another long password")).status == 303
     assert not await service.set_password("missing", "another long password")
     assert [u.username for u in await service.list_users()] == ["carol", "root"]
+
+
+async def test_known_password_cannot_reset_the_count_between_code_guesses(
+    browser: Browser, repo: MemoryUserRepo, clock: ManualClock
+) -> None:
+    await enrol(browser, clock)
+    for round_ in range(5):
+        attacker = Browser(browser.service, ip=f"203.0.113.{round_}")
+        token = await mfa_step(attacker)
+        for guess in range(2):
+            resp = await attacker.post("/login/mfa", {"csrf_token": token, "code": f"00000{guess}"})
+            assert resp.status == 200
+    user = await repo.find_user("root")
+    assert user is not None
+    assert user.locked(clock.now())
+    clock.advance(30)
+    late = Browser(browser.service, ip="198.51.100.50")
+    assert LOGIN_FAILED in (await late.login("root")).body.decode()
+
+
+async def test_typos_then_password_then_code_signs_in(
+    browser: Browser, repo: MemoryUserRepo, clock: ManualClock
+) -> None:
+    secret, _ = await enrol(browser, clock)
+    for i in range(9):
+        browser.ip = f"203.0.113.{i}"
+        await browser.login("root", f"typo-password-{i}")
+    browser.ip = "198.51.100.60"
+    clock.advance(30)
+    token = await mfa_step(browser)  # the 10th attempt, right: taken back, no lock
+    user = await repo.find_user("root")
+    assert user is not None
+    assert user.failed_logins == 9
+    assert not user.locked(clock.now())
+    ok = await browser.post("/login/mfa", {"csrf_token": token, "code": code_at(secret, clock)})
+    assert ok.status == 303
+    user = await repo.find_user("root")
+    assert user is not None
+    assert user.failed_logins == 0
