@@ -79,6 +79,12 @@ def unique_body(body: Any) -> Any:
     return out
 
 
+def api_relative(ctx: ScanContext, path: str) -> str:
+    """A target path (as the ledger keeps them) relative to the spec's base path."""
+    base = ctx.spec.base_path
+    return path[len(base) :] if base and path.startswith(base + "/") else path
+
+
 def collection_of(ctx: ScanContext, op: ScanOperation) -> ScanOperation | None:
     """The list operation (``GET /x``) of an item operation (``/x/{id}``), if documented."""
     parent = op.path.rsplit("/", 1)[0]
@@ -115,8 +121,9 @@ async def owned_ids(ctx: ScanContext, op: ScanOperation, identity: str = USER_A)
         found.append(ident.user_id)
     prefix = op.path.split("{")[0]
     for obj in ctx.ledger.objects:
-        if obj.identity == identity and not obj.deleted and obj.path.startswith(prefix):
-            tail = obj.path[len(prefix) :]
+        rel = api_relative(ctx, obj.path)
+        if obj.identity == identity and not obj.deleted and rel.startswith(prefix):
+            tail = rel[len(prefix) :]
             if tail and "/" not in tail:
                 found.append(tail)
     listing = collection_of(ctx, op)

@@ -10,7 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from bastion.scan.checks import register
-from bastion.scan.checks._probe import id_param, json_leaves, owned_ids, send, throttled
+from bastion.scan.checks._probe import (
+    api_relative,
+    id_param,
+    json_leaves,
+    owned_ids,
+    send,
+    throttled,
+)
 from bastion.scan.checks.base import USER_A, USER_B, Check, ScanContext
 from bastion.scan.errors import SafetyRefused
 from bastion.scan.model import Confidence, Severity
@@ -108,7 +115,8 @@ class Bola(Check):
         """B writes to an object A created during this scan (never to anything else)."""
         prefix = op.path.split("{")[0]
         for obj in ctx.ledger.objects:
-            tail = obj.path[len(prefix) :] if obj.path.startswith(prefix) else ""
+            rel = api_relative(ctx, obj.path)
+            tail = rel[len(prefix) :] if rel.startswith(prefix) else ""
             if obj.identity != USER_A or obj.deleted or not tail or "/" in tail:
                 continue
             path = ctx.fill_path(op, {name: tail})

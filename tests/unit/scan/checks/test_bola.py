@@ -3,8 +3,15 @@ secure API (404 for another's object) gives nothing."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
+
+from bastion.scan.checks.base import USER_A
 from bastion.scan.checks.bola import Bola, private_values
 from bastion.scan.model import Confidence
+from bastion.scan.session import ScanOptions, open_session
+from bastion.scan.spec import ScanSpec
 from tests.unit.scan.checks.conftest import Target, run_check
 
 
@@ -26,3 +33,26 @@ def test_private_values_ignore_what_both_users_share() -> None:
     theirs = {"id": 7, "user_id": 3, "amount": 3099, "currency": "EUR", "paid": False}
     assert private_values(mine, theirs) == {"4", "2", "2099"}
     assert private_values(mine, mine) == set()
+
+
+async def test_writes_go_only_to_objects_user_a_created(
+    spec: ScanSpec, auth: Any, transport: httpx.ASGITransport
+) -> None:
+    """The notes app (tests/unit/scan/conftest.py) checks no owner: user_b reads alice's note
+    and deletes the one user_a created during the scan — and nothing else."""
+    async with open_session(
+        spec,
+        "http://testserver",
+        auth,
+        ScanOptions(rate=1000.0, canary=False),
+        transport=transport,
+    ) as ctx:
+        created = await ctx.send("POST", "/notes", identity=USER_A, json={"text": "mine"})
+        assert created.status == 201
+        found = await run_check(Bola(), ctx)
+        ledger = [(o.path, o.deleted) for o in ctx.ledger.objects]
+    assert {(f.operation, f.key) for f in found} == {
+        ("GET /notes/{note_id}", "read"),
+        ("DELETE /notes/{note_id}", "delete"),
+    }
+    assert ledger == [("/api/notes/101", True)]  # the only object written to
