@@ -102,13 +102,18 @@ class UserService:
         """The finished login of the request's session cookie, or None.
 
         None for a missing, malformed, unknown, expired or idle session, a login still waiting
-        for its second factor, and a user who is gone or locked by an administrator.
+        for its second factor, a password-only login of a user whose roles now need MFA, and a
+        user who is gone or locked by an administrator.
         """
         found = await self.session_of(request)
         if found is None:
             return None
         session, user = found
         if session.state != STATE_DONE:
+            return None
+        if AMR_MFA not in session.amr and self.mfa_required(user.roles):
+            # Signed in with a password alone before MFA became required for the user's roles
+            # (a config change): that login no longer counts.
             return None
         return Authentication(
             user_id=user.id,

@@ -427,3 +427,16 @@ async def test_typos_then_password_then_code_signs_in(
     user = await repo.find_user("root")
     assert user is not None
     assert user.failed_logins == 0
+
+
+async def test_password_session_stops_counting_when_mfa_becomes_required(
+    repo: MemoryUserRepo, clock: ManualClock
+) -> None:
+    relaxed = make_service(repo, clock, mfa_required_roles=[])
+    await relaxed.create_user("ops", PASSWORD, roles=("admin",))
+    browser = Browser(relaxed)
+    assert (await browser.login("ops")).header("location") == "/account"
+    assert await browser.current() is not None
+    strict = Browser(make_service(repo, clock))
+    strict.jar = dict(browser.jar)
+    assert await strict.current() is None
