@@ -44,7 +44,7 @@ def _auth(cfg: BastionConfig) -> AuthConfig:
 
 @auth_app.command("serve")
 def serve(config: ConfigOpt) -> None:
-    """Run the authorization server alone (``bastion up`` runs it beside the gateway)."""
+    """Run the authorization server alone (bastion up runs it beside the gateway)."""
     from bastion.authserver.serve import run as run_server
 
     cfg = load(config)

@@ -88,3 +88,62 @@ async def test_code_replay_across_connections(pg_store: PostgresStore) -> None:
         if reply.status == 200:
             dead = {"grant_type": "refresh_token", "refresh_token": body(reply)["refresh_token"]}
             assert (await h.post("/token", dead, basic=("web", secret))).status == 400
+
+
+async def test_a_revocation_reaches_another_server_process_through_the_feed() -> None:
+    """Two authorization servers on one database (two processes in production): a token
+    revoked at one is inactive at the other once its change feed has polled."""
+    import base64
+    import time
+
+    from bastion.authserver.http import Request
+    from bastion.authserver.oauth.client_auth import new_client_secret, secret_record
+    from bastion.authserver.oauth.records import OAuthClient
+    from bastion.authserver.server import open_auth_server
+    from tests.unit.authserver.oauth.harness import PEPPER, FakeSigner, FakeUsers, config
+
+    async with pg_schema("oauth2") as url:
+        first, second = PostgresStore(url), PostgresStore(url)
+        await first.upgrade()
+        await first.open()
+        await second.open()
+        signer = FakeSigner()
+        cfg = config()
+        a = await open_auth_server(cfg, first, signer=signer, users=FakeUsers(), poll_interval=0.1)
+        b = await open_auth_server(cfg, second, signer=signer, users=FakeUsers(), poll_interval=0.1)
+        await a.start()
+        await b.start()
+        try:
+            secret = new_client_secret()
+            now = time.time()
+            await a.ctx.repo.put_client(
+                OAuthClient(
+                    "svc",
+                    "svc",
+                    "client_secret_basic",
+                    (secret_record(PEPPER.encode(), secret, now),),
+                    audiences=("https://api.example",),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            basic = "Basic " + base64.b64encode(f"svc:{secret}".encode()).decode()
+            headers = {"content-type": "application/x-www-form-urlencoded", "authorization": basic}
+
+            def form(path: str, body: str) -> Request:
+                return Request("POST", path, headers, body=body.encode(), client_ip="192.0.2.1")
+
+            token = body(await a.handle(form("/token", "grant_type=client_credentials")))
+            access = token["access_token"]
+            assert body(await b.handle(form("/introspect", f"token={access}")))["active"] is True
+            assert (await a.handle(form("/revoke", f"token={access}"))).status == 200
+            assert body(await a.handle(form("/introspect", f"token={access}"))) == {"active": False}
+            deadline = time.monotonic() + 5
+            while body(await b.handle(form("/introspect", f"token={access}")))["active"]:
+                assert time.monotonic() < deadline, "the other server never learnt the revocation"
+                await asyncio.sleep(0.05)
+        finally:
+            await a.aclose()
+            await b.aclose()
+            await first.close()
+            await second.close()
