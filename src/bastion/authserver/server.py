@@ -88,6 +88,7 @@ class AuthServer:
             ("POST", "/introspect"): bind(introspect),
             ("POST", "/revoke"): bind(revoke),
             ("GET", "/authorize"): bind(authorize),
+            ("POST", "/authorize"): bind(authorize),
             ("GET", "/userinfo"): bind(userinfo),
             ("POST", "/userinfo"): bind(userinfo),
         }

@@ -6,7 +6,8 @@
   only when the client registered exactly one.
 * Every other error goes back to the client as ``error`` + ``state`` + ``iss`` (RFC 9207).
 * ``response_type=code`` only, PKCE ``S256`` required for every client (RFC 7636, OAuth 2.1).
-* No signed-in user: the browser goes to the login page, which returns to this same request.
+* No signed-in user: the browser goes to the login page, which returns to this same request
+  (as a GET: the login flow only ever redirects to ``/authorize?…``).
   ``prompt=none`` answers ``login_required`` instead.
 * On success the code (256 random bits, stored as SHA-256, single use, ``code_ttl`` seconds)
   goes to the redirect URI with ``state`` and ``iss``.
@@ -52,9 +53,11 @@ def _append(uri: str, params: dict[str, str]) -> str:
 
 
 async def authorize(ctx: OAuthContext, request: Request) -> Response:
+    """``GET /authorize`` (query) or ``POST /authorize`` (form), OpenID Connect Core §3.1.2.1."""
+    read = request.form_param if request.method == "POST" else request.param
     try:
         params = {
-            name: request.param(name)
+            name: read(name)
             for name in (
                 "client_id",
                 "redirect_uri",
@@ -121,7 +124,8 @@ async def _grant_code(
     if login is None:
         if params["prompt"] == "none":
             raise _Redirectable("login_required", "the user is not signed in")
-        query = request.query_string.decode("latin-1")
+        # The login returns to a GET of the same request (a POST's form becomes the query).
+        query = urlencode({k: v for k, v in params.items() if v is not None})
         return redirect(users.login_url(f"{request.path}?{query}"))
     code = secrets.token_urlsafe(32)
     now = ctx.clock.now()

@@ -391,3 +391,17 @@ async def test_a_replay_during_the_first_redemption_still_revokes_everything() -
     assert body(first)["error"] == "invalid_grant"
     families = list(h.repo.families.values())  # type: ignore[attr-defined]
     assert [f.revoked_reason for f in families] == ["code_replay"]
+
+
+async def test_authorize_by_post_form_works_like_get() -> None:
+    h, _ = await setup()
+    reply = await h.post("/authorize", authorize_query())
+    assert reply.status == 303
+    params = location_params(reply)
+    assert params["state"] == "st-42"
+    assert "code" in params
+    h.users.signed_in = None
+    login = await h.post("/authorize", authorize_query())
+    return_to = parse_qs(urlsplit(login.header("location") or "").query)["return_to"][0]
+    assert return_to.startswith("/authorize?")
+    assert "code_challenge_method=S256" in return_to
