@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -20,6 +21,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 TEN_PER_S = LimitSpec(0.1, 10)
 
 
+@pytest.fixture
+async def made() -> AsyncIterator[list[RedisRateLimitBackend]]:
+    """Backends a test made, closed at its end (each has its own Redis connection)."""
+    backends: list[RedisRateLimitBackend] = []
+    yield backends
+    for b in backends:
+        await b.aclose()
+
+
+def keep(
+    made: list[RedisRateLimitBackend], backend: RedisRateLimitBackend
+) -> RedisRateLimitBackend:
+    made.append(backend)
+    return backend
+
+
 async def admitted(backend: RedisRateLimitBackend, n: int, spec: LimitSpec = TEN_PER_S) -> int:
     results = await asyncio.gather(
         *(backend.check(spec, ("r", 0, "ip", "a"), 0.0) for _ in range(n))
@@ -28,27 +45,31 @@ async def admitted(backend: RedisRateLimitBackend, n: int, spec: LimitSpec = TEN
 
 
 async def test_a_burst_admits_exactly_the_burst_in_few_round_trips(
-    client: Redis, prefix: str
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
 ) -> None:
-    backend = RedisRateLimitBackend(client, prefix=prefix)
+    backend = keep(made, RedisRateLimitBackend(client, prefix=prefix))
     assert await admitted(backend, 60) == 10
     assert backend.round_trips <= 2  # 60 concurrent checks were coalesced
     assert not hasattr(backend, "check_many_now")  # the layer must await it
 
 
-async def test_two_nodes_share_one_budget(client: Redis, prefix: str) -> None:
+async def test_two_nodes_share_one_budget(
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
+) -> None:
     other = redis_client(REDIS_URL, timeout=1.0)
     try:
-        a = RedisRateLimitBackend(client, prefix=prefix)
-        b = RedisRateLimitBackend(other, prefix=prefix)
+        a = keep(made, RedisRateLimitBackend(client, prefix=prefix))
+        b = keep(made, RedisRateLimitBackend(other, prefix=prefix))
         counts = await asyncio.gather(admitted(a, 30), admitted(b, 30))
         assert sum(counts) == 10
     finally:
         await other.aclose()
 
 
-async def test_the_nodes_clocks_do_not_matter(client: Redis, prefix: str) -> None:
-    backend = RedisRateLimitBackend(client, prefix=prefix)
+async def test_the_nodes_clocks_do_not_matter(
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
+) -> None:
+    backend = keep(made, RedisRateLimitBackend(client, prefix=prefix))
     key = ("r", 0, "ip", "b")
     wild = [0.0, 1e9, -5.0, 123.4] * 5
     results = [await backend.check(TEN_PER_S, key, now) for now in wild]
@@ -59,8 +80,10 @@ async def test_the_nodes_clocks_do_not_matter(client: Redis, prefix: str) -> Non
     assert refused.remaining == 0
 
 
-async def test_all_or_nothing_across_limits(client: Redis, prefix: str) -> None:
-    backend = RedisRateLimitBackend(client, prefix=prefix)
+async def test_all_or_nothing_across_limits(
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
+) -> None:
+    backend = keep(made, RedisRateLimitBackend(client, prefix=prefix))
     small, big = LimitSpec(1.0, 2), LimitSpec(10.0, 1000)
     keys = (("r", 0, "ip", "c"), ("r", 1, "route"))
     outcomes = [await backend.check_many((small, big), keys, 0.0) for _ in range(5)]
@@ -73,9 +96,9 @@ async def test_all_or_nothing_across_limits(client: Redis, prefix: str) -> None:
 
 
 async def test_keys_expire_in_milliseconds_when_the_bucket_is_full_again(
-    client: Redis, prefix: str
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
 ) -> None:
-    backend = RedisRateLimitBackend(client, prefix=prefix)
+    backend = keep(made, RedisRateLimitBackend(client, prefix=prefix))
     key = ("r", 0, "ip", "d")
     await backend.check(LimitSpec(0.25, 4), key, 0.0)
     ttl = await client.pttl(backend.redis_key(key))
@@ -84,8 +107,10 @@ async def test_keys_expire_in_milliseconds_when_the_bucket_is_full_again(
     assert await client.exists(backend.redis_key(key)) == 0
 
 
-async def test_long_and_odd_keys_stay_distinct_and_bounded(client: Redis, prefix: str) -> None:
-    backend = RedisRateLimitBackend(client, prefix=prefix)
+async def test_long_and_odd_keys_stay_distinct_and_bounded(
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
+) -> None:
+    backend = keep(made, RedisRateLimitBackend(client, prefix=prefix))
     long_a = ("r", 0, "sub", "jwt", "https://iss", "x" * 500 + "a")
     long_b = ("r", 0, "sub", "jwt", "https://iss", "x" * 500 + "b")
     assert backend.redis_key(long_a) != backend.redis_key(long_b)
@@ -99,11 +124,13 @@ async def test_long_and_odd_keys_stay_distinct_and_bounded(client: Redis, prefix
 
 
 async def test_unreachable_redis_falls_back_to_a_per_node_share(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, made: list[RedisRateLimitBackend]
 ) -> None:
     dead = redis_client("redis://127.0.0.1:1/0", timeout=0.2)
     try:
-        backend = RedisRateLimitBackend(dead, prefix=new_prefix(), nodes=2, retry_after=60)
+        backend = keep(
+            made, RedisRateLimitBackend(dead, prefix=new_prefix(), nodes=2, retry_after=60)
+        )
         with caplog.at_level(logging.WARNING, logger="bastion.ratelimit"):
             first = await admitted(backend, 20)
             second = await admitted(backend, 20)
@@ -116,8 +143,10 @@ async def test_unreachable_redis_falls_back_to_a_per_node_share(
         await dead.aclose()
 
 
-async def test_fallback_ends_when_redis_answers_again(client: Redis, prefix: str) -> None:
-    backend = RedisRateLimitBackend(client, prefix=prefix, retry_after=0.05)
+async def test_fallback_ends_when_redis_answers_again(
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
+) -> None:
+    backend = keep(made, RedisRateLimitBackend(client, prefix=prefix, retry_after=0.05))
     backend._enter_fallback(ConnectionError("simulated"))
     assert backend.degraded
     assert (await backend.check(TEN_PER_S, ("r", 0, "ip", "e"), 0.0)).allowed  # local

@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 
 from bastion.core.gcra import GcraResult
 from bastion.gateway.layers.ratelimit.backend import Key, LimitSpec, MemoryRateLimitBackend
+from bastion.store.redis_pipe import RedisPipe, RedisReplyError
 
 log = logging.getLogger("bastion.ratelimit")
 
@@ -127,7 +128,10 @@ class RedisRateLimitBackend:
         if nodes < 1 or retry_after <= 0 or max_batch < 1:
             raise ValueError("nodes, retry_after and max_batch must be positive")
         self._client = client
-        self._script = client.register_script(GCRA_SCRIPT)
+        # The per-request path talks to Redis through its own pipelined connection (hiredis):
+        # a redis-py call costs several times the client CPU (bastion/store/redis_pipe.py).
+        self._pipe = RedisPipe.from_client(client)
+        self._sha = hashlib.sha1(GCRA_SCRIPT.encode(), usedforsecurity=False).hexdigest()
         self._prefix = f"{prefix}rl:"
         self._nodes = nodes
         self._retry_after = retry_after
@@ -168,11 +172,12 @@ class RedisRateLimitBackend:
         return (await self.check_many((limit,), (key,), now, cost))[0]
 
     async def aclose(self) -> None:
-        """Let the queued checks finish, at most the client's timeout (the client is closed by
-        its owner)."""
+        """Let the queued checks finish, at most the client's timeout, then close this
+        backend's own connection (the redis-py client is closed by its owner)."""
         flusher = self._flusher
         if flusher is not None:
             await asyncio.wait({flusher}, timeout=5.0)
+        await self._pipe.aclose()
 
     # -- the flusher ----------------------------------------------------------------------------
 
@@ -186,7 +191,7 @@ class RedisRateLimitBackend:
                     self._resolve_locally(batch)
                     continue
                 try:
-                    reply = await self._script(*self._encode(batch))
+                    reply = await self._eval(*self._encode(batch))
                     results = self._decode(batch, reply)
                 except asyncio.CancelledError:
                     self._resolve_locally(batch)
@@ -204,6 +209,16 @@ class RedisRateLimitBackend:
                         check.future.set_result(result)
         finally:
             self._flusher = None
+
+    async def _eval(self, keys: list[str], args: list[str]) -> object:
+        """EVALSHA of the script; loads it first when Redis does not know it (a restart)."""
+        try:
+            return await self._pipe.call("EVALSHA", self._sha, len(keys), *keys, *args)
+        except RedisReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        await self._pipe.call("SCRIPT", "LOAD", GCRA_SCRIPT)
+        return await self._pipe.call("EVALSHA", self._sha, len(keys), *keys, *args)
 
     def _encode(self, batch: list[_Check]) -> tuple[list[str], list[str]]:
         keys: list[str] = []
