@@ -216,16 +216,9 @@ def build_context(
         token_endpoint=config.issuer + "/token",
         cache_ttl=config.client_cache_ttl,
     )
-    ctx_holder: list[OAuthContext] = []
 
     async def on_reuse(family: RefreshFamily) -> None:
-        ctx = ctx_holder[0]
-        if family.access_jti and family.access_exp:
-            await ctx.revoke_access_token(family.access_jti, family.access_exp)
-        ctx.security_event(
-            "oauth.refresh_token_reuse",
-            **{"client.id": family.client_id, "user.id": family.subject, "family": family.id},
-        )
+        await ctx.refresh_reused(family)  # `ctx` is bound below, before any request
 
     ctx = OAuthContext(
         config=config,
@@ -242,7 +235,6 @@ def build_context(
         revocations=revocations,
         push=push,
     )
-    ctx_holder.append(ctx)
     return ctx
 
 

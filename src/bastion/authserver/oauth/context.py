@@ -15,6 +15,7 @@ from typing import Any
 from bastion.authserver.config import AuthConfig
 from bastion.authserver.oauth.client_auth import ClientAuthenticator
 from bastion.authserver.oauth.ports import Signer, Users
+from bastion.authserver.oauth.records import RefreshFamily
 from bastion.authserver.oauth.refresh import RefreshService
 from bastion.authserver.oauth.repo import OAuthRepo
 from bastion.authserver.oauth.rfc9068 import AccessTokenIssuer, AccessTokenVerifier
@@ -85,6 +86,16 @@ class OAuthContext:
             await self.push(event)
         except Exception as exc:  # the feed delivers it anyway
             log.warning("revocation not pushed to Redis (%s)", type(exc).__name__)
+
+    async def refresh_reused(self, family: RefreshFamily) -> None:
+        """A refresh family was revoked for reuse: its last access token goes too, and the
+        security team hears of it (RFC 9700 §4.14.2)."""
+        if family.access_jti and family.access_exp:
+            await self.revoke_access_token(family.access_jti, family.access_exp)
+        self.security_event(
+            "oauth.refresh_token_reuse",
+            **{"client.id": family.client_id, "user.id": family.subject, "family": family.id},
+        )
 
     def security_event(self, action: str, **fields: Any) -> None:
         """Publish a security event (topic ``security``) and log it; never a token in it."""
