@@ -113,7 +113,11 @@ def with_local_issuer(config: BastionConfig) -> BastionConfig:
 
 
 async def serve_forever(
-    config: BastionConfig, *, with_auth: bool = False, source: ConfigSource | None = None
+    config: BastionConfig,
+    *,
+    with_auth: bool = False,
+    source: ConfigSource | None = None,
+    wait_for_auth: bool = False,
 ) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully.
 
@@ -123,9 +127,14 @@ async def serve_forever(
 
     ``source``: the file ``config`` came from and how it was prepared for this process; then
     ``SIGHUP`` and ``config.changed`` events reload the routes from it.
+
+    ``wait_for_auth``: another worker runs the authorization server; wait (up to 30 s) until it
+    listens, so this gateway's first JWKS fetch finds its keys.
     """
     auth = None
     services = None
+    if wait_for_auth and config.auth is not None:
+        await _wait_listening(config.auth.host, config.auth.port, 30.0)
     if with_auth and config.auth is not None:
         from bastion.authserver.serve import start_auth_server
 
@@ -175,13 +184,36 @@ class ConfigSource:
         return config
 
 
+async def _wait_listening(host: str, port: int, patience: float) -> None:
+    """Return once ``host:port`` accepts connections, or after ``patience`` s (then the gateway
+    starts anyway: its JWKS refresh and unknown-kid refetch catch up later)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    deadline = asyncio.get_running_loop().time() + patience
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+        except (OSError, TimeoutError):
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        return
+    log.warning("the authorization server on %s:%d is not listening yet", host, port)
+
+
 def run(
-    config: BastionConfig, *, with_auth: bool = False, source: ConfigSource | None = None
+    config: BastionConfig,
+    *,
+    with_auth: bool = False,
+    source: ConfigSource | None = None,
+    wait_for_auth: bool = False,
 ) -> None:
     """Run the gateway (and with ``with_auth`` the authorization server) on uvloop (blocking)."""
     import uvloop
 
-    uvloop.run(serve_forever(config, with_auth=with_auth, source=source))
+    uvloop.run(
+        serve_forever(config, with_auth=with_auth, source=source, wait_for_auth=wait_for_auth)
+    )
 
 
 def worker_config(config: BastionConfig, index: int) -> BastionConfig:
@@ -210,7 +242,12 @@ def _worker_main(
     source = None
     if path is not None:
         source = ConfigSource(path, both, config.server.workers, index)
-    run(worker_config(config, index), with_auth=with_auth, source=source)
+    run(
+        worker_config(config, index),
+        with_auth=with_auth,
+        source=source,
+        wait_for_auth=both and not with_auth,  # `up`: worker 0 runs the authorization server
+    )
 
 
 def run_workers(
