@@ -199,3 +199,82 @@ def test_cli_errors_are_one_line(setup: tuple[Path, int], tmp_path: Path) -> Non
     done = cli(no_auth, "auth", "clients", "list", check=False)
     assert done.returncode == 2
     assert "no `auth` section" in done.stderr
+
+
+def test_up_with_two_workers_validates_its_tokens_everywhere(tmp_path: Path) -> None:
+    """`bastion up --workers 2`: worker 0 runs the authorization server; both workers accept its
+    tokens from the first request on, and refuse a revoked one."""
+    auth_port, http_port, upstream_port = free_port(), free_port(), free_port()
+    (tmp_path / "pepper").write_text(secrets.token_urlsafe(48))
+    (tmp_path / "kek").write_text(secrets.token_urlsafe(32))
+    config = tmp_path / "up.yaml"
+    config.write_text(
+        f"""
+store: sqlite:///{tmp_path}/up.db
+change_poll_interval: 200ms
+listeners:
+  - bind: 127.0.0.1:{http_port}
+routes:
+  - name: echo
+    path_prefix: /api/echo
+    upstream: http://127.0.0.1:{upstream_port}
+    authn:
+      methods: [jwt]
+      audience: https://api.example
+auth:
+  issuer: http://127.0.0.1:{auth_port}
+  bind: 127.0.0.1:{auth_port}
+  client_secret_pepper: file:{tmp_path}/pepper
+  default_audience: https://api.example
+  keys:
+    local:
+      kek: file:{tmp_path}/kek
+"""
+    )
+    created = cli(config, "auth", "clients", "create", "--id", "svc", "--scope", "read", "--json")
+    secret = json.loads(created.stdout)["client_secret"]
+    api = Path(__file__).resolve().parents[2] / "examples" / "saas_api.py"
+    upstream = subprocess.Popen(
+        [sys.executable, str(api), "--port", str(upstream_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    up = subprocess.Popen(
+        [*bastion(), "up", "-c", str(config), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        wait_listening(upstream_port, upstream)
+        wait_listening(auth_port, up)
+        wait_listening(http_port, up)
+        status, doc = post(auth_port, "/token", "grant_type=client_credentials", ("svc", secret))
+        assert status == 200
+        token = doc["access_token"]
+
+        def call() -> int:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{http_port}/api/echo",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        # New connections land on either worker (SO_REUSEPORT): all of them accept the token.
+        assert [call() for _ in range(12)] == [200] * 12
+        assert post(auth_port, "/revoke", f"token={token}", ("svc", secret))[0] == 200
+        deadline = time.monotonic() + 5
+        while any(call() != 401 for _ in range(6)):
+            assert time.monotonic() < deadline, "a worker kept accepting a revoked token"
+            time.sleep(0.2)
+    finally:
+        for proc in (up, upstream):
+            os.killpg(proc.pid, signal.SIGTERM)
+        _, stderr = up.communicate(timeout=20)
+        upstream.wait(10)
+    assert b"Traceback" not in stderr
