@@ -329,8 +329,12 @@ class Identity:
         return self.uses_token and time.monotonic() - self.fetched_at > _RELOGIN_COOLDOWN
 
     async def refresh(self) -> None:
-        """Log in (again); LoginFailed says why without showing a secret."""
+        """Log in (again); LoginFailed says why without showing a secret. Concurrent callers
+        share one login: whoever waited for the lock reuses the token just fetched."""
+        seen = self.fetched_at
         async with self._lock:
+            if self.fetched_at != seen and self.token is not None and not self._expired():
+                return
             if self.spec.login is not None:
                 token, expires_in = await self._password_login(self.spec.login)
             elif self.spec.client_credentials is not None:

@@ -69,6 +69,16 @@ def make_app() -> Starlette:
         state["tokens"].clear()
         return Response(status_code=204)
 
+    async def webhook(request: Request) -> Response:
+        """Fetches any URL it is given: an SSRF on purpose (for the canary tests)."""
+        doc = await request.json()
+        async with httpx.AsyncClient(trust_env=False, timeout=2.0) as client:
+            try:
+                got = await client.get(str(doc.get("url", "")))
+            except httpx.HTTPError as exc:
+                return JSONResponse({"error": type(exc).__name__}, 502)
+        return JSONResponse({"status": got.status_code})
+
     async def redirect(request: Request) -> Response:
         return Response(status_code=302, headers={"location": request.query_params["to"]})
 
@@ -79,6 +89,7 @@ def make_app() -> Starlette:
             Route("/api/notes/{note_id}", note, methods=["GET", "DELETE", "PATCH"]),
             Route("/api/revoke-all", revoke_all, methods=["POST"]),
             Route("/api/redirect", redirect, methods=["GET"]),
+            Route("/api/webhook", webhook, methods=["POST"]),
         ]
     )
     app.state.data = state

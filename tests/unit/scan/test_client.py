@@ -116,7 +116,21 @@ async def test_body_cap_and_failures() -> None:
 
 
 async def test_rate_limiter_hands_out_the_burst_then_waits() -> None:
-    limiter = RateLimiter(1000.0, burst=3)
-    for _ in range(5):
+    """A fake clock: two requests go at once (the burst), the third waits 1/rate seconds."""
+    now = [100.0]
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(10.0, burst=2, clock=lambda: now[0], sleep=fake_sleep)
+    await limiter.acquire()
+    await limiter.acquire()
+    assert slept == []
+    await limiter.acquire()
+    assert slept == [pytest.approx(0.1)]
+    now[0] += 10  # a long pause refills only up to the burst
+    for _ in range(2):
         await limiter.acquire()
-    assert limiter._tokens < 1.0
+    assert len(slept) == 1

@@ -111,3 +111,58 @@ async def test_finding_evidence_is_redacted(
         assert "redacted" in text
         assert f.operation == "GET /notes/{note_id}"
         assert isinstance(ctx, ScanContext)
+
+
+async def test_concurrent_requests_share_one_login(
+    spec: ScanSpec, auth: Any, transport: httpx.ASGITransport, app: Any
+) -> None:
+    import asyncio
+
+    async with open_session(spec, "http://testserver", auth, OPTS, transport=transport) as ctx:
+        replies = await asyncio.gather(*(ctx.send("GET", "/notes") for _ in range(5)))
+        assert all(r.status == 200 for r in replies)
+        assert ctx.identity(USER_A).logins == 1
+        assert app.state.data["logins"] == 1
+
+
+async def test_root_paths_are_checked_by_the_safety_policy_too(
+    spec: ScanSpec, auth: Any, transport: httpx.ASGITransport
+) -> None:
+    async with open_session(spec, "http://testserver", auth, OPTS, transport=transport) as ctx:
+        with pytest.raises(SafetyRefused):
+            await ctx.send("DELETE", "/admin/users/1", from_root=True)
+        with pytest.raises(SafetyRefused):
+            await ctx.send("POST", "/admin/reset", from_root=True)
+        probe = await ctx.send("GET", "/.env", from_root=True, identity=ANONYMOUS)
+        assert probe.status == 404
+        assert probe.path == "/.env"
+        assert ctx.allowed("DELETE", "/notes/1").allowed is False
+        assert ctx.allowed("GET", "/notes/1").allowed is True
+
+
+async def test_identity_helpers(spec: ScanSpec, auth: Any, transport: httpx.ASGITransport) -> None:
+    from bastion.scan.errors import ScanUsageError
+
+    async with open_session(spec, "http://testserver", auth, OPTS, transport=transport) as ctx:
+        assert ctx.has(ANONYMOUS)
+        assert ctx.has(USER_B)
+        assert not ctx.has("admin")
+        with pytest.raises(ScanUsageError, match="admin"):
+            ctx.identity("admin")
+        token = await ctx.token(USER_A)
+        assert token is not None
+        assert token.startswith("tok-1-")
+        assert ctx.can_spend(10)
+        assert not ctx.can_spend(10_000)
+        op, _ = ctx.spec.match("POST", "/notes")
+        assert op is not None
+        assert ctx.sample_body(op) == {"text": "hello"}
+        assert ctx.sample_body(op, all_properties=True) == {"text": "hello"}
+        get, _ = ctx.spec.match("GET", "/notes/1")
+        assert get is not None
+        assert ctx.fill_path(get) == "/notes/1"
+        assert ctx.fill_path(get, {"note_id": "a/b"}) == "/notes/a%2Fb"
+        assert ctx.sample_body(get) is None
+        check = Probe()
+        ctx.skip(check, "not today", get)
+        assert ctx.skips[-1].operation == "GET /notes/{note_id}"
