@@ -4,7 +4,8 @@ The rules, applied to every request before it is sent (:meth:`SafetyPolicy.decid
 
 1. ``GET``, ``HEAD``, ``OPTIONS`` are always allowed.
 2. Operations that change credentials or accounts or reset state (password, email, role,
-   MFA, logout, ``…/reset``, ``…/createdb`` …, and writes on user/account paths) are refused
+   MFA, logout, revocation, API keys, ``…/reset``, ``…/createdb`` …, and writes on
+   user/account paths) are refused
    unless ``--allow-account-mutation`` — except on an object the scanner created itself, where
    only the state-reset words still need the flag.
 3. ``PUT``, ``PATCH``, ``DELETE`` on a concrete path below a templated one (``/invoices/7``)
@@ -26,7 +27,7 @@ WRITE_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
 _ACCOUNT_WORDS = re.compile(
     r"(?i)(passw|passwd|pwd|credential|e-?mail|(^|[^a-z])roles?([^a-z]|$)|permission|"
     r"mfa|2fa|totp|otp([^a-z]|$)|logout|log-out|signout|sign-out|revoke|deactivat|suspend|"
-    r"impersonat|api-?keys?|tokens?([^a-z]|$)|sessions?([^a-z]|$))"
+    r"impersonat|api-?keys?)"
 )
 _ACCOUNT_PATHS = re.compile(r"(?i)/(users?|accounts?|members?|profiles?|me|self|customers?)(/|$)")
 _RESET_WORDS = re.compile(

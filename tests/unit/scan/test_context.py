@@ -166,3 +166,10 @@ async def test_identity_helpers(spec: ScanSpec, auth: Any, transport: httpx.ASGI
         check = Probe()
         ctx.skip(check, "not today", get)
         assert ctx.skips[-1].operation == "GET /notes/{note_id}"
+
+
+async def test_target_locality(spec: ScanSpec, auth: Any) -> None:
+    async with open_session(spec, "http://127.0.0.1:9", auth, OPTS) as ctx:
+        assert ctx.target_is_local
+    async with open_session(spec, "https://api.example", auth, OPTS) as ctx:
+        assert not ctx.target_is_local

@@ -63,3 +63,18 @@ def test_ledger() -> None:
     assert not ledger.owns("/api/x/10")
     ledger.mark_deleted("/api/x/1")
     assert ledger.objects[0].deleted
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/oauth/token", True),  # getting a token changes nothing
+        ("POST", "/api/sessions", True),
+        ("POST", "/api/tokens/revoke", False),
+        ("POST", "/api/api-keys", False),
+        ("POST", "/api/users/2/roles", False),
+        ("POST", "/api/controls", True),  # "roles" only as a word
+    ],
+)
+def test_login_is_not_an_account_mutation(method: str, path: str, allowed: bool) -> None:
+    assert _policy().decide(method, path, template=path).allowed is allowed

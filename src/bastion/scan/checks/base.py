@@ -66,7 +66,8 @@ What the context offers
 * ``ctx.fill_path(op, {"id": "7"})`` → the concrete path (other parameters from their schema
   examples); ``ctx.sample_body(op)`` → a body valid for the operation's JSON schema.
 * ``ctx.canary`` — the SSRF listener (or None): ``token = ctx.canary.new_token()``,
-  ``ctx.canary.url(token)``, ``await ctx.canary.wait(token, seconds=1.0)`` → hit or None.
+  ``ctx.canary.url(token)``, ``await ctx.canary.wait(token, seconds=1.0)`` → hit or None. It
+  listens on 127.0.0.1: ``ctx.target_is_local`` says whether the target can reach it.
 * ``ctx.ledger`` — objects the scanner created. ``POST`` answers with a ``Location`` header
   or a JSON ``id`` are recorded automatically; ``ctx.ledger.record(path, op.label, identity)``
   for anything else. ``ctx.ledger.owns(path)``.
@@ -244,6 +245,14 @@ class ScanContext:
             return None
         await ident.credentials()
         return ident.token
+
+    @property
+    def target_is_local(self) -> bool:
+        """Whether the target runs on this machine (loopback): only then can it reach the
+        canary, so an SSRF check against a remote target should say it could not test."""
+        from bastion.openapi.loader import is_loopback
+
+        return is_loopback(urlsplit(self.client.origin).hostname or "")
 
     # -- requests ----------------------------------------------------------------------------
     def api_path(self, path: str) -> str:
