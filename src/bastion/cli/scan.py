@@ -22,7 +22,7 @@ from bastion.scan.client import parse_rate
 from bastion.scan.errors import ScanError, ScanUsageError, TargetError
 from bastion.scan.model import Severity
 from bastion.scan.report import FORMATS, write_reports
-from bastion.scan.report.console import make_console, print_result
+from bastion.scan.report.console import make_console, print_result, print_summary
 from bastion.scan.runner import ProgressHook, ScanResult, run_audit, run_scan
 from bastion.scan.session import ScanOptions
 from bastion.scan.spec import load_scan_spec
@@ -177,6 +177,8 @@ def scan(
         raise CliFailure(f"--out: {exc.strerror or exc}", 2) from None
     if "console" in formats:
         print_result(console, result, threshold)
+    else:
+        print_summary(console, result, threshold)
     for path in written:
         console.print(f"wrote {path}", markup=False, highlight=False)
     if result.failing(threshold):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 
@@ -29,7 +29,8 @@ from bastion.scan.errors import (
     SafetyRefused,
     TargetError,
 )
-from bastion.scan.model import Finding, Severity
+from bastion.scan.model import Exchange, Finding, Severity
+from bastion.scan.redact import Redactor
 from bastion.scan.safety import CreatedObject
 from bastion.scan.session import ScanOptions, open_session
 from bastion.scan.spec import ScanOperation, ScanSpec
@@ -76,6 +77,26 @@ class ScanResult:
         for f in self.findings:
             out[f.severity.value] += 1
         return out
+
+
+def _redacted(finding: Finding, red: Redactor) -> Finding:
+    def exchange(e: Exchange) -> Exchange:
+        return replace(
+            e,
+            url=red.redact(e.url),
+            request_headers=tuple((k, red.header(k, v)) for k, v in e.request_headers),
+            request_body=red.redact(e.request_body),
+            response_headers=tuple((k, red.header(k, v)) for k, v in e.response_headers),
+            response_body=red.redact(e.response_body),
+            note=red.redact(e.note),
+        )
+
+    return replace(
+        finding,
+        detail=red.redact(finding.detail),
+        title=red.redact(finding.title),
+        evidence=tuple(exchange(e) for e in finding.evidence),
+    )
 
 
 def run_audit(spec: ScanSpec) -> ScanResult:
@@ -164,9 +185,12 @@ async def run_scan(
                     progress(total, done, label if kind == "op" else check.id)
             if result.budget_exhausted:
                 break
-        result.findings = list(ctx.findings)
-        result.skips = list(ctx.skips)
-        result.errors = list(ctx.errors)
+        # Defence in depth: whatever a check put in a finding or an error message, our own
+        # secrets leave the scan shortened.
+        red = ctx.redactor
+        result.findings = [_redacted(f, red) for f in ctx.findings]
+        result.skips = [replace(s, reason=red.redact(s.reason)) for s in ctx.skips]
+        result.errors = [red.redact(e) for e in ctx.errors]
         result.created = list(ctx.ledger.objects)
         result.requests = ctx.client.budget.used
     if include_audit:

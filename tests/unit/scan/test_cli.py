@@ -128,3 +128,26 @@ def test_full_scan_against_a_live_target(
         capsys,
     )
     assert code == 0
+
+
+def test_summary_printed_without_the_console_report(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(
+        [
+            "--spec",
+            str(files["spec"]),
+            "--audit-only",
+            "--fail-on",
+            "info",
+            "--format",
+            "json",
+            "--out",
+            str(files["out"]),
+        ],
+        capsys,
+    )
+    assert code == 1
+    assert "FAILED:" in out
+    assert "┃" not in out  # no table
+    assert (files["out"] / "bastion-scan.json").exists()

@@ -184,3 +184,54 @@ def test_audit_only_and_baseline(spec: ScanSpec) -> None:
     assert first not in result.findings
     assert result.failing(Severity.INFO) == result.findings
     assert sum(result.counts().values()) == len(result.findings)
+
+
+class Leaky(Check):
+    """A careless check that puts our token into its own evidence and error text."""
+
+    id = "t-leaky"
+    title = "leaky"
+    owasp = "API2"
+    cwe = "CWE-287"
+
+    async def run_once(self, ctx: ScanContext) -> None:
+        from bastion.scan.model import Exchange
+
+        token = await ctx.token(USER_A)
+        ctx.report(
+            self.finding(
+                ctx,
+                None,
+                "saw something",
+                evidence=(
+                    Exchange(
+                        "GET",
+                        f"http://t/?t={token}",
+                        (("x-token", str(token)),),
+                        f"body {token}",
+                        200,
+                        (),
+                        f"echo {token}",
+                    ),
+                ),
+            )
+        )
+        raise RuntimeError(f"failed with {token}")
+
+
+async def test_our_secrets_are_redacted_even_from_careless_checks(
+    spec: ScanSpec, auth: Any, transport: httpx.ASGITransport
+) -> None:
+    result = await run_scan(
+        spec,
+        "http://testserver",
+        auth,
+        OPTS,
+        checks=[Leaky],
+        transport=transport,
+        include_audit=False,
+    )
+    text = repr(result.findings) + repr(result.errors)
+    assert "tok-1-" in text  # a prefix is kept, so two tokens can be told apart
+    assert "-abcdef" not in text  # the rest of the token is not
+    assert len(result.findings) == 1

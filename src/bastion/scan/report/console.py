@@ -12,7 +12,7 @@ from rich.table import Table
 from bastion.scan.model import Severity
 from bastion.scan.runner import ScanResult
 
-__all__ = ["make_console", "print_result"]
+__all__ = ["make_console", "print_result", "print_summary"]
 
 _STYLE = {
     "critical": "bold white on red",
@@ -32,6 +32,7 @@ def make_console(stderr: bool = False) -> Console:
 
 
 def print_result(console: Console, result: ScanResult, fail_on: Severity) -> None:
+    """The findings table, skips, errors, created objects, then :func:`print_summary`."""
     table = Table(title=None, show_lines=False, expand=False)
     for col in ("severity", "conf.", "OWASP", "check", "operation", "finding", "fingerprint"):
         table.add_column(col, overflow="fold")
@@ -65,6 +66,12 @@ def print_result(console: Console, result: ScanResult, fail_on: Severity) -> Non
         console.print(
             f"{len(result.suppressed)} findings suppressed by the baseline", highlight=False
         )
+    print_summary(console, result, fail_on)
+
+
+def print_summary(console: Console, result: ScanResult, fail_on: Severity) -> None:
+    """The counts and, when the gate fails, the verdict: printed even when the console report
+    itself was not asked for."""
     counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n) or "no findings"
     active = sum(1 for f in result.findings if f.kind == "active")
     where = f" on {result.target}" if result.target else ""
