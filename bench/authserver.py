@@ -196,7 +196,9 @@ def ensure_oidc_provider(console: Console) -> None:
         raise ChildFailed("npm is not installed (Debian: apt-get install npm)")
     console.print("installing oidc-provider with npm (bench/oidc/node_modules) …")
     subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
+        # No lockfile: the direct dependency is pinned in package.json, and a lockfile would
+        # only be a second, untracked copy of the registry's answers.
+        [npm, "install", "--no-audit", "--no-fund", "--no-package-lock", "--loglevel=error"],
         cwd=OIDC_DIR,
         check=True,
         timeout=600,
