@@ -173,3 +173,34 @@ async def test_target_locality(spec: ScanSpec, auth: Any) -> None:
         assert ctx.target_is_local
     async with open_session(spec, "https://api.example", auth, OPTS) as ctx:
         assert not ctx.target_is_local
+
+
+async def test_query_api_key_merges_with_the_checks_parameters(spec: ScanSpec) -> None:
+    from bastion.scan.auth import parse_auth
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.query.decode())
+        return httpx.Response(200, json=[])
+
+    auth = parse_auth(
+        {
+            "identities": {
+                "user_a": {"api_key": {"name": "key", "in": "query", "value": "k-aaaaaaaaaaaa"}},
+                "user_b": {"headers": {"x": "1"}},
+            }
+        }
+    )
+    transport = httpx.MockTransport(handler)
+    async with open_session(spec, "http://t.test", auth, OPTS, transport=transport) as ctx:
+        await ctx.send("GET", "/notes", params={"q": "1"})
+        await ctx.send("GET", "/notes", params=[("q", "1"), ("q", "2")])
+        await ctx.send("GET", "/notes", params=[("key", "mine")])
+        await ctx.send("GET", "/notes")
+    assert seen == [
+        "key=k-aaaaaaaaaaaa&q=1",
+        "q=1&q=2&key=k-aaaaaaaaaaaa",
+        "key=mine",
+        "key=k-aaaaaaaaaaaa",
+    ]

@@ -369,9 +369,12 @@ class ScanContext:
             creds, query = await ident.credentials()
             merged = [(k, v) for k, v in creds if k.lower() not in given]
         merged.extend((headers or {}).items())
-        if query:
-            base = dict(params) if isinstance(params, Mapping) else {}
-            params = {**query, **base}
+        if query:  # an API key in the query: added to the check's own parameters
+            if params is None or isinstance(params, Mapping):
+                params = {**query, **dict(params or {})}
+            else:
+                given_names = {str(k) for k, _v in params}
+                params = [*params, *((k, v) for k, v in query.items() if k not in given_names)]
         return await self.client.request(
             method,
             full,
