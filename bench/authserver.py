@@ -113,9 +113,12 @@ def run_wrk_form(
         "BENCH_FORM": form,
         "BENCH_AUTHORIZATION": authorization,
     }
-    done = subprocess.run(
-        argv, capture_output=True, text=True, env=env, timeout=duration + 30, check=False
-    )
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=duration + 30, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise WrkFailed(f"wrk did not finish within {duration + 30:.0f} s") from None
     if done.returncode != 0:
         raise WrkFailed(f"wrk exited with {done.returncode}: {done.stderr.strip()[-500:]}")
     return parse_wrk_output(done.stdout)
