@@ -226,3 +226,29 @@ async def test_a_withdrawn_key_stops_vouching_for_cached_tokens() -> None:
     h.signer.active = 0
     h.clock.advance(6)  # past the key-set cache
     assert await introspect(h, s, token) == {"active": False}
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "PS256"])
+async def test_tokens_signed_with_the_other_algorithms_verify(alg: str) -> None:
+    import warnings
+
+    from joserfc.errors import SecurityWarning
+    from joserfc.jwk import OKPKey, RSAKey
+
+    h, s = await setup()
+    key: Any = (
+        OKPKey.generate_key("Ed25519", parameters={"kid": "okp"})
+        if alg == "EdDSA"
+        else RSAKey.generate_key(2048, parameters={"kid": "rsa"})
+    )
+
+    async def sign(claims: dict[str, Any], *, typ: str) -> str:
+        header = {"alg": alg, "kid": key.kid, "typ": typ}
+        with warnings.catch_warnings():  # joserfc: "EdDSA is deprecated via RFC 9864"
+            warnings.simplefilter("ignore", SecurityWarning)
+            return jwt.encode(header, claims, key, algorithms=[alg])
+
+    h.signer.sign = sign  # type: ignore[method-assign]
+    h.signer.keys.append(key)
+    token = await access_token(h, s)
+    assert (await introspect(h, s, token))["active"] is True
