@@ -17,6 +17,7 @@ from bastion.scan.checks._probe import (
     owned_ids,
     send,
     throttled,
+    unique_body,
 )
 from bastion.scan.checks.base import USER_A, USER_B, Check, ScanContext
 from bastion.scan.errors import SafetyRefused
@@ -64,7 +65,7 @@ class Bola(Check):
         if op.method != "GET":
             await self._write(ctx, op, name)
             return
-        mine_ids = await owned_ids(ctx, op, USER_A)
+        mine_ids = await owned_ids(ctx, op, USER_A) or await self._create(ctx, op)
         theirs_ids = await owned_ids(ctx, op, USER_B)
         if not mine_ids:
             ctx.skip(self, "no object of user_a found to try", op)
@@ -110,6 +111,30 @@ class Bola(Check):
                     )
                 )
                 return
+
+    async def _create(self, ctx: ScanContext, op: ScanOperation) -> list[str]:
+        """user_a has nothing to try: create one object through the collection's POST."""
+        parent = op.path.rsplit("/", 1)[0]
+        create = next(
+            (o for o in ctx.spec.operations if o.method == "POST" and o.path == parent), None
+        )
+        if create is None or create.body_schema is None:
+            return []
+        try:
+            reply = await send(
+                ctx,
+                "POST",
+                ctx.fill_path(create),
+                identity=USER_A,
+                json=unique_body(ctx.sample_body(create)),
+                operation=create,
+            )
+        except SafetyRefused:
+            return []
+        doc = reply.json()
+        if reply.ok and isinstance(doc, dict) and isinstance(doc.get("id"), int | str):
+            return [str(doc["id"])]
+        return []
 
     async def _write(self, ctx: ScanContext, op: ScanOperation, name: str) -> None:
         """B writes to an object A created during this scan (never to anything else)."""

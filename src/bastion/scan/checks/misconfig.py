@@ -157,37 +157,78 @@ class Misconfig(Check):
                 )
 
     async def _cors(self, ctx: ScanContext, op: ScanOperation, path: str) -> None:
-        host = urlsplit(ctx.client.base_url).hostname or "target"
-        tries = (
+        """Arbitrary and ``null`` origins first; then, for each origin the target does allow
+        (its own, the spec's servers'), that origin's host used as a prefix and as a suffix of
+        an attacker's host — what a ``startswith``/``endswith``/unanchored regex check lets in."""
+        tries = [
             ("cors-reflect", EVIL_ORIGIN, "an arbitrary origin"),
             ("cors-null", "null", "the 'null' origin (sandboxed frames, files)"),
-            ("cors-suffix", f"https://{host}.bastion-scan.invalid", "the host as a prefix"),
-            ("cors-prefix", f"https://bastion-scan{host}", "the host as a suffix"),
-        )
+        ]
         for key, origin, what in tries:
+            if await self._cors_try(ctx, op, path, key, origin, what):
+                return  # the broadest one found says it all
+        for allowed in await self._allowed_origins(ctx, op, path):
+            parts = urlsplit(allowed)
+            host = parts.netloc
+            bypasses = (
+                (
+                    "cors-prefix-match",
+                    f"{parts.scheme}://{host}.bastion-scan.invalid",
+                    f"an attacker's host that starts with {host}",
+                ),
+                (
+                    "cors-suffix-match",
+                    f"{parts.scheme}://bastion-scan{host}",
+                    f"an attacker's host that ends with {host}",
+                ),
+            )
+            for key, origin, what in bypasses:
+                if await self._cors_try(ctx, op, path, key, origin, what):
+                    return
+
+    async def _allowed_origins(self, ctx: ScanContext, op: ScanOperation, path: str) -> list[str]:
+        candidates = [ctx.client.origin]
+        for server in ctx.spec.document.get("servers") or []:
+            url = server.get("url") if isinstance(server, dict) else None
+            if isinstance(url, str) and "://" in url:
+                parts = urlsplit(url)
+                candidates.append(f"{parts.scheme}://{parts.netloc}")
+        allowed: list[str] = []
+        for origin in dict.fromkeys(candidates):
             reply = await send(
                 ctx, "GET", path, identity=USER_A, operation=op, headers={"Origin": origin}
             )
-            allowed = reply.headers.get("access-control-allow-origin")
-            creds = reply.headers.get("access-control-allow-credentials", "").lower() == "true"
-            if allowed == origin and creds:
-                ctx.report(
-                    self.finding(
-                        ctx,
-                        None,
-                        f"CORS allows {what} with credentials: any site can read "
-                        "the answers with the user's cookies or credentials",
-                        severity=Severity.HIGH,
-                        confidence=Confidence.CERTAIN,
-                        key=key,
-                        cwe="CWE-942",
-                        evidence=(reply,),
-                        title="Permissive CORS",
-                        remediation="Allow an exact list of origins; never reflect the Origin "
-                        "header or accept 'null'.",
-                    )
-                )
-                return  # the broadest one found says it all
+            if reply.headers.get("access-control-allow-origin") == origin:
+                allowed.append(origin)
+        return allowed
+
+    async def _cors_try(
+        self, ctx: ScanContext, op: ScanOperation, path: str, key: str, origin: str, what: str
+    ) -> bool:
+        reply = await send(
+            ctx, "GET", path, identity=USER_A, operation=op, headers={"Origin": origin}
+        )
+        allowed = reply.headers.get("access-control-allow-origin")
+        creds = reply.headers.get("access-control-allow-credentials", "").lower() == "true"
+        if allowed != origin or not creds:
+            return False
+        ctx.report(
+            self.finding(
+                ctx,
+                None,
+                f"CORS allows {what} with credentials: that site can read the "
+                "answers with the user's cookies or credentials",
+                severity=Severity.HIGH,
+                confidence=Confidence.CERTAIN,
+                key=key,
+                cwe="CWE-942",
+                evidence=(reply,),
+                title="Permissive CORS",
+                remediation="Allow an exact list of origins; never reflect the Origin header "
+                "or accept 'null'.",
+            )
+        )
+        return True
 
     async def _old_tls(self, ctx: ScanContext) -> None:
         parts = urlsplit(ctx.client.base_url)

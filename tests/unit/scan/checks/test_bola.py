@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from bastion.scan.auth import parse_auth
 from bastion.scan.checks.base import USER_A
 from bastion.scan.checks.bola import Bola, private_values
 from bastion.scan.model import Confidence
@@ -56,3 +57,33 @@ async def test_writes_go_only_to_objects_user_a_created(
         ("DELETE /notes/{note_id}", "delete"),
     }
     assert ledger == [("/api/notes/101", True)]  # the only object written to
+
+
+async def test_user_a_without_objects_creates_one_to_try(
+    spec: ScanSpec, transport: httpx.ASGITransport
+) -> None:
+    """Bob owns no note: the check creates one as him, and Alice (user_b) reads it."""
+    swapped = parse_auth(
+        {
+            "version": 1,
+            "login": {"path": "/api/login", "token_path": "access_token"},
+            "identities": {
+                "user_a": {"id": "2", "login": {"username": "bob", "password": "bob-pass-456"}},
+                "user_b": {"id": "1", "login": {"username": "alice", "password": "alice-pass-123"}},
+            },
+        }
+    )
+    async with open_session(
+        spec,
+        "http://testserver",
+        swapped,
+        ScanOptions(rate=1000.0, canary=False),
+        transport=transport,
+    ) as ctx:
+        await Bola().run_operation(
+            ctx, next(o for o in spec.operations if o.label == "GET /notes/{note_id}")
+        )
+        created = [(o.path, o.identity) for o in ctx.ledger.objects]
+        found = list(ctx.findings)
+    assert created == [("/api/notes/101", "user_a")]
+    assert [(f.operation, f.key) for f in found] == [("GET /notes/{note_id}", "read")]

@@ -7,12 +7,17 @@ import asyncio
 import ssl
 import warnings
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from bastion.crypto.certs import write_self_signed
+from bastion.scan.auth import parse_auth
 from bastion.scan.checks.bfla import Bfla
 from bastion.scan.checks.misconfig import Misconfig, error_signature, old_tls_version
+from bastion.scan.session import ScanOptions, open_session
+from bastion.scan.spec import scan_spec_from_document
 from tests.unit.scan.checks.conftest import Target, run_check
 
 
@@ -69,3 +74,48 @@ async def test_old_tls_is_detected_only_where_accepted(
         server.close()
         await server.wait_closed()
     assert await old_tls_version("127.0.0.1", port, timeout=1.0) is None  # nobody listens
+
+
+def starts_with_cors(exact: bool) -> Any:
+    """Allows https://app.example with credentials — by prefix (a bypass) or exactly."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        origin = dict(scope["headers"]).get(b"origin", b"").decode()
+        ok = origin == "https://app.example" if exact else origin.startswith("https://app.example")
+        headers = [(b"content-type", b"application/json")]
+        if ok:
+            headers += [
+                (b"access-control-allow-origin", origin.encode()),
+                (b"access-control-allow-credentials", b"true"),
+            ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"ok": true}'})
+
+    return app
+
+
+@pytest.mark.parametrize(("exact", "keys"), [(False, ["cors-prefix-match"]), (True, [])])
+async def test_cors_bypass_of_the_allowed_origin(exact: bool, keys: list[str]) -> None:
+    spec = scan_spec_from_document(
+        {
+            "openapi": "3.1.0",
+            "info": {"title": "t", "version": "1"},
+            "servers": [{"url": "https://app.example"}],
+            "paths": {"/x": {"get": {"responses": {"200": {"description": "ok"}}}}},
+        }
+    )
+    auth = parse_auth(
+        {
+            "version": 1,
+            "identities": {"user_a": {"headers": {"x": "a"}}, "user_b": {"headers": {"x": "b"}}},
+        }
+    )
+    async with open_session(
+        spec,
+        "http://testserver",
+        auth,
+        ScanOptions(canary=False),
+        transport=httpx.ASGITransport(app=starts_with_cors(exact)),
+    ) as ctx:
+        await Misconfig().run_once(ctx)
+        assert [f.key for f in ctx.findings] == keys
