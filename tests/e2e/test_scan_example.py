@@ -27,6 +27,8 @@ import yaml
 from tests.support.cluster import BASTION, ENV
 from tests.support.gateway import GatewayHarness
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 GROUND_TRUTH = yaml.safe_load((EXAMPLES / "ground_truth.yaml").read_text(encoding="utf-8"))
