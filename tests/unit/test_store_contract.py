@@ -177,6 +177,131 @@ async def test_revoke_twice_or_unknown_is_false_without_change(store: Store) -> 
     assert len(await store.changes_since(0)) == 2
 
 
+# -- API-key lifecycle (schema version 6) ------------------------------------------------
+
+
+async def test_lifecycle_fields_round_trip(store: Store) -> None:
+    await store.put_client(_client())
+    await store.put_api_key(_key())
+    plain = await store.get_api_key("k1")
+    assert plain is not None
+    assert (plain.owner, plain.rotated_from, plain.replaced_by) == ("", None, None)
+    assert (plain.last_used_at, plain.usage_count) == (None, 0)
+    key = _key("k2", owner="alice@example.com", last_used_at=250.0, usage_count=7)
+    await store.put_api_key(key)
+    assert await store.get_api_key("k2") == key
+
+
+async def test_rotate_links_both_keys_and_shortens_the_old_one(store: Store) -> None:
+    await store.put_client(_client())
+    await store.put_api_key(_key("old", at=200.0, expires_at=100_000.0))
+    successor = _key("new", at=1000.0, expires_at=50_000.0, owner="bob")
+    assert await store.rotate_api_key("old", successor, 1000.0 + 600) is True
+    old = await store.get_api_key("old")
+    new = await store.get_api_key("new")
+    assert old is not None
+    assert new is not None
+    assert old.expires_at == 1600.0
+    assert old.replaced_by == "new"
+    assert old.rotated_from is None
+    assert new.rotated_from == "old"
+    assert new.replaced_by is None
+    assert new.owner == "bob"
+    assert new.expires_at == 50_000.0
+    assert old.state(1599.0) == "active"
+    assert old.state(1600.0) == "expired"
+    changes = await store.changes_since(0)
+    assert [c.kind for c in changes] == ["api_key.created", "api_key.created"]
+    assert changes[1].payload == {
+        "key_id": "new",
+        "client_id": "acme",
+        "replaces": "old",
+        "replaces_until": 1600.0,
+    }
+    assert changes[1].at == 1000.0
+
+
+async def test_rotation_never_extends_the_old_key(store: Store) -> None:
+    await store.put_client(_client())
+    await store.put_api_key(_key("old", at=200.0, expires_at=1200.0))
+    assert await store.rotate_api_key("old", _key("new", at=1000.0), 99_999.0) is True
+    old = await store.get_api_key("old")
+    assert old is not None
+    assert old.expires_at == 1200.0
+    assert (await store.changes_since(1))[0].payload["replaces_until"] == 1200.0
+
+
+async def test_rotating_a_key_without_expiry_gives_it_one(store: Store) -> None:
+    await store.put_client(_client())
+    await store.put_api_key(_key("old", expires_at=None))
+    assert await store.rotate_api_key("old", _key("new", at=1000.0), 1500.0) is True
+    old = await store.get_api_key("old")
+    assert old is not None
+    assert old.expires_at == 1500.0
+
+
+@pytest.mark.parametrize("case", ["unknown", "revoked", "expired", "rotated"])
+async def test_a_key_that_cannot_rotate_is_left_alone(store: Store, case: str) -> None:
+    await store.put_client(_client())
+    await store.put_api_key(_key("old", at=200.0, expires_at=900.0))
+    if case == "revoked":
+        await store.revoke_api_key("old", 500.0)
+    if case == "rotated":
+        assert await store.rotate_api_key("old", _key("first", at=400.0), 800.0)
+    before = await store.changes_since(0)
+    old_id = "ghost" if case == "unknown" else "old"
+    at = 950.0 if case == "expired" else 600.0
+    assert await store.rotate_api_key(old_id, _key("new", at=at), at + 100) is False
+    assert await store.get_api_key("new") is None
+    assert await store.changes_since(0) == before
+
+
+async def test_rotation_to_another_client_or_a_taken_id_is_refused_whole(store: Store) -> None:
+    await store.put_client(_client("acme"))
+    await store.put_client(_client("globex"))
+    await store.put_api_key(_key("old", "acme", expires_at=10_000.0))
+    await store.put_api_key(_key("taken", "acme"))
+    before = await store.changes_since(0)
+    with pytest.raises(StoreError):
+        await store.rotate_api_key("old", _key("new", "globex", at=1000.0), 2000.0)
+    with pytest.raises(StoreError):
+        await store.rotate_api_key("old", _key("taken", "acme", at=1000.0), 2000.0)
+    old = await store.get_api_key("old")
+    assert old is not None
+    assert old.expires_at == 10_000.0
+    assert old.replaced_by is None
+    assert await store.get_api_key("new") is None
+    assert await store.changes_since(0) == before
+
+
+async def test_record_key_usage_adds_counts_in_batches(store: Store) -> None:
+    await store.put_client(_client())
+    await store.put_api_key(_key("k1"))
+    await store.put_api_key(_key("k2"))
+    before = await store.last_change_seq()
+    await store.record_key_usage({"k1": (3, 500.0), "k2": (1, 450.0), "ghost": (9, 1.0)})
+    await store.record_key_usage({"k1": (2, 400.0)})  # an older batch: last_used stays
+    await store.record_key_usage({})
+    k1, k2 = await store.get_api_key("k1"), await store.get_api_key("k2")
+    assert k1 is not None
+    assert k2 is not None
+    assert (k1.usage_count, k1.last_used_at) == (5, 500.0)
+    assert (k2.usage_count, k2.last_used_at) == (1, 450.0)
+    assert await store.get_api_key("ghost") is None
+    assert await store.last_change_seq() == before  # usage is not announced
+
+
+async def test_record_key_usage_keeps_a_revoked_key_revoked(store: Store) -> None:
+    await store.put_client(_client())
+    await store.put_api_key(_key("k1"))
+    await store.revoke_api_key("k1", 300.0)
+    await store.record_key_usage({"k1": (1, 400.0)})
+    got = await store.get_api_key("k1")
+    assert got is not None
+    assert got.revoked_at == 300.0
+    assert got.usage_count == 1
+
+
 # -- revocations --------------------------------------------------------------------------
 
 
@@ -352,6 +477,8 @@ async def test_every_call_after_close_is_a_store_error(store: Store) -> None:
         lambda: store.get_api_key("k1"),
         lambda: store.list_api_keys(),
         lambda: store.revoke_api_key("k1", 1.0),
+        lambda: store.rotate_api_key("k1", _key("k2"), 1.0),
+        lambda: store.record_key_usage({"k1": (1, 1.0)}),
         lambda: store.add_revocation(_jti()),
         lambda: store.active_revocations(0.0),
         lambda: store.add_ip_block(IpBlock("192.0.2.1/32", "", 1.0, 2.0)),

@@ -8,6 +8,7 @@ transaction* (``changes``), so a node that replays the feed never misses a revoc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,7 +25,13 @@ class ClientRecord:
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     """An API key. ``secret_hash`` is HMAC-SHA256(pepper, secret) as hex; the secret itself is
-    never stored. ``prefix`` is the public ``bsk_<id>`` part, safe to show."""
+    never stored. ``prefix`` is the public ``bsk_<id>`` part, safe to show.
+
+    Lifecycle (schema version 6): ``owner`` names who answers for the key (a user id or an
+    e-mail; empty: nobody). A rotated key points to its successor (``replaced_by``) and the
+    successor back to it (``rotated_from``); ``last_used_at`` and ``usage_count`` are written
+    in batches by the gateways (:meth:`Store.record_key_usage`), so they lag by seconds.
+    """
 
     id: str
     client_id: str
@@ -34,6 +41,11 @@ class ApiKeyRecord:
     expires_at: float | None
     revoked_at: float | None = None
     name: str = ""
+    owner: str = ""
+    rotated_from: str | None = None
+    replaced_by: str | None = None
+    last_used_at: float | None = None
+    usage_count: int = 0
 
     @property
     def prefix(self) -> str:
@@ -111,6 +123,25 @@ class Store(Protocol):
 
     async def revoke_api_key(self, key_id: str, at: float) -> bool:
         """Mark revoked and append an ``api_key.revoked`` change; False if unknown or already revoked."""
+
+    async def rotate_api_key(self, old_id: str, successor: ApiKeyRecord, old_until: float) -> bool:
+        """Rotate ``old_id`` to ``successor`` in one transaction.
+
+        The old key must be neither revoked, nor expired at ``successor.created_at``, nor
+        rotated already; its expiry becomes ``min(expires_at, old_until)`` (rotation never
+        extends a key's life) and ``replaced_by`` the successor's id. The successor (same
+        client; ``rotated_from`` = ``old_id``) is inserted and one ``api_key.created`` change
+        is appended with ``replaces`` and ``replaces_until`` (the old key's new expiry), so
+        every node learns both at once. False, and nothing written, when the old key cannot be
+        rotated; StoreError when the successor is refused (duplicate id, other client).
+        """
+
+    async def record_key_usage(self, usage: Mapping[str, tuple[int, float]]) -> None:
+        """Add ``{key_id: (count, last_used_at)}`` to the keys' usage in one statement.
+
+        Counts add up; ``last_used_at`` only moves forward. Unknown ids are ignored. No change
+        is appended: usage is bookkeeping, not state other nodes act on.
+        """
 
     async def add_revocation(self, rev: Revocation) -> None:
         """Store a token revocation and append a ``token.revoked`` / ``subject.revoked`` change."""

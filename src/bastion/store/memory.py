@@ -10,6 +10,7 @@ Nothing survives the process.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from bastion.store.base import (
     IpBlock,
     Revocation,
 )
+from bastion.store.rows import rotation_change
 
 
 class MemoryStore:
@@ -115,6 +117,39 @@ class MemoryStore:
         self._append_change("api_key.revoked", {"key_id": key_id, "at": at}, at)
         return True
 
+    async def rotate_api_key(self, old_id: str, successor: ApiKeyRecord, old_until: float) -> bool:
+        """Shorten ``old_id`` to ``old_until``, link it to ``successor`` and insert that, with
+        one ``api_key.created`` change; False (nothing written) if ``old_id`` cannot rotate."""
+        self._check()
+        old = self._keys.get(old_id)
+        if old is None or not rotatable(old, successor.created_at):
+            return False
+        if successor.client_id != old.client_id:
+            raise StoreError(diagnosis=f"api key {successor.id!r}: successor of another client")
+        if successor.id in self._keys:
+            raise StoreError(diagnosis=f"api key {successor.id!r} already exists")
+        until = old_until if old.expires_at is None else min(old.expires_at, old_until)
+        self._keys[old_id] = dataclasses.replace(old, expires_at=until, replaced_by=successor.id)
+        self._keys[successor.id] = dataclasses.replace(
+            successor, scopes=tuple(successor.scopes), rotated_from=old_id
+        )
+        self._append_change(
+            "api_key.created", rotation_change(successor, old_id, until), successor.created_at
+        )
+        return True
+
+    async def record_key_usage(self, usage: Mapping[str, tuple[int, float]]) -> None:
+        """Add the counts and move ``last_used_at`` forward; unknown ids are ignored."""
+        self._check()
+        for key_id, (count, last) in usage.items():
+            key = self._keys.get(key_id)
+            if key is None:
+                continue
+            seen = last if key.last_used_at is None else max(key.last_used_at, last)
+            self._keys[key_id] = dataclasses.replace(
+                key, usage_count=key.usage_count + count, last_used_at=seen
+            )
+
     async def add_revocation(self, rev: Revocation) -> None:
         """Store a revocation and append its ``token.revoked`` / ``subject.revoked`` change."""
         self._check()
@@ -180,6 +215,15 @@ class MemoryStore:
     async def count_audit(self) -> int:
         self._check()
         return len(self._audit)
+
+
+def rotatable(key: ApiKeyRecord, at: float) -> bool:
+    """Whether ``key`` may be rotated at ``at``: not revoked, not expired, not rotated yet."""
+    return (
+        key.revoked_at is None
+        and key.replaced_by is None
+        and (key.expires_at is None or key.expires_at > at)
+    )
 
 
 def check_announced(kind: str, payload: dict[str, Any]) -> str:

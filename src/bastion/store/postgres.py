@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -31,8 +32,19 @@ import orjson
 from bastion.errors import StoreError
 from bastion.store import pg_schema
 from bastion.store.base import ApiKeyRecord, Change, ClientRecord, IpBlock, Revocation
-from bastion.store.memory import check_announced, ip_block_change, revocation_change
-from bastion.store.rows import AUDIT_COLUMNS, audit_row, key_from_row, key_params
+from bastion.store.memory import (
+    check_announced,
+    ip_block_change,
+    revocation_change,
+    rotatable,
+)
+from bastion.store.rows import (
+    AUDIT_COLUMNS,
+    audit_row,
+    key_from_row,
+    key_params,
+    rotation_change,
+)
 from bastion.store.spool import AuditSpool
 
 log = logging.getLogger("bastion.store.postgres")
@@ -58,8 +70,19 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, ValueError, *UNAVAILABLE)
 
 _SELECT_KEYS = (
-    "SELECT id, client_id, secret_hash, scopes, name, created_at, expires_at, revoked_at"
-    " FROM api_keys"
+    "SELECT id, client_id, secret_hash, scopes, name, created_at, expires_at, revoked_at,"
+    " owner, rotated_from, replaced_by, last_used_at, usage_count FROM api_keys"
+)
+_INSERT_KEY = (
+    "INSERT INTO api_keys (id, client_id, secret_hash, scopes, name, created_at, expires_at,"
+    " revoked_at, owner, rotated_from, replaced_by, last_used_at, usage_count)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+)
+# One statement for a whole usage batch; last_used_at never moves back.
+_RECORD_USAGE = (
+    "UPDATE api_keys AS k SET usage_count = k.usage_count + u.n,"
+    " last_used_at = GREATEST(COALESCE(k.last_used_at, u.t), u.t)"
+    " FROM unnest($1::text[], $2::bigint[], $3::float8[]) AS u(id, n, t) WHERE k.id = u.id"
 )
 _INSERT_CHANGE = "INSERT INTO changes (kind, payload, created_at) VALUES ($1, $2, $3)"
 
@@ -270,12 +293,7 @@ class PostgresStore:
         payload = orjson.dumps({"key_id": key.id, "client_id": key.client_id}).decode()
 
         async def tx(conn: Conn) -> None:
-            await conn.execute(
-                "INSERT INTO api_keys"
-                " (id, client_id, secret_hash, scopes, name, created_at, expires_at, revoked_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                *key_params(key),
-            )
+            await conn.execute(_INSERT_KEY, *key_params(key))
             await conn.execute(_INSERT_CHANGE, "api_key.created", payload, key.created_at)
 
         await self._write("put_api_key", tx)
@@ -317,6 +335,47 @@ class PostgresStore:
             return True
 
         return await self._write("revoke_api_key", tx)
+
+    async def rotate_api_key(self, old_id: str, successor: ApiKeyRecord, old_until: float) -> bool:
+        """Shorten ``old_id`` to ``old_until``, link it to ``successor`` and insert that, with
+        one ``api_key.created`` change; False (nothing written) if ``old_id`` cannot rotate."""
+        linked = dataclasses.replace(successor, rotated_from=old_id)
+
+        async def tx(conn: Conn) -> bool:
+            row = await conn.fetchrow(_SELECT_KEYS + " WHERE id = $1 FOR UPDATE", old_id)
+            if row is None:
+                return False
+            old = key_from_row(tuple(row))
+            if not rotatable(old, successor.created_at):
+                return False
+            if old.client_id != successor.client_id:
+                raise StoreError(diagnosis=f"api key {successor.id!r}: successor of another client")
+            until = old_until if old.expires_at is None else min(old.expires_at, old_until)
+            await conn.execute(_INSERT_KEY, *key_params(linked))
+            await conn.execute(
+                "UPDATE api_keys SET expires_at = $1, replaced_by = $2 WHERE id = $3",
+                until,
+                successor.id,
+                old_id,
+            )
+            payload = orjson.dumps(rotation_change(successor, old_id, until)).decode()
+            await conn.execute(_INSERT_CHANGE, "api_key.created", payload, successor.created_at)
+            return True
+
+        return await self._write("rotate_api_key", tx)
+
+    async def record_key_usage(self, usage: Mapping[str, tuple[int, float]]) -> None:
+        """Add the counts and move ``last_used_at`` forward in one ``UPDATE … FROM unnest``."""
+        if not usage:
+            return
+        ids = list(usage)
+        counts = [int(usage[k][0]) for k in ids]
+        lasts = [float(usage[k][1]) for k in ids]
+
+        async def q(conn: Conn) -> None:
+            await conn.execute(_RECORD_USAGE, ids, counts, lasts)
+
+        await self._call("record_key_usage", q)
 
     # -- revocations and the change feed ------------------------------------------------------
 

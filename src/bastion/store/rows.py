@@ -26,10 +26,42 @@ AUDIT_COLUMNS: tuple[tuple[str, int | None], ...] = (
 )
 
 
+#: ``api_keys`` columns in the order of :func:`key_from_row` and :func:`key_params`.
+KEY_COLUMNS = (
+    "id",
+    "client_id",
+    "secret_hash",
+    "scopes",
+    "name",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "owner",
+    "rotated_from",
+    "replaced_by",
+    "last_used_at",
+    "usage_count",
+)
+
+
 def key_from_row(row: Sequence[Any]) -> ApiKeyRecord:
-    """An :class:`ApiKeyRecord` from a row of ``id, client_id, secret_hash, scopes, name,
-    created_at, expires_at, revoked_at``; ValueError when ``scopes`` is not JSON."""
-    kid, client_id, secret_hash, scopes, name, created, expires, revoked = row
+    """An :class:`ApiKeyRecord` from a row of :data:`KEY_COLUMNS`; ValueError when ``scopes``
+    is not JSON."""
+    (
+        kid,
+        client_id,
+        secret_hash,
+        scopes,
+        name,
+        created,
+        expires,
+        revoked,
+        owner,
+        rotated_from,
+        replaced_by,
+        last_used,
+        usage,
+    ) = row
     return ApiKeyRecord(
         id=kid,
         client_id=client_id,
@@ -39,11 +71,16 @@ def key_from_row(row: Sequence[Any]) -> ApiKeyRecord:
         expires_at=expires,
         revoked_at=revoked,
         name=name,
+        owner=owner,
+        rotated_from=rotated_from,
+        replaced_by=replaced_by,
+        last_used_at=last_used,
+        usage_count=int(usage),
     )
 
 
 def key_params(key: ApiKeyRecord) -> tuple[Any, ...]:
-    """The column values of ``key`` in :func:`key_from_row`'s order (scopes as JSON)."""
+    """The column values of ``key`` in :data:`KEY_COLUMNS` order (scopes as JSON)."""
     return (
         key.id,
         key.client_id,
@@ -53,7 +90,23 @@ def key_params(key: ApiKeyRecord) -> tuple[Any, ...]:
         key.created_at,
         key.expires_at,
         key.revoked_at,
+        key.owner,
+        key.rotated_from,
+        key.replaced_by,
+        key.last_used_at,
+        key.usage_count,
     )
+
+
+def rotation_change(successor: ApiKeyRecord, old_id: str, old_until: float) -> dict[str, Any]:
+    """The payload of the ``api_key.created`` change of a rotation: the successor, the key it
+    replaces and that key's last moment of validity (applied by every node's key index)."""
+    return {
+        "key_id": successor.id,
+        "client_id": successor.client_id,
+        "replaces": old_id,
+        "replaces_until": old_until,
+    }
 
 
 def audit_row(record: dict[str, Any]) -> tuple[str | None, ...]:

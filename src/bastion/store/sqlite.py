@@ -14,10 +14,11 @@ placeholders (a PostgreSQL backend uses ``%s``). Every ``sqlite3`` error is tran
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,20 +27,30 @@ import orjson
 
 from bastion.errors import StoreError
 from bastion.store.base import ApiKeyRecord, Change, ClientRecord, IpBlock, Revocation
-from bastion.store.memory import check_announced, ip_block_change, revocation_change
+from bastion.store.memory import (
+    check_announced,
+    ip_block_change,
+    revocation_change,
+    rotatable,
+)
 from bastion.store.migrations import LATEST_VERSION, SCHEMA_TABLE, pending, statements_for
-from bastion.store.rows import audit_row, key_from_row, key_params
+from bastion.store.rows import audit_row, key_from_row, key_params, rotation_change
 
 T = TypeVar("T")
 
-_INSERT_KEY = (
-    "INSERT INTO api_keys"
-    " (id, client_id, secret_hash, scopes, name, created_at, expires_at, revoked_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _SELECT_KEYS = (
-    "SELECT id, client_id, secret_hash, scopes, name, created_at, expires_at, revoked_at"
-    " FROM api_keys"
+    "SELECT id, client_id, secret_hash, scopes, name, created_at, expires_at, revoked_at,"
+    " owner, rotated_from, replaced_by, last_used_at, usage_count FROM api_keys"
+)
+_INSERT_KEY = (
+    "INSERT INTO api_keys (id, client_id, secret_hash, scopes, name, created_at, expires_at,"
+    " revoked_at, owner, rotated_from, replaced_by, last_used_at, usage_count)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# One statement for a whole usage batch (executemany); last_used_at never moves back.
+_RECORD_USAGE = (
+    "UPDATE api_keys SET usage_count = usage_count + ?,"
+    " last_used_at = MAX(COALESCE(last_used_at, ?), ?) WHERE id = ?"
 )
 _INSERT_CHANGE = "INSERT INTO changes (kind, payload, created_at) VALUES (?, ?, ?)"
 _INSERT_AUDIT = (
@@ -252,6 +263,42 @@ class SqliteStore:
             return True
 
         return await self._call("revoke_api_key", lambda conn: self._write(conn, tx))
+
+    async def rotate_api_key(self, old_id: str, successor: ApiKeyRecord, old_until: float) -> bool:
+        """Shorten ``old_id`` to ``old_until``, link it to ``successor`` and insert that, with
+        one ``api_key.created`` change; False (nothing written) if ``old_id`` cannot rotate."""
+        linked = dataclasses.replace(successor, rotated_from=old_id)
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(_SELECT_KEYS + " WHERE id = ?", (old_id,)).fetchone()
+            if row is None:
+                return False
+            old = key_from_row(row)
+            if not rotatable(old, successor.created_at):
+                return False
+            if old.client_id != successor.client_id:
+                raise StoreError(diagnosis=f"api key {successor.id!r}: successor of another client")
+            until = old_until if old.expires_at is None else min(old.expires_at, old_until)
+            conn.execute(_INSERT_KEY, key_params(linked))
+            conn.execute(
+                "UPDATE api_keys SET expires_at = ?, replaced_by = ? WHERE id = ?",
+                (until, successor.id, old_id),
+            )
+            payload = orjson.dumps(rotation_change(successor, old_id, until)).decode()
+            conn.execute(_INSERT_CHANGE, ("api_key.created", payload, successor.created_at))
+            return True
+
+        return await self._call("rotate_api_key", lambda conn: self._write(conn, tx))
+
+    async def record_key_usage(self, usage: Mapping[str, tuple[int, float]]) -> None:
+        """Add the counts and move ``last_used_at`` forward in one statement (executemany)."""
+        rows = [(int(n), last, last, key_id) for key_id, (n, last) in usage.items()]
+        if not rows:
+            return
+        await self._call(
+            "record_key_usage",
+            lambda conn: self._write(conn, lambda c: c.executemany(_RECORD_USAGE, rows)),
+        )
 
     # -- revocations and the change feed --------------------------------------------------
 
