@@ -112,7 +112,7 @@ def run_audit(spec: ScanSpec) -> ScanResult:
 async def _preflight(ctx: ScanContext) -> None:
     """Fail fast (TargetError) when the target does not answer or an identity cannot log in."""
     try:
-        await ctx.client.request("GET", ctx.client.url(ctx.spec.base_path or "/"))
+        await ctx.client.request("GET", ctx.api_path("/"))
     except RequestFailed as exc:
         raise TargetError(f"target does not answer: {exc}") from None
     for ident in ctx.identities.values():

@@ -204,3 +204,17 @@ async def test_query_api_key_merges_with_the_checks_parameters(spec: ScanSpec) -
         "key=mine",
         "key=k-aaaaaaaaaaaa",
     ]
+
+
+async def test_base_path_not_doubled_when_the_target_has_it(spec: ScanSpec, auth: Any) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, json=[])
+
+    transport = httpx.MockTransport(handler)
+    for target in ("http://t.test", "http://t.test/api", "http://t.test/gw/api/"):
+        async with open_session(spec, target, auth, OPTS, transport=transport) as ctx:
+            await ctx.send("GET", "/notes", identity=ANONYMOUS)
+    assert seen == ["/api/notes", "/api/notes", "/gw/api/notes"]

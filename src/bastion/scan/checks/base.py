@@ -256,10 +256,14 @@ class ScanContext:
 
     # -- requests ----------------------------------------------------------------------------
     def api_path(self, path: str) -> str:
-        """``path`` with the spec's server base path prefixed."""
+        """``path`` with the spec's server base path prefixed, unless ``--target`` already
+        ends with it (``--target https://api.example/v1`` with ``servers: [{url: /v1}]``)."""
         if not path.startswith("/"):
             path = "/" + path
-        return self.spec.base_path + path
+        base = self.spec.base_path
+        if base and self.client.prefix.endswith(base):
+            return path
+        return base + path
 
     def allowed(self, method: str, path: str, operation: ScanOperation | None = None) -> Decision:
         """The safety policy's decision for a concrete API path (no request sent)."""
