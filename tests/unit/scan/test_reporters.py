@@ -118,6 +118,7 @@ def test_sarif_is_valid_against_the_official_schema() -> None:
     assert "invoice_id" in "".join(lines[region["startLine"] - 3 : region["startLine"]])
     assert run["tool"]["driver"]["rules"][0]["properties"]["security-severity"] == "8.0"
     assert run["results"][2]["level"] == "note"
+    assert run["properties"]["createdObjects"][0]["path"] == "/api/invoices/31"
 
 
 def test_schema_file_rejects_a_broken_log() -> None:

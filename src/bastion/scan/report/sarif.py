@@ -216,6 +216,15 @@ def render_sarif(result: ScanResult) -> str:
                     "target": result.target or "",
                     "requests": result.requests,
                     "suppressedByBaseline": [f.fingerprint for f in result.suppressed],
+                    "createdObjects": [
+                        {
+                            "path": o.path,
+                            "operation": o.operation,
+                            "identity": o.identity,
+                            "deleted": o.deleted,
+                        }
+                        for o in result.created
+                    ],
                 },
             }
         ],
