@@ -218,3 +218,28 @@ async def test_base_path_not_doubled_when_the_target_has_it(spec: ScanSpec, auth
         async with open_session(spec, target, auth, OPTS, transport=transport) as ctx:
             await ctx.send("GET", "/notes", identity=ANONYMOUS)
     assert seen == ["/api/notes", "/api/notes", "/gw/api/notes"]
+
+
+@pytest.mark.parametrize(
+    ("target", "location", "recorded"),
+    [
+        ("http://t.test", "/api/notes/7", "/api/notes/7"),
+        ("http://t.test", "http://t.test:80/api/notes/7", "/api/notes/7"),
+        ("http://t.test", "notes/7", "/api/notes/7"),
+        ("http://t.test/gw", "/gw/api/notes/7", "/api/notes/7"),
+        ("http://t.test/gw", None, "/api/notes/9"),
+        ("http://t.test", "http://elsewhere.test/api/notes/7", "/api/notes/9"),
+    ],
+)
+async def test_created_objects_are_recorded_relative_to_the_target(
+    spec: ScanSpec, auth: Any, target: str, location: str | None, recorded: str
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"location": location} if location else {}
+        return httpx.Response(201, json={"id": 9}, headers=headers)
+
+    transport = httpx.MockTransport(handler)
+    async with open_session(spec, target, auth, OPTS, transport=transport) as ctx:
+        await ctx.send("POST", "/notes", json={"text": "x"}, identity=ANONYMOUS)
+        assert [o.path for o in ctx.ledger.objects] == [recorded]
+        assert ctx.allowed("DELETE", recorded.removeprefix("/api")).allowed

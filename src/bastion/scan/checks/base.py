@@ -70,7 +70,8 @@ What the context offers
   listens on 127.0.0.1: ``ctx.target_is_local`` says whether the target can reach it.
 * ``ctx.ledger`` — objects the scanner created. ``POST`` answers with a ``Location`` header
   or a JSON ``id`` are recorded automatically; ``ctx.ledger.record(path, op.label, identity)``
-  for anything else. ``ctx.ledger.owns(path)``.
+  for anything else. ``ctx.ledger.owns(path)``. Ledger paths are relative to the target URL
+  with the spec's base path: ``ctx.api_path(path)``.
 * Tests: :func:`bastion.scan.session.open_session` builds a context over an in-process ASGI
   app (``transport=httpx.ASGITransport(app)``).
 * ``ctx.redactor.add(secret)`` — register another secret of ours (a forged token stays
@@ -111,11 +112,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from bastion.scan.auth import ADMIN, ANONYMOUS, USER_A, USER_B, AuthConfig, Identity
 from bastion.scan.canary import Canary
-from bastion.scan.client import UNSET, Reply, ScanClient
+from bastion.scan.client import UNSET, Reply, ScanClient, origin_of
 from bastion.scan.errors import SafetyRefused, ScanUsageError
 from bastion.scan.model import Confidence, Exchange, Finding, Severity
 from bastion.scan.redact import Redactor, excerpt
@@ -395,21 +396,30 @@ class ScanContext:
     def _record_created(
         self, reply: Reply, full: str, op: ScanOperation | None, identity: str
     ) -> None:
+        """Record what a successful POST created: its ``Location`` (same origin only), else
+        the collection path plus the JSON ``id``. Ledger paths are relative to the target URL,
+        like the paths :meth:`send` decides on."""
         label = op.label if op else f"POST {full}"
         location = reply.headers.get("location")
         if location:
-            loc_path = urlsplit(location).path if "://" in location else location
-            if "://" not in location or location.startswith(self.client.origin):
-                self.ledger.record(loc_path, label, identity)
+            absolute = urljoin(reply.url, location)
+            try:
+                same_origin = origin_of(absolute) == self.client.origin
+            except ValueError:
+                same_origin = False
+            if same_origin:
+                path = urlsplit(absolute).path
+                prefix = self.client.prefix
+                if prefix and path.startswith(prefix + "/"):
+                    path = path[len(prefix) :]
+                self.ledger.record(path, label, identity)
                 return
         doc = reply.json()
         if isinstance(doc, dict):
             oid = doc.get("id")
             if isinstance(oid, str | int) and not isinstance(oid, bool) and str(oid):
-                target_path = urlsplit(self.client.url(full)).path
-                self.ledger.record(
-                    target_path.rstrip("/") + "/" + quote(str(oid), safe=""), label, identity
-                )
+                collection = urlsplit(full).path.rstrip("/")
+                self.ledger.record(collection + "/" + quote(str(oid), safe=""), label, identity)
 
     # -- building blocks ---------------------------------------------------------------------
     def fill_path(self, op: ScanOperation, values: Mapping[str, Any] | None = None) -> str:
