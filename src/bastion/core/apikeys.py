@@ -27,6 +27,7 @@ __all__ = [
     "KEY_LENGTH",
     "KEY_PREFIX",
     "SECRET_LENGTH",
+    "effective_expiry",
     "hash_secret",
     "new_api_key",
     "parse_api_key",
@@ -81,3 +82,16 @@ def secret_matches(pepper: bytes, secret: str, stored_hash: str) -> bool:
     """
     computed = hash_secret(pepper, secret).encode("ascii")
     return hmac.compare_digest(computed, stored_hash.encode("utf-8", "replace"))
+
+
+def effective_expiry(created_at: float, expires_at: float | None, max_age: float | None) -> float:
+    """The moment a key stops working: its ``expires_at`` or ``created_at + max_age``,
+    whichever comes first (``inf`` when neither is set).
+
+    ``max_age`` caps every key, including keys stored without an expiry or with a longer one
+    by an older version: a key stops by itself, without anyone writing to the store.
+    """
+    until = float("inf") if expires_at is None else expires_at
+    if max_age is not None:
+        until = min(until, created_at + max_age)
+    return until

@@ -37,6 +37,7 @@ from bastion.events.freshness import Freshness, GuardedRevocationState
 from bastion.gateway.layers.audit.layer import AuditLayer
 from bastion.gateway.layers.authn.apikeys import STATE_NOT_CURRENT, ApiKeyIndex
 from bastion.gateway.layers.authn.jwt import JwtVerifier
+from bastion.gateway.layers.authn.key_usage import KeyUsage
 from bastion.gateway.layers.ratelimit.backend import MemoryRateLimitBackend, RateLimitBackend
 from bastion.openapi.spec import OpenApiSpec, SpecOptions
 from bastion.store import open_store
@@ -66,8 +67,17 @@ class GuardedApiKeyIndex(ApiKeyIndex):
 
     __slots__ = ("_freshness",)
 
-    def __init__(self, store: Store, pepper: bytes, clock: Clock, freshness: Freshness) -> None:
-        super().__init__(store, pepper, clock)
+    def __init__(
+        self,
+        store: Store,
+        pepper: bytes,
+        clock: Clock,
+        freshness: Freshness,
+        *,
+        max_age: float | None = None,
+        usage: KeyUsage | None = None,
+    ) -> None:
+        super().__init__(store, pepper, clock, max_age=max_age, usage=usage)
         self._freshness = freshness
 
     async def verify(self, presented: str) -> tuple[Principal | None, str]:
@@ -146,9 +156,17 @@ class GatewayServices:
         )
         freshness.add_source(lambda: feed.last_success, store=True)
         revocations = GuardedRevocationState(clock, freshness)
-        pepper = config.api_keys.pepper
+        keys_cfg = config.api_keys
+        pepper = keys_cfg.pepper
         api_keys = (
-            GuardedApiKeyIndex(store, pepper.get_secret_value().encode(), clock, freshness)
+            GuardedApiKeyIndex(
+                store,
+                pepper.get_secret_value().encode(),
+                clock,
+                freshness,
+                max_age=keys_cfg.max_age,
+                usage=KeyUsage(store, interval=keys_cfg.usage_flush_interval),
+            )
             if pepper
             else None
         )
@@ -256,6 +274,8 @@ class GatewayServices:
         self.ip_blocks.load(await self.store.active_ip_blocks(self.clock.now()))
         if self.api_keys is not None:
             await self.api_keys.load()
+            if self.api_keys.usage is not None:
+                await self.api_keys.usage.start()
         if self.jwt is not None:
             await self.jwt.start()
         await self.auditor.start()
@@ -284,6 +304,8 @@ class GatewayServices:
         if self.jwt is not None:
             await self.jwt.aclose()
         await self.auditor.aclose()
+        if self.api_keys is not None and self.api_keys.usage is not None:
+            await self.api_keys.usage.aclose()  # the last batch, before the store closes
         if self.event_streams is not None:
             await self.event_streams.aclose()  # after the auditor: its last records too
         if self.redis_limiter is not None:

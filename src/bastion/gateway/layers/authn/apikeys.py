@@ -1,19 +1,26 @@
 """The gateway's in-memory index of API keys: a dict lookup and one HMAC per request.
 
 Keys are loaded from the store at start-up and kept current by control events
-(``api_key.revoked`` takes effect at once, without a store round trip). A key id this node has
-not seen is looked up in the store once; ids the store does not know go into a bounded,
+(``api_key.revoked`` takes effect at once, without a store round trip; the ``api_key.created``
+event of a rotation shortens the old key to the end of its grace period). A key id this node
+has not seen is looked up in the store once; ids the store does not know go into a bounded,
 short-lived negative cache, so replaying one unknown id does not reach the store again.
+
+Expiry needs no event and no write: a key whose ``expires_at``, grace period or ``max_age``
+has passed is refused by comparing with the clock. A successful check is counted in memory
+(:class:`~bastion.gateway.layers.authn.key_usage.KeyUsage`), never written per request.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
-from bastion.core.apikeys import parse_api_key, secret_matches
+from bastion.core.apikeys import effective_expiry, parse_api_key, secret_matches
 from bastion.core.clock import Clock
 from bastion.core.exchange import Principal
+from bastion.gateway.layers.authn.key_usage import KeyUsage
 from bastion.store.base import ApiKeyRecord, Store
 
 __all__ = ["ApiKeyIndex"]
@@ -45,19 +52,24 @@ class ApiKeyIndex:
 
     ``pepper`` is the server-side HMAC key (never logged). ``negative_ttl`` (s, monotonic) is how
     long an id unknown to the store stays answered from memory; at most ``max_negative`` such ids
-    are held. Use it from the gateway's event loop only.
+    are held. ``max_age`` (s) caps every key's life from its creation (None: only its own
+    expiry counts). ``usage`` counts accepted keys for the batched usage update. Use it from the
+    gateway's event loop only.
     """
 
     __slots__ = (
         "_clock",
         "_keys",
+        "_max_age",
         "_max_negative",
         "_negative",
         "_negative_ttl",
         "_pepper",
         "_principals",
         "_revoked",
+        "_shortened",
         "_store",
+        "usage",
     )
 
     def __init__(
@@ -68,6 +80,8 @@ class ApiKeyIndex:
         *,
         negative_ttl: float = 2.0,
         max_negative: int = 100_000,
+        max_age: float | None = None,
+        usage: KeyUsage | None = None,
     ) -> None:
         if len(pepper) < 32:
             raise ValueError("the API-key pepper must be at least 32 bytes")
@@ -81,7 +95,12 @@ class ApiKeyIndex:
         # Ids revoked by an event. Kept even for ids not loaded yet, so a store replica that
         # lags behind the event cannot bring a revoked key back.
         self._revoked: set[str] = set()
+        # Ids shortened by a rotation event -> end of their grace period; kept like _revoked so
+        # a lagging replica cannot give a rotated key its old expiry back.
+        self._shortened: dict[str, float] = {}
         self._negative: dict[str, float] = {}
+        self._max_age = max_age
+        self.usage = usage
 
     async def load(self) -> None:
         """Replace the index with every key in the store. Store errors propagate (start-up)."""
@@ -94,7 +113,9 @@ class ApiKeyIndex:
         """Apply one control event; other types are ignored.
 
         ``{"type": "api_key.revoked", "key_id": …, "at": …}`` revokes the key immediately;
-        ``{"type": "api_key.created", "key_id": …}`` forgets a negative-cache entry for the id.
+        ``{"type": "api_key.created", "key_id": …}`` forgets a negative-cache entry for the id;
+        with ``"replaces": old_id, "replaces_until": t`` (a rotation) the old key stops at ``t``
+        (never later than it would have anyway).
         """
         kind = event.get("type")
         key_id = event.get("key_id")
@@ -107,6 +128,22 @@ class ApiKeyIndex:
             self._negative.pop(key_id, None)
         elif kind == "api_key.created":
             self._negative.pop(key_id, None)
+            if "replaces" in event:
+                self._apply_rotation(event)
+
+    def _apply_rotation(self, event: dict[str, Any]) -> None:
+        old, until = event.get("replaces"), event.get("replaces_until")
+        if (
+            not isinstance(old, str)
+            or not old
+            or isinstance(until, bool)
+            or not isinstance(until, int | float)
+            or math.isnan(until)
+        ):
+            log.warning("ignored a malformed rotation event")
+            return
+        known = self._shortened.get(old)
+        self._shortened[old] = float(until) if known is None else min(known, float(until))
 
     async def verify(self, presented: str) -> tuple[Principal | None, str]:
         """Check a presented key: ``(principal, "")`` if valid, else ``(None, reason)``.
@@ -128,11 +165,14 @@ class ApiKeyIndex:
             return None, WRONG_SECRET
         if key_id in self._revoked:
             return None, REVOKED
-        state = rec.state(self._clock.now())
-        if state == "revoked":
+        now = self._clock.now()
+        if rec.revoked_at is not None and rec.revoked_at <= now:
             return None, REVOKED
-        if state != "active":
+        until = effective_expiry(rec.created_at, rec.expires_at, self._max_age)
+        if until <= now or self._shortened.get(key_id, math.inf) <= now:
             return None, EXPIRED
+        if self.usage is not None:
+            self.usage.hit(key_id, now)
         return self._principals[key_id], ""
 
     async def _lookup(self, key_id: str) -> tuple[ApiKeyRecord | None, str]:

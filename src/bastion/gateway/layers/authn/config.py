@@ -122,17 +122,46 @@ class AuthnConfig(StrictModel):
 
 
 class ApiKeysConfig(StrictModel):
-    """Global API-key settings."""
+    """Global API-key settings: the pepper and the key lifecycle (docs/keys-lifecycle.md)."""
 
     pepper: Secret | None = Field(
         default=None,
         description="Server-side secret (≥ 32 bytes) under which key secrets are HMACed. "
         "Required when a route accepts api_key.",
     )
-    default_ttl: Duration = Field(default=180 * 86400, gt=0, description="Lifetime of a new key.")
+    default_ttl: Duration = Field(
+        default=180 * 86400, gt=0, description="Lifetime of a new key (at most `max_age`)."
+    )
+    max_age: Duration = Field(
+        default=180 * 86400,
+        gt=0,
+        description="No key is accepted once it is older than this, whatever its expiry says.",
+    )
+    warn_age: Duration = Field(
+        default=90 * 86400,
+        gt=0,
+        description="From this age a key is listed in the `warning` state and in "
+        "`bastion keys report`: time to rotate it.",
+    )
+    rotation_grace: Duration = Field(
+        default=7 * 86400,
+        ge=0,
+        le=90 * 86400,
+        description="How long a rotated key keeps working next to its successor.",
+    )
+    usage_flush_interval: Duration = Field(
+        default=5,
+        gt=0,
+        le=300,
+        description="How often a gateway writes its batched key usage (last used, count).",
+    )
 
     @model_validator(mode="after")
     def _pepper_strength(self) -> Self:
         if self.pepper is not None and len(self.pepper.get_secret_value().encode()) < 32:
             raise ValueError("pepper must be at least 32 bytes")
+        if self.default_ttl > self.max_age:
+            raise ValueError("default_ttl must not exceed max_age")
+        if self.warn_age >= self.max_age:
+            raise ValueError("warn_age must be shorter than max_age")
         return self
