@@ -203,3 +203,16 @@ def test_console_output_is_plain_when_not_a_terminal(capsys: pytest.CaptureFixtu
     assert "/api/invoices/31" in out
     assert "FAILED: 1 findings at or above high" in out
     assert "42/2000 requests" in out
+
+
+def test_narrow_terminal_drops_the_least_needed_columns() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    buf = StringIO()
+    print_result(Console(file=buf, width=80, no_color=True), _result(), Severity.HIGH)
+    narrow = buf.getvalue()
+    assert "fingerprint" not in narrow
+    assert "misconfig" in narrow
+    assert "FAILED: 1 findings at or above high" in narrow

@@ -33,19 +33,24 @@ def make_console(stderr: bool = False) -> Console:
 
 def print_result(console: Console, result: ScanResult, fail_on: Severity) -> None:
     """The findings table, skips, errors, created objects, then :func:`print_summary`."""
+    wide = console.width >= 120  # narrow terminals: drop the columns a reader needs least
+    columns = ["severity", "conf.", "OWASP", "check", "operation", "finding", "fingerprint"]
+    if not wide:
+        columns = [c for c in columns if c not in ("conf.", "fingerprint")]
     table = Table(title=None, show_lines=False, expand=False)
-    for col in ("severity", "conf.", "OWASP", "check", "operation", "finding", "fingerprint"):
+    for col in columns:
         table.add_column(col, overflow="fold")
     for f in result.findings:
-        table.add_row(
-            f"[{_STYLE[f.severity.value]}]{f.severity.value}[/]",
-            f.confidence.value,
-            f.owasp,
-            f.check,
-            f.operation or "-",
-            f.title,
-            f.fingerprint[:12],
-        )
+        cells = {
+            "severity": f"[{_STYLE[f.severity.value]}]{f.severity.value}[/]",
+            "conf.": f.confidence.value,
+            "OWASP": f.owasp,
+            "check": f.check,
+            "operation": f.operation or "-",
+            "finding": f.title,
+            "fingerprint": f.fingerprint[:12],
+        }
+        table.add_row(*(cells[c] for c in columns))
     if result.findings:
         console.print(table)
     for s in result.skips:
