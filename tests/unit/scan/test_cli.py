@@ -151,3 +151,27 @@ def test_summary_printed_without_the_console_report(
     assert "FAILED:" in out
     assert "┃" not in out  # no table
     assert (files["out"] / "bastion-scan.json").exists()
+
+
+def test_progress_bar_on_a_terminal_and_lines_elsewhere() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from bastion.cli.scan import _progress
+
+    tty = Console(file=StringIO(), force_terminal=True, width=100)
+    bar, hook = _progress(tty)
+    assert bar is not None
+    with bar:
+        hook(4, 1, "bola")
+        hook(4, 2, "bola GET /x/{id}")
+    assert bar.tasks[0].completed == 2
+    assert bar.tasks[0].total == 4
+    buf = StringIO()
+    plain = Console(file=buf, width=100)
+    bar, hook = _progress(plain)
+    assert bar is None
+    for done, what in enumerate(["bola", "bola GET /x", "authn", "authn GET /x"], 1):
+        hook(4, done, what)
+    assert buf.getvalue().splitlines() == ["[1/4] bola", "[3/4] authn"]
