@@ -79,6 +79,9 @@ def make_app() -> Starlette:
                 return JSONResponse({"error": type(exc).__name__}, 502)
         return JSONResponse({"status": got.status_code})
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(SPEC)
+
     async def redirect(request: Request) -> Response:
         return Response(status_code=302, headers={"location": request.query_params["to"]})
 
@@ -90,6 +93,7 @@ def make_app() -> Starlette:
             Route("/api/revoke-all", revoke_all, methods=["POST"]),
             Route("/api/redirect", redirect, methods=["GET"]),
             Route("/api/webhook", webhook, methods=["POST"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
         ]
     )
     app.state.data = state

@@ -167,3 +167,11 @@ def test_sample_all_properties() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
     assert sample_value(schema) == {}
     assert sample_value(schema, all_properties=True) == {"a": "scan"}
+
+
+def test_spec_read_from_the_target(live: Any) -> None:
+    spec = load_scan_spec(f"{live.url}/openapi.json")
+    assert spec.source.endswith("/openapi.json")
+    assert any(op.operation_id == "getNote" for op in spec.operations)
+    with pytest.raises(ScanUsageError, match="HTTP 404"):
+        load_scan_spec(f"{live.url}/missing.json")
