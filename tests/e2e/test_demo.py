@@ -53,8 +53,10 @@ EXPECTED = [
     "✓ upstream: 200 with ssn, card_number, password_hash; via Bastion: 200 without them",
     "15. An administrative operation without a role check",
     "✓ upstream: 204, user 9 deleted by Bob; via Bastion: 403, code access.forbidden",
+    "16. An OAuth access token by client credentials",
+    "✓ token for demo-service (300 s, ES256, typ at+jwt); 200 through the gateway; revoked at /revoke; the same call: 401",
     "no API key secret or token in the file",
-    "demo OK: 15 scenarios behaved as expected",
+    "demo OK: 16 scenarios behaved as expected",
 ]
 
 

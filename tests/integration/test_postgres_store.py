@@ -87,7 +87,10 @@ async def test_older_schema_is_refused_until_upgraded(
     extra = Migration(LATEST_VERSION + 1, "test column", ("ALTER TABLE clients ADD note TEXT",))
     monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, extra))
     s = PostgresStore(url)
-    with pytest.raises(StoreError, match=r"at version 1, this Bastion needs 2: run `bastion db"):
+    expected = (
+        rf"at version {LATEST_VERSION}, this Bastion needs {LATEST_VERSION + 1}: run `bastion db"
+    )
+    with pytest.raises(StoreError, match=expected):
         await s.open()
     assert await s.upgrade() == (LATEST_VERSION, LATEST_VERSION + 1)
     await s.open()

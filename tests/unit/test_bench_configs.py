@@ -22,6 +22,11 @@ from bastion.errors import ConfigError
 
 PEPPER = "ab" * 32
 ENV = {bt.PEPPER_ENV: PEPPER}
+DISTRIBUTED = {
+    "store": "postgresql://postgres@127.0.0.1:5432/test?search_path=bench_x",
+    "cache": "redis://127.0.0.1:6379/0",
+    "key_prefix": "benchx:",
+}
 
 
 def _config(variant: str, workers: int = 1, audit: bool = True) -> dict[str, Any]:
@@ -71,14 +76,28 @@ def test_pure_proxy_config_is_anonymous_without_limits() -> None:
 
 def test_unknown_variant_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown variant"):
-        bt.bastion_config("e", port=1, upstream_port=2)
+        bt.bastion_config("z", port=1, upstream_port=2)
+
+
+def test_distributed_variants_need_their_backends() -> None:
+    for variant in bt.DISTRIBUTED:
+        with pytest.raises(ValueError, match="needs store, cache and key_prefix"):
+            bt.bastion_config(variant, port=1, upstream_port=2)
+        doc = bt.bastion_config(variant, port=1, upstream_port=2, **DISTRIBUTED)
+        cfg = parse_config(doc, ENV)
+        assert cfg.store == DISTRIBUTED["store"]
+        assert cfg.cache == DISTRIBUTED["cache"]
+        assert cfg.cluster.key_prefix == DISTRIBUTED["key_prefix"]
 
 
 def test_written_config_loads_from_its_directory(tmp_path: Path) -> None:
     for variant in bt.VARIANTS:
         directory = tmp_path / variant
         directory.mkdir()
-        path = bt.write_config(directory, _config(variant))
+        extra = DISTRIBUTED if variant in bt.DISTRIBUTED else {}
+        path = bt.write_config(
+            directory, bt.bastion_config(variant, port=1, upstream_port=2, **extra)
+        )
         assert load_config(path, ENV).routes[0].name == "bench"
 
 
