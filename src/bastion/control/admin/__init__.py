@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bastion.control.admin import service
+from bastion.control.admin import incidents, service
 from bastion.control.admin.app import AdminApi, Handler
 from bastion.control.admin.auth import AdminPrincipal, AdminTokenVerifier
 from bastion.control.admin.service import AdminContext
@@ -31,6 +31,8 @@ HANDLERS: Mapping[str, Handler] = {
     "apps.create": service.apps_create,
     "apps.update": service.apps_update,
     "audit.list": service.audit_list,
+    "incident.revoke_app": incidents.revoke_application,
+    "incident.block_ip": incidents.block_ip,
 }
 
 
