@@ -335,6 +335,42 @@ async def test_typ_must_be_an_access_token_type(make: Make, key: ECKey, crypto: 
     assert reason == "jwt: wrong typ"
 
 
+@pytest.mark.parametrize("typ", ["JWT", "jwt", None, "id_token+jwt"])
+async def test_require_at_jwt_refuses_id_tokens_and_untyped_jwts(
+    make: Make, key: ECKey, crypto: Crypto, typ: object
+) -> None:
+    """An issuer's ID tokens are signed with its access-token keys (RFC 9068 §4): with
+    require_at_jwt only typ at+jwt passes, and the refusal comes before any signature check."""
+    v = await make(require_at_jwt=True)
+    reason = await rejected(v, sign(key, header={"typ": typ}, jti="id"), crypto)
+    assert reason in {"jwt: not an access token (typ)", "jwt: wrong typ"}
+    assert crypto.decodes == 0
+    await check(v, sign(key, header={"typ": "at+jwt"}, jti="ok1"), crypto)
+    await check(v, sign(key, header={"typ": "Application/AT+JWT"}, jti="ok2"), crypto)
+
+
+def test_bastion_up_trusts_its_own_issuer_for_access_tokens_only() -> None:
+    from bastion.config import parse_config
+    from bastion.gateway.serve import with_local_issuer
+
+    cfg = parse_config(
+        {
+            "listeners": [{"bind": "127.0.0.1:0"}],
+            "routes": [
+                {"name": "r", "upstream": "http://127.0.0.1:9", "authn": {"methods": ["jwt"]}}
+            ],
+            "auth": {
+                "issuer": "https://auth.example",
+                "bind": "127.0.0.1:9001",
+                "client_secret_pepper": "p" * 32,
+            },
+        },
+        {},
+    )
+    [local] = [i for i in with_local_issuer(cfg).issuers if i.issuer == "https://auth.example"]
+    assert local.require_at_jwt is True
+
+
 async def test_unknown_crit_header_is_rejected(make: Make, key: ECKey, crypto: Crypto) -> None:
     v = await make()
     tok = raw_token({"alg": "ES256", "kid": "k1", "crit": ["exp-x"], "exp-x": 1}, claims(), b"s")

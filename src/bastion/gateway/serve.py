@@ -108,6 +108,8 @@ def with_local_issuer(config: BastionConfig) -> BastionConfig:
         algorithms=[auth.keys.algorithm],
         jwks_refresh=min(300.0, max(1.0, auth.keys.jwks_max_age / 2)),
         unsafe_allow_http_jwks=not tls,
+        # Its ID tokens are signed with the same keys: only RFC 9068 access tokens may pass.
+        require_at_jwt=True,
     )
     return config.model_copy(update={"issuers": [*config.issuers, issuer]})
 

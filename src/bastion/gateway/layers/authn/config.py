@@ -54,6 +54,13 @@ class IssuerConfig(StrictModel):
     unsafe_allow_http_jwks: bool = Field(
         default=False, description="Accept a plain-HTTP jwks_url (loopback/test only)."
     )
+    require_at_jwt: bool = Field(
+        default=False,
+        description="Accept only RFC 9068 access tokens (header typ `at+jwt`): refuses the "
+        "issuer's ID tokens and other JWTs it signs with the same keys. Turn it on for issuers "
+        "that type their access tokens (Bastion's own authorization server always does, and "
+        "`bastion up` sets it for it); off, typ `JWT` or no typ is accepted too.",
+    )
 
     @model_validator(mode="after")
     def _check_keys_and_algs(self) -> Self:

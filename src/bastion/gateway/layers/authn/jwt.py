@@ -57,6 +57,7 @@ _KEY_TYPE_FOR_ALG = {
     **dict.fromkeys(("HS256", "HS384", "HS512"), "oct"),
 }
 _ACCEPTED_TYP = frozenset({"at+jwt", "application/at+jwt", "jwt"})
+_ACCESS_TOKEN_TYP = frozenset({"at+jwt", "application/at+jwt"})
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", re.ASCII)
 _CLAIM_REASONS = {
     "nbf": "jwt: not yet valid",
@@ -267,6 +268,10 @@ class JwtVerifier:
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYP):
             raise TokenRejected("jwt: wrong typ")
+        if issuer.config.require_at_jwt and (
+            not isinstance(typ, str) or typ.lower() not in _ACCESS_TOKEN_TYP
+        ):
+            raise TokenRejected("jwt: not an access token (typ)")
         registry = issuer.registries[alg]
         try:
             registry.check_header(header)
