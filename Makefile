@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 SRC := src tests bench examples docs
 
-.PHONY: install demo test lint format unit integration e2e bench clean
+.PHONY: install demo test lint format unit integration e2e bench bench-all clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ e2e: install
 
 bench: install
 	$(PY) bench/gateway.py
+
+# Every benchmark of bench/README.md, one after the other (about half an hour; needs the
+# PostgreSQL and Redis servers, nginx, wrk, and npm for oidc-provider).
+bench-all: install
+	$(PY) bench/gateway.py --only a,b,c,d,e,f
+	$(PY) bench/revocation.py
+	$(PY) bench/ratelimit.py
+	$(PY) bench/authserver.py
+	$(PY) bench/scanner.py --secure
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
