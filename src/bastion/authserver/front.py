@@ -12,6 +12,13 @@ from ``Content-Length`` before reading, or while reading a chunked body), time t
 head and the body (408, then close), idle keep-alive connections closed. A repeated
 ``Authorization``, ``Content-Type``, ``Cookie``, ``Host`` or ``Content-Length`` is 400.
 Requests on one connection are answered in order.
+
+Flow control (a client that pipelines requests and never reads must not grow the server's
+memory): received bytes are handed to the parser in slices of :data:`_FEED_SLICE` and only while
+fewer than :data:`_MAX_QUEUED` parsed requests wait; the rest stays unparsed and reading is
+paused until the queue drains. Responses are not written while the transport has paused writing
+(its buffer is over the high-water mark); a peer that does not read for ``body_timeout`` seconds
+is disconnected.
 """
 
 from __future__ import annotations
@@ -66,6 +73,13 @@ def _head(status: int, headers: list[tuple[str, str]], length: int, keep_alive: 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+_MAX_QUEUED = 8
+"""Parsed requests waiting for an answer on one connection before parsing stops."""
+
+_FEED_SLICE = 4_096
+"""Bytes handed to the parser at a time, so one large read cannot queue thousands of requests."""
+
+
 class _Parsed:
     __slots__ = ("body", "headers", "keep_alive", "method", "url")
 
@@ -97,6 +111,9 @@ class AuthHttpProtocol(asyncio.Protocol):
         self._header_bytes = 0
         self._body_bytes = 0
         self._queue: deque[_Parsed] = deque()
+        self._unparsed = bytearray()
+        self._reading_paused = False
+        self._writable: asyncio.Future[None] | None = None
         self._serving = False
         self._closing = False
         self._timer: asyncio.TimerHandle | None = None
@@ -113,16 +130,50 @@ class AuthHttpProtocol(asyncio.Protocol):
         self._closing = True
         self._disarm()
         self._transport = None
+        self._unparsed.clear()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is over its high-water mark: hold further responses."""
+        if self._writable is None:
+            self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        waiter, self._writable = self._writable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        self._unparsed += data
+        self._feed()
+
+    def _feed(self) -> None:
+        """Parse what was received while few requests wait; otherwise pause reading."""
         try:
-            self._parser.feed_data(data)
+            while self._unparsed and len(self._queue) < _MAX_QUEUED and not self._closing:
+                piece = bytes(self._unparsed[:_FEED_SLICE])
+                del self._unparsed[:_FEED_SLICE]
+                self._parser.feed_data(piece)
         except httptools.HttpParserUpgrade:
             self._refuse(400)
+            return
         except (httptools.HttpParserError, _Refuse) as exc:
             # httptools wraps what a callback raised; the limit that stopped it is the context.
             cause = exc if isinstance(exc, _Refuse) else exc.__context__
             self._refuse(cause.status if isinstance(cause, _Refuse) else 400)
+            return
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        if self._unparsed and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        elif not self._unparsed and self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
 
     def _refuse(self, status: int) -> None:
         if self._transport is not None and not self._closing:
@@ -132,6 +183,8 @@ class AuthHttpProtocol(asyncio.Protocol):
     def _close(self) -> None:
         self._closing = True
         self._disarm()
+        self._unparsed.clear()
+        self._wake_writer()
         if self._transport is not None:
             self._transport.close()
 
@@ -222,6 +275,8 @@ class AuthHttpProtocol(asyncio.Protocol):
             while self._queue and not self._closing:
                 p = self._queue.popleft()
                 response = await self._answer(p)
+                if not await self._wait_writable():
+                    return
                 transport = self._transport
                 if transport is None:
                     return
@@ -233,10 +288,24 @@ class AuthHttpProtocol(asyncio.Protocol):
                 if not keep:
                     self._close()
                     return
+                if not self._queue:
+                    self._feed()  # parse what waited while the queue was full
         finally:
             self._serving = False
             if not self._closing and self._current is None:
                 self._arm(self._limits.keepalive_timeout)
+
+    async def _wait_writable(self) -> bool:
+        """Wait until the peer has read enough of what was written; a peer that does not read
+        within ``body_timeout`` is disconnected. False when the connection is gone."""
+        waiter = self._writable
+        if waiter is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), self._limits.body_timeout)
+            except TimeoutError:
+                self._close()
+                return False
+        return not self._closing and self._transport is not None
 
     async def _answer(self, p: _Parsed) -> Response:
         try:

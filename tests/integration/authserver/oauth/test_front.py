@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 
-from bastion.authserver.front import AuthHttpProtocol, FrontLimits
+from bastion.authserver.front import _FEED_SLICE, _MAX_QUEUED, AuthHttpProtocol, FrontLimits
 from tests.unit.authserver.oauth.harness import Harness, make_harness
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
@@ -116,4 +117,59 @@ async def test_a_slow_head_gets_408_and_an_idle_connection_is_closed() -> None:
         writer.write(b"GET /jwks HTTP/1.1\r\nHost: a\r\n\r\n")
         assert (await read_response(reader))[0] == 200
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed when idle
+        writer.close()
+
+
+METADATA_GET = b"GET /.well-known/openid-configuration HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def test_a_pipelining_client_that_never_reads_cannot_grow_server_memory() -> None:
+    """The attack: pipeline ~1 MB of small requests on one socket and never read a byte. The
+    server must stop parsing (bounded queue) and stop writing (bounded write buffer) instead of
+    holding every request and every response in memory."""
+    h = await make_harness()
+    protocols: list[AuthHttpProtocol] = []
+
+    def factory() -> AuthHttpProtocol:
+        protocol = AuthHttpProtocol(h.server, FrontLimits(), False)
+        protocols.append(protocol)
+        return protocol
+
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(factory, "127.0.0.1", 0)
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(srv.sockets[0].getsockname())
+        sock.setblocking(False)
+        flood = METADATA_GET * 18_000
+        sent = 0
+        for _ in range(200):
+            with contextlib.suppress(BlockingIOError):
+                sent += sock.send(flood[sent : sent + 65_536])
+            if sent >= len(flood):
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.5)
+        (protocol,) = protocols
+        transport = protocol._transport
+        assert transport is not None
+        assert transport.get_write_buffer_size() < 1_000_000
+        assert len(protocol._queue) <= _MAX_QUEUED + _FEED_SLICE // len(METADATA_GET) + 1
+        assert len(protocol._unparsed) <= 262_144  # at most one read waits unparsed
+    finally:
+        sock.close()
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_pipelined_requests_beyond_the_queue_limit_are_all_answered_in_order() -> None:
+    h = await make_harness()
+    async with front(h, FrontLimits()) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        count = 3 * _MAX_QUEUED + 200
+        writer.write(b"GET /jwks HTTP/1.1\r\nHost: x\r\n\r\n" * (count - 1))
+        writer.write(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+        statuses = [(await asyncio.wait_for(read_response(reader), 5))[0] for _ in range(count)]
+        assert statuses == [200] * (count - 1) + [404]
         writer.close()
