@@ -19,7 +19,7 @@ answers unexpected errors with a generic 500. **Vulnerable** (``--vulnerable``,
 
 The vulnerable mode is safe to run: the OS command injection is emulated (a ``sleep`` after a
 shell separator is honoured, nothing is executed), the SQL injection runs on a throw-away
-in-memory SQLite copy, the ReDoS input is at most 24 characters and the SSRF fetch has a 2 s
+in-memory SQLite copy, the ReDoS input is at most 25 characters and the SSRF fetch has a 2 s
 timeout and reads at most 64 KiB.
 
 Test helpers: ``/api/echo`` (what the gateway forwarded), ``/api/boom`` (an upstream 500 with a
@@ -102,7 +102,7 @@ RATE_LIMIT = 10
 #: Secure mode: where webhooks may point.
 WEBHOOK_HOSTS = frozenset({"hooks.example.test"})
 #: Longest invoice search (``q``) accepted, in both modes.
-MAX_QUERY_CHARS = 24
+MAX_QUERY_CHARS = 25
 INVOICE_STATUSES = ("open", "paid", "void")
 FILENAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: FLAW redos-invoice-search: nested quantifiers, exponential on "aaaa…!".
@@ -622,7 +622,7 @@ async def delete_user(request: Request) -> Response:
 
 # -- invoices --------------------------------------------------------------------------------------
 def _search_words(request: Request, q: str) -> str:
-    """The invoice search text: letters, digits, ``_``, ``-`` and spaces, 24 at most."""
+    """The invoice search text: letters, digits, ``_``, ``-`` and spaces, 25 at most."""
     if len(q) > MAX_QUERY_CHARS:
         raise BadInput(400, "invalid_parameter", f"q is limited to {MAX_QUERY_CHARS} characters")
     if _vulnerable(request):

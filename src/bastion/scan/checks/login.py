@@ -16,8 +16,9 @@ import re
 import secrets
 from typing import Any
 
+from bastion.scan.auth import LoginSpec
 from bastion.scan.checks import register
-from bastion.scan.checks._probe import throttled, unique_body
+from bastion.scan.checks._probe import send, throttled, unique_body
 from bastion.scan.checks.base import ANONYMOUS, USER_A, Check, ScanContext
 from bastion.scan.client import Reply
 from bastion.scan.errors import SafetyRefused
@@ -62,33 +63,52 @@ class Login(Check):
     order = 95  # may lock an account: after everything else
 
     async def run_once(self, ctx: ScanContext) -> None:
-        if ctx.auth.login is None:
+        login = ctx.auth.login
+        if login is None:
             ctx.skip(self, "no login endpoint in scan-auth.yaml")
             return
-        op, _ = ctx.spec.match(ctx.auth.login.method, ctx.auth.login.path)
-        await self._lockout(ctx, op)
-        await self._enumeration(ctx, op)
-        await self._default_credentials(ctx, op)
+        op, _ = ctx.spec.match(login.method, login.path)
+        where: ScanOperation | str = op or f"{login.method} {login.path}"
+        await self._default_credentials(ctx, login, where)
+        await self._enumeration(ctx, login, where)
+        await self._lockout(ctx, login, where)
 
-    async def _attempt(self, ctx: ScanContext, username: str, password: Any) -> Reply:
-        login = ctx.auth.login
-        assert login is not None  # run_once checked
+    async def _attempt(
+        self,
+        ctx: ScanContext,
+        login: LoginSpec,
+        username: str,
+        password: Any,
+        *,
+        patient: bool = True,
+    ) -> Reply:
+        """One login attempt. ``patient``: after a 429/503, wait what Retry-After asks (at
+        most 2 s) and try once more — except in the burst, where the 429 is the answer."""
         fields = {login.username_field: username, login.password_field: password}
+        reply = await self._post(ctx, login, fields)
+        if patient and throttled(reply):
+            await asyncio.sleep(min(_retry_after(reply), 2.0))
+            reply = await self._post(ctx, login, fields)
+        return reply
+
+    async def _post(self, ctx: ScanContext, login: LoginSpec, fields: dict[str, Any]) -> Reply:
         if login.format == "json":
             return await ctx.client.request(
                 login.method, login.path, json=fields, identity=ANONYMOUS
             )
         return await ctx.client.request(login.method, login.path, data=fields, identity=ANONYMOUS)
 
-    async def _enumeration(self, ctx: ScanContext, op: ScanOperation | None) -> None:
+    async def _enumeration(
+        self, ctx: ScanContext, login: LoginSpec, where: ScanOperation | str
+    ) -> None:
         known = ctx.identity(USER_A).username if ctx.has(USER_A) else None
         if not known:
             return
         wrong = "Wrong-" + secrets.token_urlsafe(12)
         ghosts = [f"nobody-{secrets.token_hex(5)}@bastion-scan.invalid" for _ in range(2)]
-        first = await self._attempt(ctx, ghosts[0], wrong)
-        second = await self._attempt(ctx, ghosts[1], wrong)
-        real = await self._attempt(ctx, known, wrong)
+        first = await self._attempt(ctx, login, ghosts[0], wrong)
+        second = await self._attempt(ctx, login, ghosts[1], wrong)
+        real = await self._attempt(ctx, login, known, wrong)
         if any(throttled(r) or r.ok for r in (first, second, real)):
             return
         if _normalised(first, ghosts[0]) != _normalised(second, ghosts[1]):
@@ -97,7 +117,7 @@ class Login(Check):
             ctx.report(
                 self.finding(
                     ctx,
-                    op or f"{ctx.auth.login.method} {ctx.auth.login.path}",  # type: ignore[union-attr]
+                    where,
                     f"a wrong password for an existing user is answered {real.status}, an "
                     f"unknown username {first.status}: usernames can be enumerated",
                     confidence=Confidence.FIRM,
@@ -109,16 +129,16 @@ class Login(Check):
                 )
             )
 
-    async def _default_credentials(self, ctx: ScanContext, op: ScanOperation | None) -> None:
-        login = ctx.auth.login
-        assert login is not None
+    async def _default_credentials(
+        self, ctx: ScanContext, login: LoginSpec, where: ScanOperation | str
+    ) -> None:
         for username, password in DEFAULT_CREDENTIALS:
-            reply = await self._attempt(ctx, username, password)
+            reply = await self._attempt(ctx, login, username, password)
             if reply.ok and _token_in(reply):
                 ctx.report(
                     self.finding(
                         ctx,
-                        op or f"{login.method} {login.path}",
+                        where,
                         f"the default credentials {username}/{'*' * len(password)} log in",
                         severity=Severity.CRITICAL,
                         confidence=Confidence.CERTAIN,
@@ -133,20 +153,18 @@ class Login(Check):
                 )
                 return
 
-    async def _lockout(self, ctx: ScanContext, op: ScanOperation | None) -> None:
-        login = ctx.auth.login
-        assert login is not None
-        account = await self._sign_up(ctx)
+    async def _lockout(
+        self, ctx: ScanContext, login: LoginSpec, where: ScanOperation | str
+    ) -> None:
+        account = await self._sign_up(ctx, login)
         if account is None:
             ctx.skip(
-                self, "no sign-up operation to create an account of our own: lockout not tested"
+                self,
+                "no sign-up operation to create an account of our own: lockout not tested",
             )
             return
         username, password = account
-        first = await self._attempt(ctx, username, password)
-        if throttled(first):  # a per-client login throttle from earlier checks: wait once
-            await asyncio.sleep(min(_retry_after(first), 2.0))
-            first = await self._attempt(ctx, username, password)
+        first = await self._attempt(ctx, login, username, password)
         if not first.ok:
             ctx.skip(self, "the account the scanner signed up cannot log in")
             return
@@ -155,15 +173,17 @@ class Login(Check):
             return
         last: Reply | None = None
         for _ in range(BURST):
-            last = await self._attempt(ctx, username, "Wrong-" + secrets.token_urlsafe(10))
+            last = await self._attempt(
+                ctx, login, username, "Wrong-" + secrets.token_urlsafe(10), patient=False
+            )
             if throttled(last) or last.status == 423 or _LOCKED.search(last.text):
                 return  # locked or throttled: what we want to see
-        after = await self._attempt(ctx, username, password)
+        after = await self._attempt(ctx, login, username, password, patient=False)
         if after.ok and last is not None:
             ctx.report(
                 self.finding(
                     ctx,
-                    op or f"{login.method} {login.path}",
+                    where,
                     f"{BURST} wrong passwords in a row for one account were neither locked "
                     "nor throttled, and the right password still works after them",
                     confidence=Confidence.CERTAIN,
@@ -174,11 +194,9 @@ class Login(Check):
                 )
             )
 
-    async def _sign_up(self, ctx: ScanContext) -> tuple[str, str] | None:
+    async def _sign_up(self, ctx: ScanContext, login: LoginSpec) -> tuple[str, str] | None:
         """Create an account of our own through a documented sign-up operation (a POST whose
         body takes the login's password field), return its username and password."""
-        login = ctx.auth.login
-        assert login is not None
         for op in ctx.spec.operations:
             schema = op.body_schema
             props = schema.get("properties") if isinstance(schema, dict) else None
@@ -199,8 +217,8 @@ class Login(Check):
                 continue
             for who in (ANONYMOUS, USER_A):
                 try:
-                    reply = await ctx.send(
-                        "POST", ctx.fill_path(op), identity=who, json=body, operation=op
+                    reply = await send(
+                        ctx, "POST", ctx.fill_path(op), identity=who, json=body, operation=op
                     )
                 except SafetyRefused:
                     break

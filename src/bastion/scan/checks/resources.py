@@ -22,6 +22,8 @@ HUGE_PAGE = 100000
 OVERSIZE = 2 * 1024 * 1024 + 17
 PAGE_PARAMS = ("limit", "page_size", "pagesize", "per_page", "size", "count", "top", "max")
 REDOS_TIMEOUT = 5.0
+#: A pathological string must take at least this long, and ten times the plain one.
+SLOW_SECONDS = 0.25
 _URLISH = ("url", "uri", "link", "callback", "webhook", "host")
 
 
@@ -150,10 +152,10 @@ class Resources(Check):
             evil = "a" * (n - 1) + "!"
             base = await self._timed(ctx, op, path, param.name, plain + secrets.token_hex(0))
             slow = await self._timed(ctx, op, path, param.name, evil)
-            if base is None or slow is None or slow < max(0.4, 10 * base):
+            if base is None or slow is None or slow < max(SLOW_SECONDS, 10 * base):
                 continue
             again = await self._timed(ctx, op, path, param.name, evil)
-            if again is None or again < max(0.4, 10 * base):
+            if again is None or again < max(SLOW_SECONDS, 10 * base):
                 continue
             ctx.report(
                 self.finding(
