@@ -41,3 +41,30 @@ async def test_postgres_contract_and_append_only_audit() -> None:
             assert await store.read("count", count) == 8
         finally:
             await store.close()
+
+
+async def test_set_user_roles_on_postgres() -> None:
+    import dataclasses
+
+    from bastion.authserver.users.config import UsersConfig
+    from bastion.authserver.users.service import open_user_service
+    from bastion.control.admin.users import set_user_roles
+    from tests.unit.control.harness import FAST_HASH
+
+    async with pg_schema("control") as url:
+        await PostgresStore(url).upgrade()
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            service = await open_user_service(
+                UsersConfig(password_hash=FAST_HASH), store, issuer="https://auth.test"
+            )
+            user = await service.create_user("dora", "a-long-enough-password", roles=("auditor",))
+            changed = dataclasses.replace(user, roles=("security",), updated_at=5.0)
+            assert await set_user_roles(store, service, changed)
+            got = await service.repo.get_user(user.id)
+            assert got is not None
+            assert got.roles == ("security",)
+            assert not await set_user_roles(store, service, dataclasses.replace(changed, id="no"))
+        finally:
+            await store.close()

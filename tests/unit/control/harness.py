@@ -10,8 +10,11 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
+from bastion.authserver.users.config import PasswordHashConfig, UsersConfig
+from bastion.authserver.users.service import UserService, open_user_service
 from bastion.control.admin import AdminTokenVerifier, build_admin_api
 from bastion.control.admin.app import AdminApi
+from bastion.control.admin.roles import ADMIN_ROLES
 from bastion.control.admin.service import AdminContext
 from bastion.core.clock import ManualClock
 from bastion.events.bus import Event
@@ -57,6 +60,18 @@ class Harness:
 
     def auth(self, token: str) -> dict[str, str]:
         return {"authorization": f"Bearer {token}"}
+
+
+#: argon2id at the floor the config allows: users tests hash passwords quickly.
+FAST_HASH = PasswordHashConfig(time_cost=2, memory_cost=19456, parallelism=1)
+
+
+async def with_users(h: Harness) -> UserService:
+    """Give the harness a user directory on its store; admin roles need MFA there."""
+    config = UsersConfig(password_hash=FAST_HASH, mfa_required_roles=ADMIN_ROLES)
+    service = await open_user_service(config, h.store, issuer=ISSUER, clock=h.clock)
+    h.ctx.users = service
+    return service
 
 
 def make_harness(store: MemoryStore | None = None) -> Harness:

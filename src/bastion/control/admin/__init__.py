@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bastion.control.admin import incidents, service
+from bastion.control.admin import incidents, service, users
 from bastion.control.admin.app import AdminApi, Handler
 from bastion.control.admin.auth import AdminPrincipal, AdminTokenVerifier
 from bastion.control.admin.service import AdminContext
@@ -32,6 +32,13 @@ HANDLERS: Mapping[str, Handler] = {
     "apps.update": service.apps_update,
     "audit.list": service.audit_list,
     "incident.revoke_app": incidents.revoke_application,
+    "users.list": users.users_list,
+    "users.get": users.users_get,
+    "users.invite": users.users_invite,
+    "users.set_roles": users.users_set_roles,
+    "users.disable": users.users_disable,
+    "users.enable": users.users_enable,
+    "users.reset_mfa": users.users_reset_mfa,
     "incident.block_ip": incidents.block_ip,
 }
 

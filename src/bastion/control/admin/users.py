@@ -1,0 +1,227 @@
+"""Users and roles through the admin API, over the authorization server's user service.
+
+* **invite** creates the user with a random one-time password that the response shows once
+  (the admin hands it over out of band); a user holding an admin role must enrol TOTP at the
+  first login when ``auth.users.mfa_required_roles`` lists that role (``docs/control.md``).
+* **roles** replaces the user's *admin* roles; other roles (the gateway's) are kept. Granting or
+  removing ``owner`` takes an owner, and the last enabled owner cannot be demoted.
+* **disable** locks the user out: sessions end and the service's ``on_disable`` hooks revoke
+  the user's refresh-token families (see :func:`revoke_tokens_on_disable`). Only an owner may
+  disable an owner, and the last enabled owner cannot be disabled.
+* **reset-mfa** removes TOTP and recovery codes; the user enrols again at the next login.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from bastion.authserver.users.model import UserRecord
+from bastion.authserver.users.repo import MemoryUserRepo, UserExists
+from bastion.authserver.users.service import AccountError, UserService, repo_for
+from bastion.control.admin.errors import AdminConflict, AdminNotFound
+from bastion.control.admin.roles import ADMIN_ROLES, OWNER, may_grant
+from bastion.control.admin.service import AdminContext, Call, Result, page
+from bastion.errors import Forbidden, InvalidRequest
+from bastion.store.base import Revocation, Store
+from bastion.store.memory import revocation_change
+from bastion.store.postgres import PostgresStore
+from bastion.store.sqlite import SqliteStore
+
+#: Length of an invited user's one-time password (URL-safe characters, ~190 bits).
+INVITE_PASSWORD_CHARS = 32
+
+
+def _users(ctx: AdminContext) -> UserService:
+    if ctx.users is None:
+        raise AdminNotFound("this deployment has no user directory (no 'auth' section)")
+    return ctx.users
+
+
+def public_user(user: UserRecord) -> dict[str, Any]:
+    """What the admin API shows of a user: never a hash, TOTP key or recovery code."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "name": user.name,
+        "roles": list(user.roles),
+        "disabled": user.disabled,
+        "mfa_enrolled": user.totp_secret is not None,
+        "created_at": user.created_at,
+    }
+
+
+async def _user(service: UserService, user_id: str) -> UserRecord:
+    user = await service.repo.get_user(user_id)
+    if user is None:
+        raise AdminNotFound("no such user")
+    return user
+
+
+async def _enabled_owners(service: UserService) -> list[UserRecord]:
+    return [u for u in await service.list_users() if OWNER in u.roles and not u.disabled]
+
+
+async def users_list(ctx: AdminContext, call: Call) -> Result:
+    users = await _users(ctx).list_users()
+    return 200, page([public_user(u) for u in users], call)
+
+
+async def users_get(ctx: AdminContext, call: Call) -> Result:
+    return 200, public_user(await _user(_users(ctx), call.path["user_id"]))
+
+
+async def users_invite(ctx: AdminContext, call: Call) -> Result:
+    service = _users(ctx)
+    body = call.body or {}
+    roles = tuple(body["roles"])
+    if not may_grant(call.principal.roles, (), roles):
+        raise Forbidden("only an owner may grant the owner role")
+    password = secrets.token_urlsafe(INVITE_PASSWORD_CHARS)[:INVITE_PASSWORD_CHARS]
+    try:
+        user = await service.create_user(
+            body["username"],
+            password,
+            email=body.get("email"),
+            name=body.get("name"),
+            roles=roles,
+        )
+    except UserExists:
+        raise AdminConflict("that username is taken") from None
+    except AccountError as exc:
+        raise InvalidRequest(f"body: {exc}") from None
+    shown = public_user(user)
+    await ctx.record(call, target_type="user", target_id=user.id, after=shown)
+    # The one-time password is in this response only: not stored, not audited, not logged.
+    return 201, {**shown, "one_time_password": password}
+
+
+async def users_set_roles(ctx: AdminContext, call: Call) -> Result:
+    service = _users(ctx)
+    before = await _user(service, call.path["user_id"])
+    wanted = tuple(call.body["roles"]) if call.body else ()
+    kept = tuple(r for r in before.roles if r not in ADMIN_ROLES)
+    new_roles = tuple(dict.fromkeys((*kept, *wanted)))
+    if not may_grant(call.principal.roles, before.roles, new_roles):
+        raise Forbidden("only an owner may grant or remove the owner role")
+    demoted = OWNER in before.roles and OWNER not in new_roles and not before.disabled
+    if demoted and len(await _enabled_owners(service)) <= 1:
+        raise AdminConflict("the last enabled owner keeps the owner role")
+    after = dataclasses.replace(before, roles=new_roles, updated_at=ctx.clock.now())
+    if not await set_user_roles(ctx.store, service, after):
+        raise AdminNotFound("no such user")
+    await ctx.record(
+        call,
+        target_type="user",
+        target_id=before.id,
+        before=public_user(before),
+        after=public_user(after),
+    )
+    return 200, public_user(after)
+
+
+async def users_disable(ctx: AdminContext, call: Call) -> Result:
+    service = _users(ctx)
+    before = await _user(service, call.path["user_id"])
+    if OWNER in before.roles:
+        if OWNER not in call.principal.roles:
+            raise Forbidden("only an owner may disable an owner")
+        if not before.disabled and len(await _enabled_owners(service)) <= 1:
+            raise AdminConflict("the last enabled owner cannot be disabled")
+    await service.lock(before.id)
+    after = await _user(service, before.id)
+    await ctx.record(
+        call,
+        target_type="user",
+        target_id=before.id,
+        before=public_user(before),
+        after={**public_user(after), "reason": call.body.get("reason") if call.body else None},
+    )
+    return 200, public_user(after)
+
+
+async def users_enable(ctx: AdminContext, call: Call) -> Result:
+    service = _users(ctx)
+    before = await _user(service, call.path["user_id"])
+    await service.unlock(before.id)
+    after = await _user(service, before.id)
+    await ctx.record(
+        call,
+        target_type="user",
+        target_id=before.id,
+        before=public_user(before),
+        after=public_user(after),
+    )
+    return 200, public_user(after)
+
+
+async def users_reset_mfa(ctx: AdminContext, call: Call) -> Result:
+    service = _users(ctx)
+    before = await _user(service, call.path["user_id"])
+    await service.reset_mfa(before.id)
+    after = await _user(service, before.id)
+    await ctx.record(
+        call,
+        target_type="user",
+        target_id=before.id,
+        before=public_user(before),
+        after=public_user(after),
+    )
+    return 200, public_user(after)
+
+
+async def set_user_roles(store: Store, service: UserService, user: UserRecord) -> bool:
+    """Write ``user.roles`` (the user repository has no role setter yet: this writes the
+    ``auth_users.roles`` column of migration 4 directly, or the memory repository's record).
+    False when the user does not exist."""
+    roles_json = orjson.dumps(list(user.roles)).decode()
+    sql = "UPDATE auth_users SET roles = ?, updated_at = ? WHERE id = ? RETURNING id"
+    args = (roles_json, user.updated_at, user.id)
+    if isinstance(store, SqliteStore):
+        rows = await store.write("control.set_roles", lambda c: c.execute(sql, args).fetchall())
+        return bool(rows)
+    if isinstance(store, PostgresStore):
+        from bastion.authserver.users.sql_repo import pg_sql
+
+        async def run(conn: Any) -> bool:
+            return bool(await conn.fetch(pg_sql(sql), *args))
+
+        return await store.write("control.set_roles", run)
+    repo = service.repo if isinstance(service.repo, MemoryUserRepo) else repo_for(store)
+    if not isinstance(repo, MemoryUserRepo) or user.id not in repo._users:
+        return False
+    repo._users[user.id] = user
+    return True
+
+
+def revoke_tokens_on_disable(
+    ctx: AdminContext, revoke_families: Callable[[str, float], Awaitable[list[Any]]]
+) -> Callable[[str], Awaitable[None]]:
+    """An ``on_disable`` hook for the user service: revoke every refresh-token family of the
+    user (``revoke_families(user_id, now)``, the OAuth repository's
+    ``revoke_subject_families``) and the last access token of each, and push the revocations."""
+
+    async def hook(user_id: str) -> None:
+        now = ctx.clock.now()
+        for family in await revoke_families(user_id, now):
+            jti, exp = getattr(family, "access_jti", None), getattr(family, "access_exp", None)
+            if not jti or not exp or exp <= now:
+                continue
+            rev = Revocation(
+                kind="jti",
+                value=jti,
+                issuer=ctx.issuer,
+                not_before=None,
+                expires_at=exp,
+                created_at=now,
+            )
+            await ctx.store.add_revocation(rev)
+            kind, payload = revocation_change(rev)
+            await ctx.publish({**payload, "type": kind})
+
+    return hook
