@@ -198,6 +198,11 @@ async def refresh_token(ctx: OAuthContext, client: OAuthClient, form: Form) -> b
     requested = param(form, "scope")
 
     async def build(family: RefreshFamily, new_token: str) -> tuple[dict[str, Any], str, float]:
+        # A family outlives neither its user nor an administrator's lock, even if revoking the
+        # families at the lock failed or the user row was removed behind the server's back.
+        user = await ctx.users.get_user(family.subject) if ctx.users is not None else None
+        if user is None or user.disabled:
+            raise OAuthError("invalid_grant", "refresh token is invalid, expired or revoked")
         scope = narrow_scope(requested, tuple(family.scope.split()))
         access = await ctx.access.issue(
             subject=family.subject, client_id=client.id, audience=family.audience, scope=scope

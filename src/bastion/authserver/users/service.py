@@ -76,8 +76,9 @@ class UserService:
         self.issuer = issuer.rstrip("/")
         self.clock: Clock = clock or SystemClock()
         self.cookies = CookieNames(secure=self.issuer.startswith("https://"))
-        #: Called with a user id after an administrator locks the user (the OAuth server
-        #: registers "revoke this user's refresh-token families").
+        #: Called with a user id when the user's existing grants must end: after an
+        #: administrator's lock, a password reset and an MFA reset (the OAuth server registers
+        #: "revoke this user's refresh-token families and their last access tokens").
         self.on_disable: list[DisableHook] = []
         #: Called with (action, ECS fields) for security-relevant login events
         #: (``user.login_failed``, ``user.locked_out``, ``user.recovery_code_used``,
@@ -230,14 +231,27 @@ class UserService:
         return user
 
     async def set_password(self, user_id: str, password: str) -> bool:
-        """Replace a user's password (AccountError if not allowed); every session ends."""
+        """Replace a user's password (AccountError if not allowed); every session ends and the
+        ``on_disable`` hooks run: a reset is what an administrator does when the old password
+        may be known to someone else, so whatever that someone obtained with it must stop
+        working too (refresh tokens included)."""
         self.check_password(password)
         if not await self.repo.set_password_hash(
             user_id, await self.hasher.hash(password), self.clock.now()
         ):
             return False
         await self.repo.delete_user_sessions(user_id)
+        self.security_event("user.password_reset", **{"user.id": user_id})
+        await self._end_grants(user_id)
         return True
+
+    async def _end_grants(self, user_id: str) -> None:
+        """Run the ``on_disable`` hooks (a failing hook is logged; the caller's change stands)."""
+        for hook in list(self.on_disable):
+            try:
+                await hook(user_id)
+            except Exception:
+                log.exception("on_disable hook failed for user %s", user_id)
 
     async def lock(self, user_id: str) -> bool:
         """An administrator's lock: no login, every session ends, then the ``on_disable`` hooks
@@ -246,11 +260,7 @@ class UserService:
             return False
         await self.repo.delete_user_sessions(user_id)
         self.security_event("user.disabled", **{"user.id": user_id})
-        for hook in list(self.on_disable):
-            try:
-                await hook(user_id)
-            except Exception:
-                log.exception("on_disable hook failed for user %s", user_id)
+        await self._end_grants(user_id)
         return True
 
     async def unlock(self, user_id: str) -> bool:
@@ -258,11 +268,14 @@ class UserService:
         return await self.repo.set_disabled(user_id, False, self.clock.now())
 
     async def reset_mfa(self, user_id: str) -> bool:
-        """Remove TOTP and recovery codes (a lost phone); every session ends. A user whose role
-        needs MFA must enrol again at the next login."""
+        """Remove TOTP and recovery codes (a lost phone); every session ends and the
+        ``on_disable`` hooks run (a lost phone may be in someone else's hands, with the refresh
+        tokens of its apps). A user whose role needs MFA must enrol again at the next login."""
         if not await self.repo.clear_mfa(user_id, self.clock.now()):
             return False
         await self.repo.delete_user_sessions(user_id)
+        self.security_event("user.mfa_reset", **{"user.id": user_id})
+        await self._end_grants(user_id)
         return True
 
 
