@@ -16,6 +16,7 @@ from bastion.control.admin import AdminTokenVerifier, build_admin_api
 from bastion.control.admin.app import AdminApi
 from bastion.control.admin.roles import ADMIN_ROLES
 from bastion.control.admin.service import AdminContext
+from bastion.control.keys import KeyService
 from bastion.core.clock import ManualClock
 from bastion.events.bus import Event
 from bastion.store.memory import MemoryStore
@@ -89,8 +90,14 @@ def make_harness(store: MemoryStore | None = None) -> Harness:
 
     from bastion.control.admin.repo import control_repo
 
+    keys_service = KeyService(store, b"p" * 32, clock=clock, publish=publish)
     ctx = AdminContext(
-        store=store, repo=control_repo(store), clock=clock, publish=publish, issuer=ISSUER
+        store=store,
+        repo=control_repo(store),
+        clock=clock,
+        publish=publish,
+        issuer=ISSUER,
+        keys=keys_service,
     )
     verifier = AdminTokenVerifier(issuer=ISSUER, audience=AUDIENCE, keys=keys, clock=clock)
     api = build_admin_api(ctx, verifier)

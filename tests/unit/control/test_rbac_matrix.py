@@ -85,6 +85,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
 def test_permission_table_is_the_expected_matrix() -> None:
     assert {k: set(v) for k, v in PERMISSIONS.items()} == EXPECTED
     assert {op.id for op in OPERATIONS} == set(EXPECTED)
+    assert set(HANDLERS) == set(EXPECTED)  # every operation is served
     for op in EXPECTED:
         for role in ADMIN_ROLES:
             assert allowed({role}, op) == (role in EXPECTED[op])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bastion.control.admin import incidents, service, users
+from bastion.control.admin import incidents, keys_api, service, users
 from bastion.control.admin.app import AdminApi, Handler
 from bastion.control.admin.auth import AdminPrincipal, AdminTokenVerifier
 from bastion.control.admin.service import AdminContext
@@ -31,6 +31,10 @@ HANDLERS: Mapping[str, Handler] = {
     "apps.create": service.apps_create,
     "apps.update": service.apps_update,
     "audit.list": service.audit_list,
+    "keys.list": keys_api.keys_list,
+    "keys.create": keys_api.keys_create,
+    "keys.rotate": keys_api.keys_rotate,
+    "keys.revoke": keys_api.keys_revoke,
     "incident.revoke_app": incidents.revoke_application,
     "users.list": users.users_list,
     "users.get": users.users_get,

@@ -21,6 +21,7 @@ from bastion.control.admin.records import Application, AuditEntry, AuditQuery
 from bastion.control.admin.repo import ControlRepo
 from bastion.control.admin.roles import only_developer
 from bastion.control.admin.spec import DEFAULT_PAGE, OperationSpec
+from bastion.control.keys import KeyService
 from bastion.core.clock import Clock
 from bastion.errors import InvalidRequest
 from bastion.events.bus import Event
@@ -66,6 +67,8 @@ class AdminContext:
     clock: Clock
     publish: Publisher
     users: UserService | None = None
+    #: KEYLIFE's key operations; None when ``api_keys.pepper`` is not set (key endpoints 404).
+    keys: KeyService | None = None
     #: The issuer recorded on token revocations this API makes.
     issuer: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
