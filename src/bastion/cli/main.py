@@ -6,7 +6,6 @@ and configuration errors, 1 for everything else. No traceback unless ``BASTION_D
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import sys
@@ -14,15 +13,12 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import orjson
 import typer
-from rich.table import Table
 
 from bastion.cli.auth import auth_app
 from bastion.cli.common import (
     CliFailure,
     ConfigOpt,
-    JsonOpt,
     err,
     load,
     out,
@@ -31,14 +27,13 @@ from bastion.cli.common import (
     with_store,
 )
 from bastion.cli.ip import ip_app
+from bastion.cli.keys import keys_app
 from bastion.cli.scan import scan as scan_command
 from bastion.config.check import check_config
 from bastion.config.model import gateway_problems
-from bastion.config.types import parse_duration
-from bastion.core.apikeys import hash_secret, new_api_key
 from bastion.errors import BastionError, ConfigError
 from bastion.store import upgrade_store
-from bastion.store.base import ApiKeyRecord, ClientRecord, Store
+from bastion.store.base import Store
 
 app = typer.Typer(
     name="bastion",
@@ -48,7 +43,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 db_app = typer.Typer(help="The state store's schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
@@ -143,141 +137,6 @@ def db_upgrade(config: ConfigOpt) -> None:
         out.print(f"{where}: schema is current (version {after})", highlight=False)
     else:
         out.print(f"{where}: schema upgraded from version {before} to {after}", highlight=False)
-
-
-# -- keys -------------------------------------------------------------------------------------------
-def _iso(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@keys_app.command("create")
-def keys_create(
-    config: ConfigOpt,
-    client: Annotated[str, typer.Option(help="Client (application) id; created if new.")],
-    scope: Annotated[list[str] | None, typer.Option(help="A scope (repeat for several).")] = None,
-    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
-    ttl: Annotated[
-        str | None, typer.Option(help="Lifetime, e.g. 90d (default api_keys.default_ttl).")
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Create an API key. The key is printed once and cannot be shown again."""
-    cfg = load(config)
-    if cfg.api_keys.pepper is None:
-        raise CliFailure("api_keys.pepper is not set in the config: keys cannot be hashed", 2)
-    pepper = cfg.api_keys.pepper.get_secret_value().encode()
-    try:
-        lifetime = parse_duration(ttl) if ttl is not None else cfg.api_keys.default_ttl
-    except ValueError as exc:
-        raise CliFailure(f"--ttl: {exc}", 2) from None
-    if lifetime <= 0:
-        raise CliFailure("--ttl must be positive", 2)
-    key_id, secret, full = new_api_key()
-    now = time.time()
-    record = ApiKeyRecord(
-        id=key_id,
-        client_id=client,
-        secret_hash=hash_secret(pepper, secret),
-        scopes=tuple(sorted(set(scope or []))),
-        created_at=now,
-        expires_at=now + lifetime,
-        name=name,
-    )
-
-    async def work(store: Store) -> None:
-        if await store.get_client(client) is None:
-            await store.put_client(ClientRecord(id=client, name=client, created_at=now))
-        await store.put_api_key(record)
-        await push(cfg, {"type": "api_key.created", "key_id": key_id, "client_id": client})
-
-    run(with_store(cfg, work))
-    if as_json:
-        sys.stdout.write(
-            orjson.dumps(
-                {
-                    "id": key_id,
-                    "key": full,
-                    "client_id": client,
-                    "scopes": list(record.scopes),
-                    "expires_at": record.expires_at,
-                }
-            ).decode()
-            + "\n"
-        )
-        return
-    out.print(
-        f"API key for client [bold]{client}[/bold] (id {key_id}, expires {_iso(record.expires_at)}):"
-    )
-    out.print(full, highlight=False, soft_wrap=True)
-    out.print("[yellow]Store it now: it is shown only once and cannot be recovered.[/yellow]")
-
-
-@keys_app.command("list")
-def keys_list(
-    config: ConfigOpt,
-    client: Annotated[str | None, typer.Option(help="Only this client's keys.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """List API keys (never their secrets)."""
-    cfg = load(config)
-
-    async def work(store: Store) -> list[ApiKeyRecord]:
-        return await store.list_api_keys(client)
-
-    keys: list[ApiKeyRecord] = run(with_store(cfg, work))
-    now = time.time()
-    rows = [
-        {
-            "id": k.id,
-            "prefix": k.prefix,
-            "client_id": k.client_id,
-            "name": k.name,
-            "scopes": list(k.scopes),
-            "created_at": k.created_at,
-            "expires_at": k.expires_at,
-            "revoked_at": k.revoked_at,
-            "state": k.state(now),
-        }
-        for k in keys
-    ]
-    if as_json:
-        sys.stdout.write(orjson.dumps(rows).decode() + "\n")
-        return
-    table = Table("id", "client", "name", "scopes", "created", "expires", "state")
-    for r in rows:
-        table.add_row(
-            str(r["id"]),
-            str(r["client_id"]),
-            str(r["name"]),
-            " ".join(r["scopes"]),  # type: ignore[arg-type]
-            _iso(r["created_at"]),  # type: ignore[arg-type]
-            _iso(r["expires_at"]),  # type: ignore[arg-type]
-            str(r["state"]),
-        )
-    out.print(table)
-
-
-@keys_app.command("revoke")
-def keys_revoke(
-    config: ConfigOpt, key_id: Annotated[str, typer.Argument(help="Key id (bsk_<id> or <id>).")]
-) -> None:
-    """Revoke an API key at once: pushed to running gateways through Redis when `cache` is
-    set, otherwise applied on their next change-feed poll."""
-    cfg = load(config)
-    kid = key_id.removeprefix("bsk_").split("_", 1)[0]
-
-    async def work(store: Store) -> bool:
-        at = time.time()
-        if not await store.revoke_api_key(kid, at):
-            return False
-        await push(cfg, {"type": "api_key.revoked", "key_id": kid, "at": at})
-        return True
-
-    if not run(with_store(cfg, work)):
-        raise CliFailure(f"no active key with id {kid!r}")
-    out.print(f"revoked {kid}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,203 @@
+"""``bastion keys create|list|rotate|revoke|report`` in-process, on a SQLite store: secrets
+printed once, rotation with a grace period, one line and the right exit code per error."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bastion.cli.main import main
+from bastion.core.apikeys import hash_secret
+from bastion.store import SqliteStore
+from bastion.store.base import ApiKeyRecord, ClientRecord
+
+PEPPER = "keys-cli-pepper-" + "q" * 32
+DAY = 86400.0
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("KEYS_CLI_PEPPER", PEPPER)
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("NO_COLOR", "1")
+    path = tmp_path / "bastion.yaml"
+    path.write_text(
+        f"store: sqlite:///{tmp_path / 'state.db'}\n"
+        "listeners:\n  - bind: 127.0.0.1:8080\n"
+        "api_keys:\n  pepper: ${KEYS_CLI_PEPPER}\n"
+        "routes:\n  - name: api\n    path_prefix: /api\n    upstream: http://127.0.0.1:9\n"
+        "    authn: {methods: [api_key]}\n"
+    )
+    return path
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    code, out, err = cli(capsys, *args, "--json")
+    assert code == 0, err
+    return orjson.loads(out)
+
+
+def create(capsys: pytest.CaptureFixture[str], config: Path, *extra: str) -> dict[str, Any]:
+    created: dict[str, Any] = cli_json(
+        capsys, "keys", "create", "-c", str(config), "--client", "billing", *extra
+    )
+    return created
+
+
+def test_create_prints_the_key_once_and_list_never(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    code, out, err = cli(
+        capsys, "keys", "create", "-c", str(config), "--client", "billing", "--scope", "r",
+        "--owner", "alice@example.com",
+    )  # fmt: skip
+    assert code == 0, err
+    [full] = [w for w in out.split() if w.startswith("bsk_")]
+    assert out.count(full) == 1
+    assert "shown only once" in out
+    rows = cli_json(capsys, "keys", "list", "-c", str(config))
+    assert len(rows) == 1
+    assert rows[0]["owner"] == "alice@example.com"
+    assert rows[0]["client_id"] == rows[0]["application"] == "billing"
+    assert rows[0]["state"] == "active"
+    assert rows[0]["usage_count"] == 0
+    assert "key" not in rows[0]
+    code, table, _ = cli(capsys, "keys", "list", "-c", str(config))
+    assert code == 0
+    assert full not in table
+    assert full.split("_", 2)[2] not in table
+    assert rows[0]["id"] in table
+
+
+def test_rotate_gives_a_new_key_and_a_grace_period(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    old = create(capsys, config, "--scope", "r", "--name", "ci")
+    rotated = cli_json(capsys, "keys", "rotate", "-c", str(config), old["prefix"], "--grace", "1h")
+    new, previous = rotated["successor"], rotated["previous"]
+    assert new["key"] != old["key"]
+    assert new["key"].startswith("bsk_" + new["id"] + "_")
+    assert (new["scopes"], new["name"], new["rotated_from"]) == (["r"], "ci", old["id"])
+    assert previous["id"] == old["id"]
+    assert previous["state"] == "rotating"
+    assert previous["replaced_by"] == new["id"]
+    assert previous["expires_at"] == pytest.approx(new["created_at"] + 3600)
+    assert "key" not in previous
+    # The old key cannot be rotated a second time.
+    code, _, err = cli(capsys, "keys", "rotate", "-c", str(config), old["id"])
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+    assert "rotating key cannot be rotated" in err
+    # The table form prints the new secret once and the old key's end.
+    code, out, err = cli(capsys, "keys", "rotate", "-c", str(config), new["id"], "--grace", "0s")
+    assert code == 0, err
+    assert out.count("bsk_") == 1
+    assert f"the old key {new['id']} keeps working until" in out
+    states = {r["id"]: r["state"] for r in cli_json(capsys, "keys", "list", "-c", str(config))}
+    assert states[new["id"]] == "expired"
+    live = cli_json(capsys, "keys", "list", "-c", str(config), "--live")
+    assert new["id"] not in {r["id"] for r in live}
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("rotate", "KEY", "--grace", "soon"), 2),
+        (("rotate", "KEY", "--grace", "365d"), 2),
+        (("rotate", "KEY", "--ttl", "400d"), 2),
+        (("rotate", "not-a-key"), 2),
+        (("rotate", "nosuchkey0000000"), 1),
+        (("revoke", "nosuchkey0000000"), 1),
+        (("revoke", "../../x"), 2),
+        (("create", "--client", "billing", "--ttl", "181d"), 2),
+        (("create", "--client", "billing", "--scope", "two words"), 2),
+        (("create", "--client", "has space"), 2),
+    ],
+)
+def test_errors_are_one_line_with_the_right_exit_code(
+    capsys: pytest.CaptureFixture[str], config: Path, args: tuple[str, ...], code: int
+) -> None:
+    key = create(capsys, config)
+    argv = [a.replace("KEY", key["id"]) for a in args]
+    got, out, err = cli(capsys, "keys", argv[0], "-c", str(config), *argv[1:])
+    assert got == code, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in out + err
+    assert key["key"] not in out + err
+
+
+def test_revoke_twice(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    key = create(capsys, config)
+    code, out, _ = cli(capsys, "keys", "revoke", "-c", str(config), key["key"])  # whole key
+    assert code == 0
+    assert out.strip() == f"revoked {key['id']}"
+    code, _, err = cli(capsys, "keys", "revoke", "-c", str(config), key["id"])
+    assert code == 1
+    assert key["id"] in err
+    assert "already revoked" in err
+
+
+def test_missing_pepper_is_a_config_error(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    config.write_text(
+        config.read_text()
+        .replace("api_keys:\n  pepper: ${KEYS_CLI_PEPPER}\n", "")
+        .replace("{methods: [api_key]}", "{methods: [], unsafe_allow_anonymous: true}")
+    )
+    code, _, err = cli(capsys, "keys", "list", "-c", str(config))
+    assert code == 2
+    assert "pepper" in err
+
+
+def _seed(path: str) -> None:
+    """Keys aged by hand: the CLI runs on the real clock."""
+
+    async def go() -> None:
+        store = SqliteStore(path)
+        await store.open()
+        now = time.time()
+        await store.put_client(ClientRecord("legacy", "Legacy", now - 200 * DAY))
+        await store.put_api_key(
+            ApiKeyRecord(
+                id="o" * 16,
+                client_id="legacy",
+                secret_hash=hash_secret(PEPPER.encode(), "x"),
+                scopes=(),
+                created_at=now - 100 * DAY,
+                expires_at=now + 80 * DAY,
+                owner="bob",
+                last_used_at=now - DAY,
+            )
+        )
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_report(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path) -> None:
+    fresh = create(capsys, config)  # no owner, never used, new
+    _seed(str(tmp_path / "state.db"))
+    report = cli_json(capsys, "keys", "report", "-c", str(config))
+    assert [k["id"] for k in report["old_keys"]] == ["o" * 16]
+    assert report["unused_keys"] == []
+    assert [k["id"] for k in report["keys_without_owner"]] == [fresh["id"]]
+    assert sorted(report["applications_without_contact"]) == ["billing", "legacy"]
+    code, out, err = cli(capsys, "keys", "report", "-c", str(config))
+    assert code == 0, err
+    assert "Keys older than 90 days (rotate them): 1" in out
+    assert "Applications without a contact: 2" in out
+    assert fresh["key"] not in out
