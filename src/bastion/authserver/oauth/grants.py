@@ -110,32 +110,40 @@ async def client_credentials(ctx: OAuthContext, client: OAuthClient, form: Form)
 async def authorization_code(ctx: OAuthContext, client: OAuthClient, form: Form) -> bytes:
     """RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6) required for every client.
 
-    The code is consumed in one atomic statement that also records the refresh family and
-    access-token ``jti`` about to be issued; a second redemption finds them and revokes both
-    (RFC 6749 §4.1.2, RFC 9700 §4.5).
+    Everything the request must prove is checked before the code is touched: that the code is
+    this client's, unexpired, for this ``redirect_uri``, and that the ``code_verifier`` matches.
+    A party that only saw the code (an access log, a ``Referer``) therefore can neither burn it
+    (the legitimate redemption still works) nor, by presenting it as some other client, revoke
+    what the legitimate redemption issued. Only then is the code consumed, in one atomic
+    statement bound to the client, that also records the refresh family and access-token
+    ``jti`` about to be issued; a second redemption with the right verifier finds them and
+    revokes both (RFC 6749 §4.1.2, RFC 9700 §4.5).
     """
     _require_grant(client, "authorization_code")
     code = required(form, "code")
     redirect_uri = param(form, "redirect_uri")
     verifier = param(form, "code_verifier")
     now = ctx.clock.now()
+    hashed = code_hash(code)
+    stored = await ctx.repo.get_code(hashed)
+    if (
+        stored is None
+        or stored.client_id != client.id
+        or stored.expires_at <= now
+        or (redirect_uri or "") != stored.redirect_uri
+        or not rfc7636.verify(verifier, stored.code_challenge)
+    ):
+        raise OAuthError("invalid_grant", "authorization code is invalid")
     family_id = new_family_id() if "refresh_token" in client.grant_types else None
     jti = new_jti()
     # The token's own exp is read from the clock a moment later: one second of margin keeps
     # a revocation from ending before the token does.
     exp = int(now) + ctx.access.ttl + 1
-    record, first = await ctx.repo.consume_code(code_hash(code), now, (family_id, jti, exp))
+    record, first = await ctx.repo.consume_code(hashed, client.id, now, (family_id, jti, exp))
     if record is None:
         raise OAuthError("invalid_grant", "authorization code is invalid")
     if not first:
         await _replayed(ctx, record)
-        raise OAuthError("invalid_grant", "authorization code is invalid")
-    if (
-        record.client_id != client.id
-        or record.expires_at <= now
-        or (redirect_uri or "") != record.redirect_uri
-        or not rfc7636.verify(verifier, record.code_challenge)
-    ):
         raise OAuthError("invalid_grant", "authorization code is invalid")
     audience = audience_for(ctx, client, None)
     access = await ctx.access.issue(

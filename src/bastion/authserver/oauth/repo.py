@@ -3,8 +3,9 @@ and PostgreSQL (the tables of migration 2).
 
 The two operations that decide security are single atomic statements:
 
-* :meth:`OAuthRepo.consume_code` — ``UPDATE … SET used_at WHERE used_at IS NULL``: of two
-  concurrent redemptions of one code exactly one sees ``first_use``;
+* :meth:`OAuthRepo.consume_code` — ``UPDATE … SET used_at WHERE client_id = ? AND used_at IS
+  NULL``: of two concurrent redemptions of one code exactly one sees ``first_use``, and a code
+  presented by another client is neither consumed nor marked as replayed;
 * :meth:`OAuthRepo.rotate_family` — compare-and-swap on the family's ``generation``: of N
   concurrent refreshes of one token exactly one rotates; the others find the family one
   generation ahead and take the idempotent-retry path.
@@ -55,13 +56,17 @@ class OAuthRepo(Protocol):
 
     async def put_code(self, code: AuthorizationCode) -> None: ...
 
+    async def get_code(self, code_hash: str) -> AuthorizationCode | None:
+        """The stored code (used or not), or None."""
+
     async def consume_code(
-        self, code_hash: str, now: float, issued: tuple[str | None, str, float]
+        self, code_hash: str, client_id: str, now: float, issued: tuple[str | None, str, float]
     ) -> tuple[AuthorizationCode | None, bool]:
-        """Mark the code used, recording in the same statement what will be issued from it
-        (``issued`` = refresh family id, access-token jti, its exp) so a replay can revoke it.
-        ``(code, True)`` on the first use, ``(code, False)`` on a replay (the stored record,
-        with what the first use recorded; the replay is marked), ``(None, False)`` if unknown."""
+        """Mark the code used if it belongs to ``client_id``, recording in the same statement
+        what will be issued from it (``issued`` = refresh family id, access-token jti, its exp)
+        so a replay can revoke it. ``(code, True)`` on the first use, ``(code, False)`` on a
+        replay by the same client (the stored record, with what the first use recorded; the
+        replay is marked), ``(None, False)`` if unknown or another client's (nothing marked)."""
 
     async def code_replayed(self, code_hash: str) -> bool:
         """Whether a replay of the code was seen (the first use checks after issuing)."""
@@ -146,11 +151,14 @@ class MemoryOAuthRepo:
             raise StoreError(diagnosis="memory put_code: duplicate code")
         self.codes[code.code_hash] = code
 
+    async def get_code(self, code_hash: str) -> AuthorizationCode | None:
+        return self.codes.get(code_hash)
+
     async def consume_code(
-        self, code_hash: str, now: float, issued: tuple[str | None, str, float]
+        self, code_hash: str, client_id: str, now: float, issued: tuple[str | None, str, float]
     ) -> tuple[AuthorizationCode | None, bool]:
         code = self.codes.get(code_hash)
-        if code is None:
+        if code is None or code.client_id != client_id:
             return None, False
         if code.used_at is not None:
             self.replayed.add(code_hash)
@@ -410,8 +418,8 @@ _Q = {
     "put_code": f"INSERT INTO oauth_codes ({_CODE_COLS}) VALUES"  # noqa: S608 - constant column lists
     " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     "use_code": "UPDATE oauth_codes SET used_at = ?, family_id = ?, access_jti = ?,"
-    " access_exp = ? WHERE code_hash = ? AND used_at IS NULL",
-    "mark_replay": "UPDATE oauth_codes SET replayed_at = ? WHERE code_hash = ?",
+    " access_exp = ? WHERE code_hash = ? AND client_id = ? AND used_at IS NULL",
+    "mark_replay": "UPDATE oauth_codes SET replayed_at = ? WHERE code_hash = ? AND client_id = ?",
     "code_replayed": "SELECT replayed_at FROM oauth_codes WHERE code_hash = ?",
     "get_code": f"SELECT {_CODE_COLS} FROM oauth_codes WHERE code_hash = ?",  # noqa: S608 - constant column lists
     "put_family": f"INSERT INTO oauth_refresh_families ({_FAMILY_COLS}) VALUES"  # noqa: S608 - constant column lists
@@ -490,14 +498,24 @@ class SqlOAuthRepo:
     async def put_code(self, code: AuthorizationCode) -> None:
         await self._db.steps("put_code", [("put_code", _code_params(code), True)])
 
-    async def consume_code(
-        self, code_hash: str, now: float, issued: tuple[str | None, str, float]
-    ) -> tuple[AuthorizationCode | None, bool]:
-        first = await self._db.steps("use_code", [("use_code", (now, *issued, code_hash), True)])
-        if not first:
-            await self._db.steps("mark_replay", [("mark_replay", (now, code_hash), False)])
+    async def get_code(self, code_hash: str) -> AuthorizationCode | None:
         row = await self._db.one("get_code", (code_hash,))
-        return (None, False) if row is None else (_code(row), first)
+        return None if row is None else _code(row)
+
+    async def consume_code(
+        self, code_hash: str, client_id: str, now: float, issued: tuple[str | None, str, float]
+    ) -> tuple[AuthorizationCode | None, bool]:
+        first = await self._db.steps(
+            "use_code", [("use_code", (now, *issued, code_hash, client_id), True)]
+        )
+        if not first:
+            await self._db.steps(
+                "mark_replay", [("mark_replay", (now, code_hash, client_id), False)]
+            )
+        code = await self.get_code(code_hash)
+        if code is None or code.client_id != client_id:
+            return None, False
+        return code, first
 
     async def code_replayed(self, code_hash: str) -> bool:
         row = await self._db.one("code_replayed", (code_hash,))

@@ -94,22 +94,38 @@ async def check_clients(repo: OAuthRepo) -> None:
 
 async def check_codes(repo: OAuthRepo) -> None:
     await repo.put_code(CODE)
-    got, first = await repo.consume_code(CODE.code_hash, NOW + 1, ("f1", "j1", NOW + 301))
+    assert await repo.get_code(CODE.code_hash) == CODE
+    assert await repo.get_code("0" * 64) is None
+    # another client's attempt neither consumes the code nor marks a replay
+    other = await repo.consume_code(CODE.code_hash, "evil", NOW + 1, ("fx", "jx", NOW + 301))
+    assert other == (None, False)
+    assert await repo.get_code(CODE.code_hash) == CODE
+    assert not await repo.code_replayed(CODE.code_hash)
+    got, first = await repo.consume_code(CODE.code_hash, "web", NOW + 1, ("f1", "j1", NOW + 301))
     assert first
     assert got == replace(
         CODE, used_at=NOW + 1, family_id="f1", access_jti="j1", access_exp=NOW + 301
     )
-    again, first = await repo.consume_code(CODE.code_hash, NOW + 2, ("f2", "j2", NOW + 302))
+    assert await repo.consume_code(CODE.code_hash, "evil", NOW + 2, ("f", "j", NOW)) == (
+        None,
+        False,
+    )
+    assert not await repo.code_replayed(CODE.code_hash)
+    again, first = await repo.consume_code(CODE.code_hash, "web", NOW + 2, ("f2", "j2", NOW + 302))
     assert not first
     assert again is not None
     assert (again.family_id, again.access_jti, again.used_at) == ("f1", "j1", NOW + 1)
-    assert await repo.consume_code("0" * 64, NOW, (None, "j", NOW)) == (None, False)
+    assert await repo.code_replayed(CODE.code_hash)
+    assert await repo.consume_code("0" * 64, "web", NOW, (None, "j", NOW)) == (None, False)
 
 
 async def check_concurrent_code_use(repo: OAuthRepo) -> None:
     await repo.put_code(CODE)
     results = await asyncio.gather(
-        *(repo.consume_code(CODE.code_hash, NOW + 1, (f"f{i}", f"j{i}", NOW)) for i in range(5))
+        *(
+            repo.consume_code(CODE.code_hash, "web", NOW + 1, (f"f{i}", f"j{i}", NOW))
+            for i in range(5)
+        )
     )
     assert sorted(first for _, first in results) == [False, False, False, False, True]
 

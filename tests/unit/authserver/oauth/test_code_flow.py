@@ -333,6 +333,99 @@ async def test_code_replay_fails_and_revokes_what_the_first_use_issued() -> None
     assert alerts[0]["client.id"] == "web"
 
 
+async def register_evil(h: Harness) -> None:
+    await h.register(
+        "evil",
+        auth_method="none",
+        grant_types=("authorization_code",),
+        redirect_uris=("https://evil.example/cb",),
+        scopes=("read",),
+    )
+
+
+def security_actions(h: Harness) -> list[object]:
+    return [e["event.action"] for topic, e in h.events if topic == "security"]
+
+
+@pytest.mark.parametrize("as_client", ["evil", "spa"])
+async def test_a_party_that_only_saw_the_code_cannot_burn_it(as_client: str) -> None:
+    """The attack: present a stolen code with a junk verifier, authenticated as any public
+    client (or as the victim public client, which needs only its id)."""
+    h, _ = await setup(confidential=False)
+    await register_evil(h)
+    code, verifier = await h.code_flow("spa", CB, scope="openid")
+    for junk in ({"code_verifier": "x" * 43}, {}):
+        burn = await h.post(
+            "/token",
+            {"grant_type": "authorization_code", "code": code, "client_id": as_client, **junk},
+        )
+        assert burn.status == 400
+        assert body(burn)["error"] == "invalid_grant"
+    wrong_uri = await h.post(
+        "/token",
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "client_id": "spa",
+            "redirect_uri": CB + "x",
+            "code_verifier": verifier,
+        },
+    )
+    assert body(wrong_uri)["error"] == "invalid_grant"
+    legit = await h.post(
+        "/token",
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "client_id": "spa",
+            "redirect_uri": CB,
+            "code_verifier": verifier,
+        },
+    )
+    assert legit.status == 200, legit.body
+    assert "oauth.code_replay" not in security_actions(h)
+
+
+async def test_another_clients_replay_does_not_revoke_the_victims_tokens() -> None:
+    h, secret = await setup()
+    await register_evil(h)
+    code, verifier = await h.code_flow("web", CB)
+    first = body(await redeem(h, secret, code, verifier))
+    replay = await h.post(
+        "/token",
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "client_id": "evil",
+            "redirect_uri": CB,
+            "code_verifier": verifier,
+        },
+    )
+    assert body(replay)["error"] == "invalid_grant"
+    refreshed = await h.post(
+        "/token",
+        {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
+        basic=("web", secret),
+    )
+    assert refreshed.status == 200, refreshed.body
+    assert "oauth.code_replay" not in security_actions(h)
+    assert await h.store.active_revocations(h.clock.now()) == []
+
+
+async def test_a_replay_with_a_wrong_verifier_is_refused_without_revoking() -> None:
+    """Only a replay that proves possession of the verifier is the theft signal."""
+    h, secret = await setup()
+    code, verifier = await h.code_flow("web", CB)
+    first = body(await redeem(h, secret, code, verifier))
+    assert body(await redeem(h, secret, code, "w" * 43))["error"] == "invalid_grant"
+    refreshed = await h.post(
+        "/token",
+        {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
+        basic=("web", secret),
+    )
+    assert refreshed.status == 200
+
+
 async def test_public_client_redeems_with_pkce_alone() -> None:
     h, _ = await setup(confidential=False)
     code, verifier = await h.code_flow("spa", CB, scope="openid")
