@@ -16,7 +16,7 @@ from bastion.scan.errors import SafetyRefused
 from bastion.scan.model import Confidence, Severity
 from bastion.scan.spec import ScanOperation
 
-__all__ = ["Properties", "luhn_ok", "sensitive_fields", "undeclared"]
+__all__ = ["Properties", "looks_like_card", "luhn_ok", "sensitive_fields", "undeclared"]
 
 PRIVILEGED: dict[str, Any] = {
     "is_admin": True,
@@ -39,6 +39,13 @@ _SENSITIVE_NAME = re.compile(
 )
 _HASH = re.compile(r"^(\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}|\$argon2(id|i|d)\$.+|\$[56]\$.+)$")
 _SSN = re.compile(r"^\d{3}-\d{2}-\d{4}$")
+_MASKED = re.compile(r"^(\*+|x+|X+|•+|\[REDACTED\]|\*+\d{4}|X+\d{4})$")
+_CARD_NAME = re.compile(r"(?i)(card|pan$|cc_?num|ccnum|credit)")
+#: Visa, Mastercard (51-55, 2221-2720), Amex, Discover, Diners, JCB: the lengths they issue.
+_CARD_RANGE = re.compile(
+    r"^(4\d{12}(\d{3})?(\d{3})?|5[1-5]\d{14}|2(2[2-9]|[3-6]\d|7[01]|720)\d{12}|3[47]\d{13}|"
+    r"6(011|5\d\d)\d{12}|3(0[0-5]|[68]\d)\d{11}|35\d{14})$"
+)
 _PRIVATE_KEY = re.compile(r"-----BEGIN ([A-Z ]+ )?PRIVATE KEY-----")
 
 
@@ -63,16 +70,26 @@ def sensitive_fields(doc: Any) -> list[str]:
         if not isinstance(value, str | int) or isinstance(value, bool) or value in ("", None):
             continue
         text = str(value)
-        compact = text.replace(" ", "").replace("-", "")
+        if _MASKED.match(text):
+            continue  # already masked: what we want to see
         if (
             _HASH.match(text)
             or _PRIVATE_KEY.search(text)
             or (_SSN.match(text) and "ssn" in name.lower())
-            or luhn_ok(compact)
+            or looks_like_card(text, name)
             or (_SENSITIVE_NAME.match(name) and len(text) >= 4)
         ) and name not in out:
             out.append(name)
     return out
+
+
+def looks_like_card(text: str, name: str = "") -> bool:
+    """A card number: Luhn-valid, and either in a card network's number range or in a field
+    named like one (an id that happens to pass Luhn — one in ten do — is not enough)."""
+    compact = text.replace(" ", "").replace("-", "")
+    if not luhn_ok(compact):
+        return False
+    return bool(_CARD_NAME.search(name) or _CARD_RANGE.match(compact))
 
 
 def undeclared(doc: Any, schema: Any, prefix: str = "") -> list[str]:

@@ -3,7 +3,13 @@ lets is_admin through on sign-up; the secure one does neither."""
 
 from __future__ import annotations
 
-from bastion.scan.checks.properties import Properties, luhn_ok, sensitive_fields, undeclared
+from bastion.scan.checks.properties import (
+    Properties,
+    looks_like_card,
+    luhn_ok,
+    sensitive_fields,
+    undeclared,
+)
 from tests.unit.scan.checks.conftest import Target, run_check
 
 
@@ -32,3 +38,14 @@ def test_detectors() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     assert undeclared({"a": 1, "b": 2}, schema) == ["b"]
     assert undeclared({"a": 1}, schema) == []
+
+
+def test_cards_need_a_network_range_or_a_card_name() -> None:
+    for card in ("4111111111111111", "5555555555554444", "378282246310005", "6011111111111117"):
+        assert looks_like_card(card)
+    assert looks_like_card("4111-1111-1111-1111")
+    assert luhn_ok("1234567812345670")  # Luhn-valid, but no network issues it
+    assert not looks_like_card("1234567812345670")
+    assert looks_like_card("1234567812345670", "card_number")
+    assert sensitive_fields({"order_id": "1234567812345670"}) == []
+    assert sensitive_fields({"card": "****1111", "password": "********"}) == []
