@@ -409,3 +409,16 @@ async def test_report(svc: KeyService, store: MemoryStore, clock: ManualClock) -
     assert body["old_keys"][0]["id"] == old.key.id
     assert "key" not in body["old_keys"][0]
     assert body["generated_at"] == clock.now()
+
+
+async def test_errors_render_as_problems_without_the_diagnosis(svc: KeyService) -> None:
+    with pytest.raises(KeyNotFound) as caught:
+        await svc.get("q" * 16)
+    body = caught.value.problem()
+    assert (body["status"], body["code"]) == (404, "api_keys.not_found")
+    assert "q" * 16 not in str(body)
+    issued = await svc.create("billing")
+    await svc.revoke(issued.key.id)
+    with pytest.raises(KeyConflict) as conflict:
+        await svc.rotate(issued.key.id)
+    assert conflict.value.problem()["status"] == 409

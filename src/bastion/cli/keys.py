@@ -275,7 +275,7 @@ def _run_keys(cfg: BastionConfig, work: Callable[[Store], Awaitable[T]]) -> T:
     except KeyNotFound:
         raise CliFailure("no such key") from None
     except BastionError as exc:
-        if exc.code.startswith("keys."):
+        if exc.code.startswith("api_keys."):
             raise CliFailure(exc.detail or exc.title) from None
         raise
 

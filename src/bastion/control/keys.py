@@ -76,7 +76,7 @@ _KEY_ID_RE = re.compile(r"[a-z0-9]{16}")
 class KeyNotFound(BastionError):
     """No API key with that id."""
 
-    code: ClassVar[str] = "keys.not_found"
+    code: ClassVar[str] = "api_keys.not_found"
     status: ClassVar[int] = 404
     title: ClassVar[str] = "API key not found"
 
@@ -84,7 +84,7 @@ class KeyNotFound(BastionError):
 class ApplicationNotFound(BastionError):
     """The application (client) a key is for does not exist."""
 
-    code: ClassVar[str] = "keys.application_not_found"
+    code: ClassVar[str] = "api_keys.application_not_found"
     status: ClassVar[int] = 404
     title: ClassVar[str] = "Application not found"
 
@@ -93,7 +93,7 @@ class KeyConflict(BastionError):
     """The key's state does not allow the operation (revoking a revoked key, rotating an
     expired, revoked or already rotated one)."""
 
-    code: ClassVar[str] = "keys.conflict"
+    code: ClassVar[str] = "api_keys.conflict"
     status: ClassVar[int] = 409
     title: ClassVar[str] = "API key state does not allow this"
 
@@ -101,7 +101,7 @@ class KeyConflict(BastionError):
 class KeyInvalid(BastionError):
     """A malformed request: scopes, name, owner, lifetime or grace outside their bounds."""
 
-    code: ClassVar[str] = "keys.invalid"
+    code: ClassVar[str] = "api_keys.invalid"
     status: ClassVar[int] = 400
     title: ClassVar[str] = "Invalid API-key request"
 
