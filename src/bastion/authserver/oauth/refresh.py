@@ -12,6 +12,11 @@ back: the losers of a race, and a client whose response was lost, receive the pa
 received, and the family survives. The database alone cannot open the stored response: the
 key is derived from a token of which only the hash is stored.
 
+**No grace for public clients** (``auth_method: none``): for them "the same client" is only a
+``client_id`` anyone can send, so a thief holding a rotated-out token would receive the
+victim's *current* pair. Any second use of their previous token is reuse: the family is
+revoked. (A public client must serialise its refreshes, e.g. one tab refreshes for all.)
+
 **Reuse**: any other use of a non-current token (after the grace window, or older than the
 previous generation) means two parties hold the family's tokens. The family is revoked, with
 the last access token issued from it, and a security event is emitted (RFC 9700 §4.14.2).
@@ -184,6 +189,7 @@ class RefreshService:
                 continue
             if (
                 generation == family.generation - 1
+                and not client.public
                 and family.rotated_at is not None
                 and now - family.rotated_at <= self._config.grace
                 and family.retry_response is not None

@@ -199,3 +199,48 @@ async def test_refresh_tokens_are_introspected_only_for_their_client_and_generat
     assert body(old) == {"active": False}  # rotated away (the retry window is not a new life)
     new = await h.post("/introspect", {"token": second["refresh_token"]}, basic=("web", secret))
     assert body(new)["active"] is True
+
+
+async def test_a_public_client_gets_no_grace_window_a_thief_cannot_take_the_current_pair() -> None:
+    """The attack: a thief holding a rotated-out refresh token of a public client (read from
+    an SPA's storage) presents it within the grace window after the victim refreshed."""
+    h = await make_harness()
+    await h.register(
+        "spa",
+        auth_method="none",
+        grant_types=("authorization_code", "refresh_token"),
+        redirect_uris=(CB,),
+        scopes=("openid", "read"),
+    )
+    h.users.sign_in("u1", at=h.clock.now())
+    code, verifier = await h.code_flow("spa", CB, scope="openid read")
+
+    async def post(form: dict[str, str]) -> Any:
+        reply = await h.post("/token", {**form, "client_id": "spa"})
+        return reply.status, body(reply)
+
+    status, first = await post(
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": CB,
+            "code_verifier": verifier,
+        }
+    )
+    assert status == 200
+    stolen = first["refresh_token"]
+    status, victim = await post({"grant_type": "refresh_token", "refresh_token": stolen})
+    assert status == 200
+    h.clock.advance(5)  # well inside auth.refresh.grace (30 s)
+    status, thief = await post({"grant_type": "refresh_token", "refresh_token": stolen})
+    assert status == 400
+    assert thief["error"] == "invalid_grant"
+    assert "refresh_token" not in thief
+    # reuse detected: the family is revoked, so the victim's current token is dead too ...
+    status, _ = await post(
+        {"grant_type": "refresh_token", "refresh_token": victim["refresh_token"]}
+    )
+    assert status == 400
+    # ... and the security team heard of it.
+    actions = [e["event.action"] for topic, e in h.events if topic == "security"]
+    assert actions == ["oauth.refresh_token_reuse"]
