@@ -26,6 +26,7 @@ from bastion.cli.common import (
     run,
     with_store,
 )
+from bastion.cli.control import control_app
 from bastion.cli.ip import ip_app
 from bastion.cli.keys import keys_app
 from bastion.cli.scan import scan as scan_command
@@ -48,6 +49,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(ip_app, name="ip")
+app.add_typer(control_app, name="control")
 app.add_typer(auth_app, name="auth")
 app.command("scan")(scan_command)
 

@@ -6,6 +6,7 @@ from pydantic import Field, HttpUrl, field_validator
 
 from bastion.authserver.config import AuthConfig
 from bastion.config.types import Duration, Secret, StrictModel
+from bastion.control.config import ControlConfig
 from bastion.gateway.layers.audit.config import AuditConfig
 from bastion.gateway.layers.authn.config import ApiKeysConfig, AuthnConfig, IssuerConfig
 from bastion.gateway.layers.authz.config import AuthzConfig
@@ -208,6 +209,10 @@ class BastionConfig(StrictModel):
         description="The authorization server: `bastion auth serve` runs it, `bastion up` runs "
         "it beside the gateway (whose `jwt` routes then trust its tokens). None: no "
         "authorization server.",
+    )
+    control: ControlConfig | None = Field(
+        default=None,
+        description="The admin API: `bastion control serve` runs it. None: defaults when served.",
     )
 
 

@@ -190,6 +190,8 @@ class AdminApi:
         principal = await self.verifier.authenticate(request.headers.get("authorization"))
         users = self.ctx.users
         if users is None:
+            if not principal.roles:
+                raise Forbidden(diagnosis=f"admin token of {principal.sub!r} has no admin role")
             return principal
         user = await users.get_user(principal.sub)
         if user is None or user.disabled:

@@ -27,7 +27,7 @@ from joserfc.jws import JWSRegistry, extract_compact
 from bastion.control.admin.errors import MfaRequired, StepUpRequired
 from bastion.control.admin.roles import admin_roles
 from bastion.core.clock import Clock
-from bastion.errors import AuthenticationFailed, Forbidden
+from bastion.errors import AuthenticationFailed
 
 #: Algorithms our authorization server signs with; nothing else is even tried.
 ALLOWED_ALGS = ("ES256", "EdDSA", "PS256")
@@ -113,8 +113,9 @@ class AdminTokenVerifier:
         self._is_revoked = is_revoked
 
     async def authenticate(self, authorization: str | None) -> AdminPrincipal:
-        """The principal of an ``Authorization`` header value; AuthenticationFailed (opaque),
-        MfaRequired, or Forbidden (a valid token that carries no admin role)."""
+        """The principal of an ``Authorization`` header value; AuthenticationFailed (opaque) or
+        MfaRequired. ``roles`` holds the admin roles of the token's ``roles`` claim (possibly
+        none: the caller decides whether a user directory supplies them instead)."""
         token = _bearer(authorization)
         claims = await self._verified_claims(token)
         amr = _str_list(claims.get("amr"), "amr")
@@ -127,8 +128,6 @@ class AdminTokenVerifier:
                 ],
             )
         roles = admin_roles(_str_list(claims.get("roles"), "roles"))
-        if not roles:
-            raise Forbidden(diagnosis=f"admin token of {claims['sub']!r} carries no admin role")
         groups = _str_list(claims.get("groups"), "groups")
         jti, client_id = claims.get("jti"), claims.get("client_id")
         return AdminPrincipal(
