@@ -69,6 +69,7 @@ class ApiKeyIndex:
         "_revoked",
         "_shortened",
         "_store",
+        "_until",
         "usage",
     )
 
@@ -98,6 +99,8 @@ class ApiKeyIndex:
         # Ids shortened by a rotation event -> end of their grace period; kept like _revoked so
         # a lagging replica cannot give a rotated key its old expiry back.
         self._shortened: dict[str, float] = {}
+        # Effective end of each loaded key (expiry, max_age, grace), computed once per record.
+        self._until: dict[str, float] = {}
         self._negative: dict[str, float] = {}
         self._max_age = max_age
         self.usage = usage
@@ -107,6 +110,7 @@ class ApiKeyIndex:
         records = await self._store.list_api_keys()
         self._keys = {rec.id: rec for rec in records}
         self._principals = {rec.id: _principal(rec) for rec in records}
+        self._until = {rec.id: self._end_of(rec) for rec in records}
         self._negative.clear()
 
     def apply(self, event: dict[str, Any]) -> None:
@@ -143,7 +147,14 @@ class ApiKeyIndex:
             log.warning("ignored a malformed rotation event")
             return
         known = self._shortened.get(old)
-        self._shortened[old] = float(until) if known is None else min(known, float(until))
+        self._shortened[old] = end = float(until) if known is None else min(known, float(until))
+        if old in self._until:
+            self._until[old] = min(self._until[old], end)
+
+    def _end_of(self, rec: ApiKeyRecord) -> float:
+        """When ``rec`` stops working: its expiry, ``max_age`` or a rotation's grace end."""
+        until = effective_expiry(rec.created_at, rec.expires_at, self._max_age)
+        return min(until, self._shortened.get(rec.id, math.inf))
 
     async def verify(self, presented: str) -> tuple[Principal | None, str]:
         """Check a presented key: ``(principal, "")`` if valid, else ``(None, reason)``.
@@ -168,11 +179,11 @@ class ApiKeyIndex:
         now = self._clock.now()
         if rec.revoked_at is not None and rec.revoked_at <= now:
             return None, REVOKED
-        until = effective_expiry(rec.created_at, rec.expires_at, self._max_age)
-        if until <= now or self._shortened.get(key_id, math.inf) <= now:
+        if self._until[key_id] <= now:
             return None, EXPIRED
-        if self.usage is not None:
-            self.usage.hit(key_id, now)
+        usage = self.usage
+        if usage is not None:
+            usage.hit(key_id, now)
         return self._principals[key_id], ""
 
     async def _lookup(self, key_id: str) -> tuple[ApiKeyRecord | None, str]:
@@ -194,6 +205,7 @@ class ApiKeyIndex:
             return None, UNKNOWN
         self._keys[key_id] = rec
         self._principals[key_id] = _principal(rec)
+        self._until[key_id] = self._end_of(rec)
         return rec, ""
 
     def _remember_unknown(self, key_id: str, mono: float) -> None:
