@@ -59,8 +59,10 @@ class AuthServer:
         ctx: OAuthContext,
         *,
         feed: ChangeFeed | None = None,
+        owns_signer: bool = False,
     ) -> None:
         self.ctx = ctx
+        self._owns_signer = owns_signer
         rate = ctx.config.token_rate_limit
         self._limiter = LocalLimiter(rate.emission_interval, rate.effective_burst)
         self._feed = feed
@@ -96,6 +98,10 @@ class AuthServer:
             for key, handler in ctx.users.routes.items():
                 routes.setdefault(key, handler)
             ctx.users.on_disable.append(self.user_disabled)
+            # Login security events (failures, lockouts, resets) go on the bus like ours.
+            events = getattr(ctx.users, "on_security_event", None)
+            if events is not None:
+                events.append(lambda action, fields: ctx.security_event(action, **fields))
         self.routes = routes
         self._paths: dict[str, list[str]] = {}
         for method, path in routes:
@@ -180,7 +186,8 @@ class AuthServer:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
 
     async def aclose(self) -> None:
-        """Stop background work (the caller closes the store)."""
+        """Stop background work and release the signer this server opened (its PKCS#11
+        session); the caller closes the store and anything it passed in."""
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -189,6 +196,11 @@ class AuthServer:
         if self._feed is not None:
             await self._feed.aclose()
         self._started = False
+        if self._owns_signer:
+            self._owns_signer = False  # once: a second aclose has nothing left to release
+            close = getattr(self.ctx.signer, "close", None)
+            if callable(close):
+                close()
 
 
 def build_context(
@@ -257,6 +269,7 @@ async def open_auth_server(
     """
     clock = clock or SystemClock()
     bus = bus or EventBus()
+    owns_signer = signer is None
     if signer is None:
         from bastion.authserver.keys import open_key_manager
 
@@ -274,4 +287,4 @@ async def open_auth_server(
     # bus shared with a gateway, through that gateway's feed).
     feed = ChangeFeed(store, bus, clock, poll_interval) if follow_feed else None
     bus.subscribe("control", ctx.revocations.apply)
-    return AuthServer(ctx, feed=feed)
+    return AuthServer(ctx, feed=feed, owns_signer=owns_signer)

@@ -26,11 +26,12 @@ import orjson
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from joserfc.jws import JWSRegistry, extract_compact
+from joserfc.jws import extract_compact
 
 from bastion.authserver.oauth.errors import OAuthError, invalid_client
 from bastion.authserver.oauth.records import ClientSecret, OAuthClient
 from bastion.authserver.oauth.repo import OAuthRepo
+from bastion.authserver.oauth.rfc9068 import quiet_registry
 from bastion.core.apikeys import hash_secret, secret_matches
 from bastion.core.clock import Clock
 
@@ -45,7 +46,7 @@ MAX_ASSERTION_LIFETIME = 600.0
 SECRET_PREFIX = "bcs_"  # noqa: S105 - a public prefix, not a secret
 _CACHE_MAX = 10_000
 _NO_HASH = "0" * 64
-_ASSERTION_REGISTRY = JWSRegistry(algorithms=list(ASSERTION_ALGS))
+_ASSERTION_REGISTRY = quiet_registry(ASSERTION_ALGS)
 
 
 def new_client_secret() -> str:

@@ -13,15 +13,15 @@ then revocation. Every failure is one :class:`InvalidAccessToken` with an intern
 
 from __future__ import annotations
 
+import copy
 import secrets
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from joserfc import jwt
-from joserfc.errors import JoseError, SecurityWarning
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry, extract_compact
 
@@ -32,7 +32,31 @@ TYP = "at+jwt"
 #: Algorithms our keys may use (KEYS: ES256 default, EdDSA and PS256 available).
 OUR_ALGS = ("ES256", "EdDSA", "PS256")
 MAX_TOKEN_BYTES = 8192
-_REGISTRY = JWSRegistry(algorithms=list(OUR_ALGS))
+
+
+def quiet_registry(algorithms: tuple[str, ...]) -> JWSRegistry:
+    """A JWS registry allowing ``algorithms`` whose ``EdDSA`` does not warn.
+
+    joserfc emits a ``SecurityWarning`` on every use of the polymorphic name ``EdDSA`` (RFC 9864
+    prefers ``Ed25519``); the issue's algorithm list names EdDSA, so it stays. Silencing the
+    warning with ``warnings.catch_warnings`` is not safe: the filter list is process-wide, and
+    another thread leaving its own ``catch_warnings`` block restores a list without our filter
+    — under ``-W error`` the warning then became an exception in the middle of a request (the
+    intermittent EdDSA failure). So this registry holds its own copy of the algorithm, without
+    the warning, and nothing touches the warning filters.
+    """
+    registry = JWSRegistry(algorithms=list(algorithms))
+    table = dict(JWSRegistry.algorithms)
+    eddsa = table.get("EdDSA")
+    if eddsa is not None and "EdDSA" in algorithms:
+        quiet = copy.copy(eddsa)
+        quiet.security_warning = None
+        table["EdDSA"] = quiet
+    registry.algorithms = table  # this instance only; the class-wide table is untouched
+    return registry
+
+
+_REGISTRY = quiet_registry(OUR_ALGS)
 
 
 class InvalidAccessToken(Exception):
@@ -179,14 +203,7 @@ class AccessTokenVerifier:
         if not isinstance(kid, str) or not _has_kid(keys, kid):
             keys = await self._key_set(force=True)  # a key published since the last read
         try:
-            if header["alg"] == "EdDSA":
-                # joserfc warns on every use of the polymorphic name (RFC 9864 prefers
-                # "Ed25519"); the issue's algorithm list names EdDSA, so it stays, quietly.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", SecurityWarning)
-                    decoded = jwt.decode(token, keys, registry=_REGISTRY)
-            else:
-                decoded = jwt.decode(token, keys, registry=_REGISTRY)
+            decoded = jwt.decode(token, keys, registry=_REGISTRY)
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidAccessToken(f"signature: {type(exc).__name__}") from None
         claims = decoded.claims

@@ -228,12 +228,12 @@ async def test_a_withdrawn_key_stops_vouching_for_cached_tokens() -> None:
     assert await introspect(h, s, token) == {"active": False}
 
 
-@pytest.mark.parametrize("alg", ["EdDSA", "PS256"])
-async def test_tokens_signed_with_the_other_algorithms_verify(alg: str) -> None:
-    import warnings
-
-    from joserfc.errors import SecurityWarning
+async def other_algorithm_token(alg: str) -> tuple[Harness, dict[str, str], str]:
+    """An access token signed with ``alg``; signing goes through the same warning-free registry
+    as verifying (no process-wide warning filter involved)."""
     from joserfc.jwk import OKPKey, RSAKey
+
+    from bastion.authserver.oauth.rfc9068 import quiet_registry
 
     h, s = await setup()
     key: Any = (
@@ -241,14 +241,38 @@ async def test_tokens_signed_with_the_other_algorithms_verify(alg: str) -> None:
         if alg == "EdDSA"
         else RSAKey.generate_key(2048, parameters={"kid": "rsa"})
     )
+    registry = quiet_registry((alg,))
 
     async def sign(claims: dict[str, Any], *, typ: str) -> str:
         header = {"alg": alg, "kid": key.kid, "typ": typ}
-        with warnings.catch_warnings():  # joserfc: "EdDSA is deprecated via RFC 9864"
-            warnings.simplefilter("ignore", SecurityWarning)
-            return jwt.encode(header, claims, key, algorithms=[alg])
+        return jwt.encode(header, claims, key, registry=registry)
 
     h.signer.sign = sign  # type: ignore[method-assign]
     h.signer.keys.append(key)
-    token = await access_token(h, s)
+    return h, s, await access_token(h, s)
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "PS256"])
+async def test_tokens_signed_with_the_other_algorithms_verify(alg: str) -> None:
+    h, s, token = await other_algorithm_token(alg)
     assert (await introspect(h, s, token))["active"] is True
+
+
+async def test_eddsa_verification_does_not_depend_on_the_process_wide_warning_filters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The intermittent ``KeyError: 'access_token'`` of the EdDSA case: joserfc warns on every
+    EdDSA use and the warning was silenced with ``warnings.catch_warnings``, whose filter list
+    is process-wide — another thread leaving its own block drops our "ignore" and, under
+    ``-W error``, the warning becomes an exception inside the request. Simulate that thread
+    (every filter change is lost) and check EdDSA still signs and verifies."""
+    import warnings
+
+    h, s, token = await other_algorithm_token("EdDSA")
+    monkeypatch.setattr(warnings, "simplefilter", lambda *args, **kwargs: None)
+    monkeypatch.setattr(warnings, "filterwarnings", lambda *args, **kwargs: None)
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings.filters.insert(0, ("error", None, Warning, None, 0))
+        assert (await introspect(h, s, token))["active"] is True
+        assert (await introspect(h, s, await access_token(h, s)))["active"] is True

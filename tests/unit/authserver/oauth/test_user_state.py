@@ -82,7 +82,8 @@ async def world() -> AsyncIterator[World]:
     assert ctx.users is not None
     user = await ctx.users.create_user("alice", "correct horse battery")
     events: list[str] = []
-    ctx.users.on_security_event.append(lambda action, fields: events.append(action))
+    # what the security team sees: the server's bus (the users' events are published there)
+    ctx.bus.subscribe("security", lambda event: events.append(str(event["event.action"])))
     try:
         yield World(server, secret, user, events)
     finally:
@@ -159,3 +160,29 @@ async def test_the_refresh_grant_refuses_a_user_who_is_gone() -> None:
     )
     assert reply.status == 400
     assert body(reply)["error"] == "invalid_grant"
+
+
+async def test_login_security_events_are_published_on_the_bus(world: World) -> None:
+    users = world.server.ctx.users
+    assert users is not None
+    users.security_event("user.login_failed", **{"source.ip": "192.0.2.9", "reason": "unknown"})
+    assert world.events == ["user.login_failed"]
+
+
+async def test_aclose_releases_the_signer_the_server_opened_and_only_that() -> None:
+    cfg = AuthConfig.model_validate({"issuer": ISSUER, "client_secret_pepper": PEPPER})
+    store = MemoryStore()
+    await store.open()
+    try:
+        server = await open_auth_server(cfg, store, follow_feed=False)
+        closed: list[bool] = []
+        server.ctx.signer.close = lambda: closed.append(True)
+        await server.aclose()
+        await server.aclose()
+        assert closed == [True]
+        # a signer passed in belongs to the caller
+        other = await open_auth_server(cfg, store, signer=server.ctx.signer, follow_feed=False)
+        await other.aclose()
+        assert closed == [True]
+    finally:
+        await store.close()
