@@ -4,6 +4,7 @@ period reaches every node by push."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,27 @@ async def test_usage_reaches_postgresql_in_one_batch_not_per_request(pg: str) ->
     assert rec.usage_count == 300
     assert rec.last_used_at is not None
     assert rec.last_used_at >= issued.key.created_at
+
+
+async def test_concurrent_flushes_of_overlapping_batches_do_not_deadlock(pg: str) -> None:
+    store = PostgresStore(pg, max_connections=8)
+    await store.open()
+    try:
+        keys = KeyService(store, PEPPER.encode())
+        ids = [(await keys.create("acme", create_application=i == 0)).key.id for i in range(40)]
+        forward = {k: (1, 100.0 + i) for i, k in enumerate(ids)}
+        backward = dict(reversed(list(forward.items())))
+        rounds = 15
+        await asyncio.gather(
+            *(store.record_key_usage(forward if r % 2 else backward) for r in range(rounds * 2))
+        )
+        for i, key_id in enumerate(ids):
+            rec = await store.get_api_key(key_id)
+            assert rec is not None
+            assert rec.usage_count == rounds * 2
+            assert rec.last_used_at == 100.0 + i
+    finally:
+        await store.close()
 
 
 @pytest.fixture

@@ -78,7 +78,10 @@ _INSERT_KEY = (
     " revoked_at, owner, rotated_from, replaced_by, last_used_at, usage_count)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 )
-# One statement for a whole usage batch; last_used_at never moves back.
+# One UPDATE for a whole usage batch; last_used_at never moves back. Its rows are locked in id
+# order first (_LOCK_USAGE, same transaction): two nodes flushing overlapping batches then
+# queue instead of deadlocking.
+_LOCK_USAGE = "SELECT 1 FROM api_keys WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 _RECORD_USAGE = (
     "UPDATE api_keys AS k SET usage_count = k.usage_count + u.n,"
     " last_used_at = GREATEST(COALESCE(k.last_used_at, u.t), u.t)"
@@ -365,7 +368,8 @@ class PostgresStore:
         return await self._write("rotate_api_key", tx)
 
     async def record_key_usage(self, usage: Mapping[str, tuple[int, float]]) -> None:
-        """Add the counts and move ``last_used_at`` forward in one ``UPDATE … FROM unnest``."""
+        """Add the counts and move ``last_used_at`` forward in one ``UPDATE … FROM unnest``
+        (its rows locked in id order first, so concurrent flushes of several nodes queue)."""
         if not usage:
             return
         ids = list(usage)
@@ -373,7 +377,9 @@ class PostgresStore:
         lasts = [float(usage[k][1]) for k in ids]
 
         async def q(conn: Conn) -> None:
-            await conn.execute(_RECORD_USAGE, ids, counts, lasts)
+            async with conn.transaction():
+                await conn.execute(_LOCK_USAGE, ids)
+                await conn.execute(_RECORD_USAGE, ids, counts, lasts)
 
         await self._call("record_key_usage", q)
 
