@@ -93,6 +93,15 @@ class AuthConfig(StrictModel):
         default_factory=lambda: RateSpec(rate=100, per=1.0, burst=200),
         description="Requests to /token, /introspect and /revoke allowed per client IP.",
     )
+    trusted_proxies: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="How many reverse proxies (the gateway included) in front of the "
+        "authorization server append to X-Forwarded-For; the client IP for throttling and "
+        "security events is the hop the nearest of them wrote. 0: the socket address is the "
+        "client and X-Forwarded-For is ignored.",
+    )
     client_cache_ttl: Duration = Field(
         default=5,
         ge=0,

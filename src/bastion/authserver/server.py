@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from bastion.authserver.config import AuthConfig
 from bastion.authserver.http import BASE_HEADERS, NO_STORE, Request, Response, json_response
@@ -35,6 +36,7 @@ from bastion.authserver.oauth.rfc7662 import introspect
 from bastion.authserver.oauth.rfc8414 import jwks, metadata_response
 from bastion.authserver.oauth.rfc9068 import AccessTokenIssuer, AccessTokenVerifier
 from bastion.authserver.oauth.token import token_endpoint
+from bastion.core.clientip import client_address
 from bastion.core.clock import Clock, SystemClock
 from bastion.core.gcra import LocalLimiter
 from bastion.core.revocation import RevocationState
@@ -63,6 +65,7 @@ class AuthServer:
     ) -> None:
         self.ctx = ctx
         self._owns_signer = owns_signer
+        self._trusted_proxies = ctx.config.trusted_proxies
         rate = ctx.config.token_rate_limit
         self._limiter = LocalLimiter(rate.emission_interval, rate.effective_burst)
         self._feed = feed
@@ -112,6 +115,8 @@ class AuthServer:
         handler = self.routes.get((request.method, request.path))
         if handler is None:
             return self._no_route(request)
+        if self._trusted_proxies:
+            request = self._forwarded(request)
         if request.path in THROTTLED:
             now = self.ctx.clock.monotonic()
             result = self._limiter.check(request.client_ip, now)
@@ -147,6 +152,16 @@ class AuthServer:
             b'{"error":"method_not_allowed"}',
             [("content-type", "application/json"), ("allow", allow), *BASE_HEADERS, *NO_STORE],
         )
+
+    def _forwarded(self, request: Request) -> Request:
+        """The request with ``client_ip`` from the hop our nearest trusted proxy appended to
+        ``X-Forwarded-For`` (``auth.trusted_proxies``); the hops a client writes itself are
+        never chosen. Without the header (a direct caller) the peer stays the client."""
+        xff = request.headers.get("x-forwarded-for")
+        if xff is None:
+            return request
+        found = client_address(request.client_ip, [xff], self._trusted_proxies)
+        return replace(request, client_ip=found.ip)
 
     async def user_disabled(self, user_id: str) -> None:
         """A user was locked or disabled: end every refresh family and its last access token."""

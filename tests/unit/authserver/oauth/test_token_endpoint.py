@@ -8,7 +8,7 @@ import pytest
 from joserfc import jws
 
 from bastion.authserver.oauth.client_auth import new_client_secret, rotate_secrets, secret_record
-from tests.unit.authserver.oauth.harness import API, ISSUER, PEPPER, body, make_harness
+from tests.unit.authserver.oauth.harness import API, ISSUER, PEPPER, Harness, body, make_harness
 
 
 async def test_client_credentials_issues_an_rfc9068_token() -> None:
@@ -219,6 +219,66 @@ async def test_token_endpoint_is_throttled_per_ip() -> None:
     assert body(limited)["error"] == "temporarily_unavailable"
     h.clock.advance(1.0)
     assert (await h.token("svc", secret)).status == 200
+
+
+PROXY = "10.0.0.5"
+RATE = {"rate": 2, "per": "1s", "burst": 2}
+
+
+async def token_via_proxy(h: Harness, secret: str, xff: str | None) -> int:
+    headers = {} if xff is None else {"x-forwarded-for": xff}
+    reply = await h.post(
+        "/token",
+        {"grant_type": "client_credentials"},
+        basic=("svc", secret),
+        ip=PROXY,
+        headers=headers,
+    )
+    return reply.status
+
+
+async def test_behind_a_trusted_proxy_each_client_ip_has_its_own_throttle() -> None:
+    """Without auth.trusted_proxies every request behind a proxy had the proxy's address: one
+    noisy client throttled everybody (and login lockout/throttle events named the proxy)."""
+    h = await make_harness(token_rate_limit=RATE, trusted_proxies=1)
+    secret = await h.register()
+    assert [await token_via_proxy(h, secret, "198.51.100.1") for _ in range(3)] == [200, 200, 429]
+    assert await token_via_proxy(h, secret, "198.51.100.2") == 200  # another client, own bucket
+
+
+async def test_a_client_cannot_pick_its_address_by_writing_x_forwarded_for() -> None:
+    """The attack: rotate a forged left-most X-Forwarded-For hop to dodge the throttle. Only
+    the hop our own proxy appended (the right-most with one trusted proxy) counts."""
+    h = await make_harness(token_rate_limit=RATE, trusted_proxies=1)
+    secret = await h.register()
+    statuses = [await token_via_proxy(h, secret, f"203.0.113.{n}, 198.51.100.1") for n in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+async def test_without_trusted_proxies_x_forwarded_for_is_ignored() -> None:
+    h = await make_harness(token_rate_limit=RATE)
+    secret = await h.register()
+    statuses = [await token_via_proxy(h, secret, f"198.51.100.{n}") for n in range(3)]
+    assert statuses == [200, 200, 429]  # all the peer's
+
+
+async def test_the_forwarded_address_reaches_the_login_pages() -> None:
+    from bastion.authserver.http import Request, Response
+
+    seen: list[str] = []
+
+    async def page(request: Request) -> Response:
+        seen.append(request.client_ip)
+        return Response(200, b"")
+
+    h = await make_harness(trusted_proxies=2)
+    h.server.routes[("POST", "/login")] = page
+    await h.post(
+        "/login", {}, ip=PROXY, headers={"x-forwarded-for": "1.2.3.4, 192.0.2.7, 10.0.0.9"}
+    )
+    await h.post("/login", {}, ip=PROXY, headers={"x-forwarded-for": "garbage, 10.0.0.9"})
+    await h.post("/login", {}, ip=PROXY)
+    assert seen == ["192.0.2.7", PROXY, PROXY]
 
 
 async def test_secret_rotation_overlap() -> None:
