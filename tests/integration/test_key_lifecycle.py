@@ -5,17 +5,21 @@ period reaches every node by push."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 
 from bastion.config import parse_config
 from bastion.control.keys import KeyService
 from bastion.gateway.services import GatewayServices
-from bastion.store import PostgresStore
+from bastion.store import PostgresStore, SqliteStore, migrations
+from bastion.store.base import ApiKeyRecord
+from bastion.store.migrations import LATEST_VERSION, MIGRATIONS, SCHEMA_TABLE, statements_for
 from tests.integration.test_cluster import pg_url, status, upstream, wait_until_refused
 from tests.support.cluster import Node, bastion, cluster_config, drop_prefix_sync, new_prefix
 from tests.support.postgres import pg_schema
@@ -106,6 +110,66 @@ async def test_concurrent_flushes_of_overlapping_batches_do_not_deadlock(pg: str
             assert rec.last_used_at == 100.0 + i
     finally:
         await store.close()
+
+
+_V5_KEY = (
+    "INSERT INTO api_keys (id, client_id, secret_hash, scopes, name, created_at, expires_at)"
+    " VALUES ('k5k5k5k5k5k5k5k5', 'acme', 'ab', '[\"r\"]', 'old', 10.0, 20.0)"
+)
+
+
+def _check_upgraded_key(rec: ApiKeyRecord | None) -> None:
+    assert rec is not None
+    assert (rec.scopes, rec.name, rec.created_at, rec.expires_at) == (("r",), "old", 10.0, 20.0)
+    assert (rec.owner, rec.rotated_from, rec.replaced_by) == ("", None, None)
+    assert (rec.last_used_at, rec.usage_count) == (None, 0)
+
+
+async def test_a_version_5_sqlite_file_keeps_its_keys_through_migration_6(tmp_path: Path) -> None:
+    path = str(tmp_path / "v5.db")
+    raw = sqlite3.connect(path)
+    raw.execute(SCHEMA_TABLE)
+    for m in MIGRATIONS:
+        if m.version <= 5:
+            for stmt in statements_for(m, "sqlite"):
+                raw.execute(stmt)
+            raw.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (m.version, m.name))
+    raw.execute("INSERT INTO clients VALUES ('acme', 'Acme', 1.0)")
+    raw.execute(_V5_KEY)
+    raw.commit()
+    raw.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        _check_upgraded_key(await store.get_api_key("k5k5k5k5k5k5k5k5"))
+        await store.record_key_usage({"k5k5k5k5k5k5k5k5": (2, 15.0)})
+        rec = await store.get_api_key("k5k5k5k5k5k5k5k5")
+        assert rec is not None
+        assert rec.usage_count == 2
+    finally:
+        await store.close()
+
+
+async def test_a_version_5_postgresql_database_keeps_its_keys_through_migration_6(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with pg_schema("keylife5") as url:
+        with monkeypatch.context() as patch:
+            patch.setattr(migrations, "MIGRATIONS", tuple(m for m in MIGRATIONS if m.version <= 5))
+            assert await PostgresStore(url).upgrade() == (0, 5)
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("INSERT INTO clients VALUES ('acme', 'Acme', 1.0)")
+            await conn.execute(_V5_KEY)
+        finally:
+            await conn.close()
+        assert await PostgresStore(url).upgrade() == (5, LATEST_VERSION)
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            _check_upgraded_key(await store.get_api_key("k5k5k5k5k5k5k5k5"))
+        finally:
+            await store.close()
 
 
 @pytest.fixture
