@@ -240,7 +240,6 @@ def build_context(
         config.client_secret_pepper.get_secret_value().encode(),
         clock,
         issuer=config.issuer,
-        token_endpoint=config.issuer + "/token",
         cache_ttl=config.client_cache_ttl,
     )
 

@@ -20,6 +20,7 @@ import binascii
 import logging
 import secrets
 from collections.abc import Mapping
+from typing import TypeGuard
 from urllib.parse import unquote
 
 import orjson
@@ -43,6 +44,8 @@ ASSERTION_ALGS = ("ES256", "ES384", "PS256", "RS256", "EdDSA")
 MAX_ASSERTION_BYTES = 8192
 #: Assertions must be short-lived: ``exp`` at most this far ahead.
 MAX_ASSERTION_LIFETIME = 600.0
+#: Clock skew allowed on an assertion's ``nbf`` and ``iat`` (seconds).
+ASSERTION_LEEWAY = 60.0
 SECRET_PREFIX = "bcs_"  # noqa: S105 - a public prefix, not a secret
 _CACHE_MAX = 10_000
 _NO_HASH = "0" * 64
@@ -85,13 +88,14 @@ class ClientAuthenticator:
         clock: Clock,
         *,
         issuer: str,
-        token_endpoint: str,
         cache_ttl: float = 5.0,
     ) -> None:
         self._repo = repo
         self._pepper = pepper
         self._clock = clock
-        self._audiences = frozenset({issuer, token_endpoint, issuer + "/"})
+        # RFC 7523bis (audience injection): the issuer identifier and nothing else — not the
+        # token endpoint URL, not a list that merely contains the issuer among other audiences.
+        self._issuer = issuer
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[OAuthClient | None, float]] = {}
 
@@ -183,16 +187,16 @@ class ClientAuthenticator:
         now = self._clock.now()
         exp = claims.get("exp")
         aud = claims.get("aud")
-        auds = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
         jti = claims.get("jti")
         if (
             claims.get("iss") != client_id
             or claims.get("sub") != client_id
-            or not isinstance(exp, int | float)
-            or isinstance(exp, bool)
+            or not _number(exp)
             or exp <= now
             or exp > now + MAX_ASSERTION_LIFETIME
-            or not (auds & self._audiences)
+            or aud not in (self._issuer, [self._issuer])
+            or not _not_after(claims, "nbf", now + ASSERTION_LEEWAY)
+            or not _not_after(claims, "iat", now + ASSERTION_LEEWAY)
             or not isinstance(jti, str)
             or not 0 < len(jti) <= 256
         ):
@@ -202,6 +206,18 @@ class ClientAuthenticator:
             log.warning("client %r refused: replayed assertion", client_id[:128])
             raise invalid_client()
         return client
+
+
+def _number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _not_after(claims: dict[str, object], name: str, limit: float) -> bool:
+    """An optional time claim: absent, or a number not after ``limit``."""
+    if name not in claims:
+        return True
+    value = claims[name]
+    return _number(value) and value <= limit
 
 
 def _peek_issuer(assertion: str) -> str | None:

@@ -27,7 +27,7 @@ def assertion(h: Harness, key: ECKey, **over: Any) -> str:
     claims: dict[str, Any] = {
         "iss": "pkj",
         "sub": "pkj",
-        "aud": ISSUER + "/token",
+        "aud": ISSUER,
         "exp": now + 60,
         "iat": now,
         "jti": secrets.token_hex(8),
@@ -52,8 +52,8 @@ async def test_a_valid_assertion_authenticates() -> None:
     assert reply.status == 200
     claims = await h.claims(body(reply)["access_token"])
     assert claims["client_id"] == "pkj"
-    issuer_aud = await token(h, assertion(h, key, aud=ISSUER))
-    assert issuer_aud.status == 200
+    one_element_list = await token(h, assertion(h, key, aud=[ISSUER]))
+    assert one_element_list.status == 200
 
 
 async def test_an_assertion_is_accepted_once() -> None:
@@ -69,6 +69,19 @@ async def test_an_assertion_is_accepted_once() -> None:
         {"iss": "other"},
         {"sub": "other"},
         {"aud": "https://elsewhere.example/token"},
+        # audience injection (RFC 7523bis): only the issuer identifier itself
+        {"aud": ISSUER + "/token"},
+        {"aud": ISSUER + "/"},
+        {"aud": [ISSUER, "https://elsewhere.example"]},
+        {"aud": ["https://elsewhere.example", ISSUER]},
+        {"aud": [ISSUER, ISSUER]},
+        {"aud": []},
+        {"aud": None},
+        # not yet valid / issued in the future (beyond 60 s of clock skew)
+        {"nbf": 1_700_000_000 + 120},
+        {"iat": 1_700_000_000 + 120},
+        {"nbf": "0"},
+        {"iat": True},
         {"exp": 1_700_000_000 - 1},
         {"exp": 1_700_000_000 + 3600},
         {"jti": ""},
@@ -83,7 +96,7 @@ async def test_bad_claims_are_invalid_client(over: dict[str, Any]) -> None:
     if None in over.values():
         # Drop the claim entirely.
         now = int(h.clock.now())
-        base = {"iss": "pkj", "sub": "pkj", "aud": ISSUER + "/token", "exp": now + 60, "jti": "x"}
+        base = {"iss": "pkj", "sub": "pkj", "aud": ISSUER, "exp": now + 60, "jti": "x"}
         for k, v in over.items():
             if v is None:
                 base.pop(k, None)
@@ -91,6 +104,14 @@ async def test_bad_claims_are_invalid_client(over: dict[str, Any]) -> None:
     reply = await token(h, a)
     assert reply.status == 401
     assert body(reply)["error"] == "invalid_client"
+
+
+async def test_nbf_and_iat_within_the_clock_skew_are_accepted() -> None:
+    h, key = await setup()
+    now = int(h.clock.now())
+    reply = await token(h, assertion(h, key, nbf=now + 30, iat=now + 30))
+    assert reply.status == 200, reply.body
+    assert (await token(h, assertion(h, key, nbf=now - 300))).status == 200
 
 
 async def test_an_assertion_signed_by_another_key_fails() -> None:
