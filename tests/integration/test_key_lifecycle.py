@@ -233,3 +233,7 @@ def test_rotation_reaches_every_node_and_usage_is_flushed_at_shutdown(
     assert listed[rotated["successor"]["id"]]["usage_count"] == 10
     assert listed[old["id"]]["usage_count"] >= 2  # and any accepted before the push landed
     assert listed[old["id"]]["state"] == "expired"
+    # The report reads PostgreSQL too (application contacts from the admin API's table).
+    report = _cli_json(nodes, "report")
+    assert report["applications_without_contact"] == ["acme"]
+    assert [k["id"] for k in report["keys_without_owner"]] == [rotated["successor"]["id"]]

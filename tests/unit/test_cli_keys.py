@@ -4,6 +4,7 @@ printed once, rotation with a grace period, one line and the right exit code per
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,20 @@ def test_report(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
     assert "Keys older than 90 days (rotate them): 1" in out
     assert "Applications without a contact: 2" in out
     assert fresh["key"] not in out
+
+
+def test_report_reads_owners_and_contacts_of_the_admin_api_applications(
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
+) -> None:
+    fresh = create(capsys, config)  # no key owner
+    _seed(str(tmp_path / "state.db"))
+    with sqlite3.connect(tmp_path / "state.db") as raw:
+        raw.execute(
+            "INSERT INTO control_applications (client_id, owner, contact, environment,"
+            " risk_class, data_classification, allowed_scopes, created_at, updated_at)"
+            " VALUES ('billing', 'team-billing', 'billing@example.com', 'production',"
+            " 'partner', 'confidential', '[]', 1.0, 1.0)"
+        )
+    report = cli_json(capsys, "keys", "report", "-c", str(config))
+    assert report["applications_without_contact"] == ["legacy"]
+    assert fresh["id"] not in {k["id"] for k in report["keys_without_owner"]}
