@@ -209,3 +209,49 @@ async def test_store_outage_is_a_503(h: Harness) -> None:
     r = await _create(h, APP)
     assert r.status_code == 503
     assert r.json()["code"] == "store.unavailable"
+
+
+async def test_a_legacy_client_needs_all_metadata_to_be_updated(h: Harness) -> None:
+    from bastion.store.base import ClientRecord
+
+    await h.store.put_client(ClientRecord("legacy", "Legacy", 1.0))
+    auth = h.auth(h.token())
+    async with h.client() as c:
+        r = await c.patch("/admin/v1/applications/legacy", headers=auth, json={"owner": "team-a"})
+        assert r.status_code == 400
+        full = {k: v for k, v in APP.items() if k not in ("id", "name")}
+        r = await c.patch("/admin/v1/applications/legacy", headers=auth, json=full)
+        assert r.status_code == 200
+        assert r.json()["owner"] == "team-a"
+        assert r.json()["name"] == "Legacy"
+
+
+async def test_time_filters_are_numbers(h: Harness) -> None:
+    await _create(h, APP)
+    auth = h.auth(h.token())
+    async with h.client() as c:
+        r = await c.get("/admin/v1/audit?since=1699999999.5&until=1700000001", headers=auth)
+        assert len(r.json()["items"]) == 1
+        for bad in ("since=yesterday", "since=1e3", "until=-1"):
+            assert (await c.get(f"/admin/v1/audit?{bad}", headers=auth)).status_code == 400
+
+
+async def test_a_failing_handler_is_an_opaque_500() -> None:
+    from bastion.control.admin.app import AdminApi
+    from bastion.control.admin.service import AdminContext, Call
+
+    h = make_harness()
+    await h.store.open()
+
+    async def broken(ctx: AdminContext, call: Call) -> Any:
+        raise RuntimeError("secret internals")
+
+    api = AdminApi(h.ctx, h.api.verifier, {"me.get": broken})
+    h.api = api
+    async with h.client() as c:
+        r = await c.get("/admin/v1/me", headers=h.auth(h.token()))
+        doc = (await c.get("/admin/v1/openapi.json")).json()
+    assert r.status_code == 500
+    assert r.json()["code"] == "internal.error"
+    assert "secret internals" not in r.text
+    assert list(doc["paths"]) == ["/admin/v1/me"]  # only served operations are documented

@@ -217,3 +217,45 @@ async def test_set_user_roles_on_sqlite(tmp_path: Any) -> None:
         assert not await set_user_roles(store, service, dataclasses.replace(changed, id="nope"))
     finally:
         await store.close()
+
+
+async def test_an_admin_cannot_grant_or_remove_owner(env: Env) -> None:
+    sam = env.ids["sam"]
+    r = await env.call("PUT", f"/users/{sam}/roles", "adam", {"roles": ["owner"]})
+    assert r.status_code == 403
+    await env.add("otto", "owner")
+    r = await env.call("PUT", f"/users/{env.ids['otto']}/roles", "adam", {"roles": ["admin"]})
+    assert r.status_code == 403
+    r = await env.call("PUT", f"/users/{env.ids['otto']}/roles", "olivia", {"roles": ["admin"]})
+    assert r.status_code == 200  # an owner may, while another owner remains
+
+
+async def test_directory_user_without_admin_role_is_forbidden(env: Env) -> None:
+    await env.add("gus", "gateway-user")
+    r = await env.call("GET", "/me", "gus")
+    assert r.status_code == 403
+
+
+async def test_disable_hook_revokes_each_familys_last_access_token(env: Env) -> None:
+    from types import SimpleNamespace
+
+    from bastion.control.admin.users import revoke_tokens_on_disable
+
+    now = env.h.clock.now()
+    families = [
+        SimpleNamespace(access_jti="live", access_exp=now + 300),
+        SimpleNamespace(access_jti="old", access_exp=now - 1),  # expired: nothing to revoke
+        SimpleNamespace(access_jti=None, access_exp=None),
+    ]
+    seen: list[tuple[str, float]] = []
+
+    async def revoke_families(user_id: str, at: float) -> list[Any]:
+        seen.append((user_id, at))
+        return families
+
+    hook = revoke_tokens_on_disable(env.h.ctx, revoke_families)
+    await hook("u1")
+    assert seen == [("u1", now)]
+    revs = await env.h.store.active_revocations(now)
+    assert [(r.kind, r.value, r.expires_at) for r in revs] == [("jti", "live", now + 300)]
+    assert [e["type"] for e in env.h.pushed] == ["token.revoked"]
