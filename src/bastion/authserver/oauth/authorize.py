@@ -9,6 +9,12 @@
 * No signed-in user: the browser goes to the login page, which returns to this same request
   (as a GET: the login flow only ever redirects to ``/authorize?…``).
   ``prompt=none`` answers ``login_required`` instead.
+* A fresh login (OpenID Connect Core §3.1.2.1): with ``prompt=login``, or a ``max_age`` that
+  the current login is older than, the browser goes to the login page again (``prompt=none``:
+  ``login_required``). The request it returns to carries ``auth_after`` = the moment it was
+  sent there, in place of ``prompt=login``: only a login that finished after it answers (one
+  older ``max_age`` check would send ``max_age=0`` round for ever). An ``auth_after`` that is
+  not from the last 15 minutes is ignored, so a forged one cannot skip a login.
 * On success the code (256 random bits, stored as SHA-256, single use, ``code_ttl`` seconds)
   goes to the redirect URI with ``state`` and ``iss``.
 """
@@ -27,6 +33,8 @@ from bastion.authserver.oauth.grants import MAX_PARAM_CHARS, code_hash, narrow_s
 from bastion.authserver.oauth.records import AuthorizationCode, OAuthClient
 
 MAX_STATE_CHARS = 1024
+#: How long after it was sent to the login page a request's ``auth_after`` is honoured.
+AUTH_AFTER_WINDOW = 900
 
 
 class _Redirectable(Exception):
@@ -68,6 +76,8 @@ async def authorize(ctx: OAuthContext, request: Request) -> Response:
                 "code_challenge_method",
                 "nonce",
                 "prompt",
+                "max_age",
+                "auth_after",
             )
         }
     except DuplicateParameter as exc:
@@ -120,15 +130,31 @@ async def _grant_code(
     users = ctx.users
     if users is None:
         raise _Redirectable("temporarily_unavailable", "login is not available")
+    prompts = set((params["prompt"] or "").split())
+    if "none" in prompts and len(prompts) > 1:
+        raise _Redirectable("invalid_request", "prompt=none cannot be combined")
+    max_age = _seconds(params["max_age"], "max_age")
+    now = ctx.clock.now()
+    auth_after = _seconds(params["auth_after"], "auth_after")
+    if auth_after is not None and not now - AUTH_AFTER_WINDOW <= auth_after <= now:
+        auth_after = None  # not one we set recently: ignore it
     login = await users.current(request)
+    if login is not None and not _fresh_enough(login.auth_time, now, prompts, max_age, auth_after):
+        login = None
     if login is None:
-        if params["prompt"] == "none":
-            raise _Redirectable("login_required", "the user is not signed in")
-        # The login returns to a GET of the same request (a POST's form becomes the query).
-        query = urlencode({k: v for k, v in params.items() if v is not None})
+        if "none" in prompts:
+            raise _Redirectable("login_required", "the user must sign in")
+        # The login returns to a GET of the same request (a POST's form becomes the query),
+        # with prompt=login replaced by the moment the login was asked for.
+        again = {k: v for k, v in params.items() if v is not None and k != "auth_after"}
+        rest = " ".join(sorted(prompts - {"login"}))
+        again.pop("prompt", None)
+        if rest:
+            again["prompt"] = rest
+        again["auth_after"] = str(int(now))
+        query = urlencode(again)
         return redirect(users.login_url(f"{request.path}?{query}"))
     code = secrets.token_urlsafe(32)
-    now = ctx.clock.now()
     await ctx.repo.put_code(
         AuthorizationCode(
             code_hash=code_hash(code),
@@ -151,3 +177,26 @@ async def _grant_code(
         reply["state"] = state
     reply["iss"] = ctx.issuer
     return redirect(_append(redirect_uri, reply))
+
+
+def _seconds(value: str | None, name: str) -> int | None:
+    """A non-negative integer parameter (``max_age``, ``auth_after``), or None when absent."""
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 12:
+        raise _Redirectable("invalid_request", f"{name} must be a non-negative integer")
+    return int(value)
+
+
+def _fresh_enough(
+    auth_time: float, now: float, prompts: set[str], max_age: int | None, auth_after: int | None
+) -> bool:
+    """Whether the current login may answer this request without a new one. A request back
+    from the login page we sent it to needs that login (``auth_after`` stands for the
+    ``prompt=login`` / ``max_age`` it replaced); otherwise ``prompt=login`` always needs one and
+    ``max_age`` one recent enough."""
+    if auth_after is not None:
+        return auth_time >= auth_after
+    if "login" in prompts:
+        return False
+    return max_age is None or now - auth_time <= max_age

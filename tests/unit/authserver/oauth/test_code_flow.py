@@ -4,7 +4,7 @@ single-use codes, ID tokens and /userinfo."""
 from __future__ import annotations
 
 import secrets
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 from joserfc import jws
@@ -124,6 +124,71 @@ async def test_prompt_none_without_session_is_login_required() -> None:
     params = location_params(await h.get("/authorize", authorize_query(prompt="none")))
     assert params["error"] == "login_required"
     assert params["iss"] == ISSUER
+
+
+def login_return(reply: object) -> dict[str, str] | None:
+    """The /authorize query the login page would return to, or None if not sent to login."""
+    location = reply.header("location")  # type: ignore[attr-defined]
+    assert location is not None
+    if not location.startswith("/login?"):
+        return None
+    return_to = parse_qs(urlsplit(location).query)["return_to"][0]
+    return dict(parse_qsl(urlsplit(return_to).query))
+
+
+async def test_prompt_login_asks_for_a_new_login_even_with_a_session() -> None:
+    """prompt=login was silently ignored: the old session answered."""
+    h, _ = await setup()  # signed in 5 s ago
+    again = login_return(await h.get("/authorize", authorize_query(prompt="login")))
+    assert again is not None
+    assert "prompt" not in again
+    assert again["auth_after"] == str(int(h.clock.now()))
+    # Back from the login page without a new login (the old session): the login page again.
+    assert login_return(await h.get("/authorize", again)) is not None
+    # After a new login: a code, not another round.
+    h.clock.advance(30)
+    h.users.sign_in("u1", at=h.clock.now())
+    params = location_params(await h.get("/authorize", again))
+    assert "code" in params
+
+
+@pytest.mark.parametrize(("max_age", "relogin"), [("3", True), ("0", True), ("10", False)])
+async def test_max_age_older_than_the_login_asks_for_a_new_one(max_age: str, relogin: bool) -> None:
+    h, _ = await setup()  # signed in 5 s ago
+    reply = await h.get("/authorize", authorize_query(max_age=max_age))
+    again = login_return(reply)
+    assert (again is not None) == relogin
+    if again is None:
+        return
+    assert again["max_age"] == max_age
+    h.clock.advance(2)
+    h.users.sign_in("u1", at=h.clock.now())
+    h.clock.advance(1)  # even max_age=0 is satisfied by the login it asked for: no loop
+    assert "code" in location_params(await h.get("/authorize", again))
+
+
+async def test_prompt_none_with_a_login_too_old_for_max_age_is_login_required() -> None:
+    h, _ = await setup()
+    params = location_params(await h.get("/authorize", authorize_query(prompt="none", max_age="1")))
+    assert params["error"] == "login_required"
+    params = location_params(await h.get("/authorize", authorize_query(prompt="none login")))
+    assert params["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("auth_after", ["0", "1", str(10**11)])
+async def test_a_forged_auth_after_does_not_skip_the_new_login(auth_after: str) -> None:
+    h, _ = await setup()
+    query = authorize_query(prompt="login", auth_after=auth_after)
+    assert login_return(await h.get("/authorize", query)) is not None
+    query = authorize_query(max_age="1", auth_after=auth_after)
+    assert login_return(await h.get("/authorize", query)) is not None
+
+
+@pytest.mark.parametrize("bad", ["-1", "1.5", "abc", "9" * 13])
+async def test_malformed_max_age_is_invalid_request(bad: str) -> None:
+    h, _ = await setup()
+    params = location_params(await h.get("/authorize", authorize_query(max_age=bad)))
+    assert params["error"] == "invalid_request"
 
 
 @pytest.mark.parametrize(
