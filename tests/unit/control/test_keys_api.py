@@ -164,3 +164,15 @@ async def test_expired_and_warning_states_show_in_the_list(h: Harness) -> None:
             ]
         ]
     assert states == ["expired"]
+
+
+async def test_auditor_and_developer_reads_all_but_writes_only_its_own(h: Harness) -> None:
+    both = h.auth(h.token(sub="dev-2", roles=("auditor", "developer"), groups=["team-a"]))
+    async with h.client() as c:
+        listed = (await c.get("/admin/v1/applications", headers=both)).json()["items"]
+        assert [a["id"] for a in listed] == ["billing", "crm"]  # auditor: reads everything
+        assert (await c.get("/admin/v1/applications/crm/keys", headers=both)).status_code == 200
+    r = await _create(h, "crm", both, scopes=["read"])
+    assert r.status_code == 404  # writing keys comes from developer alone: own apps only
+    r = await _create(h, "billing", both, scopes=["read"])
+    assert r.status_code == 201

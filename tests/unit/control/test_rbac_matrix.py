@@ -138,3 +138,15 @@ async def test_matrix_over_http(op: Any, role: str) -> None:
         entries = await h.ctx.repo.list_audit(AuditQuery(limit=5))
         assert entries[0].outcome == "denied"
         assert entries[0].action == op.id
+
+
+def test_ownership_is_decided_per_operation() -> None:
+    from bastion.control.admin.roles import needs_ownership
+
+    assert needs_ownership({D}, "keys.create")
+    assert needs_ownership({D}, "apps.list")
+    assert needs_ownership({D, U}, "keys.create")
+    assert not needs_ownership({D, U}, "apps.list")
+    assert not needs_ownership({D, S}, "keys.revoke")
+    assert not needs_ownership({A}, "keys.create")
+    assert not needs_ownership({D, A}, "keys.rotate")

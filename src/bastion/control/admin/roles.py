@@ -88,10 +88,14 @@ def allowed(roles: Iterable[str], operation: str) -> bool:
     return not permitted.isdisjoint(roles)
 
 
-def only_developer(roles: frozenset[str]) -> bool:
-    """True when ``developer`` is the principal's only admin role, so every application it
-    touches must be one it owns."""
-    return roles == frozenset({DEVELOPER})
+def needs_ownership(roles: Iterable[str], operation: str) -> bool:
+    """True when only the ``developer`` role lets ``roles`` call ``operation``, so the
+    application it touches must be one the principal owns. Decided per operation: an auditor
+    who is also a developer reads every application but writes keys of its own only."""
+    held = set(roles)
+    if DEVELOPER not in held:
+        return False
+    return not any(allowed({role}, operation) for role in held - {DEVELOPER})
 
 
 def may_grant(actor_roles: frozenset[str], before: Iterable[str], after: Iterable[str]) -> bool:

@@ -19,7 +19,7 @@ from bastion.control.admin.auth import AdminPrincipal
 from bastion.control.admin.errors import AdminNotFound
 from bastion.control.admin.records import Application, AuditEntry, AuditQuery
 from bastion.control.admin.repo import ControlRepo
-from bastion.control.admin.roles import only_developer
+from bastion.control.admin.roles import needs_ownership
 from bastion.control.admin.spec import DEFAULT_PAGE, OperationSpec
 from bastion.control.keys import KeyService
 from bastion.core.clock import Clock
@@ -118,7 +118,7 @@ async def visible_application(ctx: AdminContext, call: Call, app_id: str) -> App
     app = await ctx.repo.get_application(app_id)
     if app is None:
         raise AdminNotFound(f"no application {app_id!r}")
-    if only_developer(call.principal.roles) and (
+    if needs_ownership(call.principal.roles, call.op.id) and (
         app.owner is None or not call.principal.owns(app.owner)
     ):
         raise AdminNotFound(
@@ -143,7 +143,7 @@ async def me_get(ctx: AdminContext, call: Call) -> Result:
 
 async def apps_list(ctx: AdminContext, call: Call) -> Result:
     apps = await ctx.repo.list_applications()
-    if only_developer(call.principal.roles):
+    if needs_ownership(call.principal.roles, call.op.id):
         apps = [a for a in apps if a.owner is not None and call.principal.owns(a.owner)]
     return 200, page([a.public() for a in apps], call)
 
