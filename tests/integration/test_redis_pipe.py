@@ -130,3 +130,29 @@ def test_settings_of_tls_and_unix_urls() -> None:
     unix = settings_of(Redis.from_url("unix:///run/redis.sock?db=1"))
     assert (unix.path, unix.db, unix.tls) == ("/run/redis.sock", 1, None)
     assert "pw" not in repr(tls)
+
+
+def test_works_on_uvloop_as_the_gateway_runs_it(prefix: str) -> None:
+    """The gateway runs on uvloop, whose transports do not subclass asyncio.Transport: the
+    limiter must reach Redis there, not fall back to its local share."""
+    import uvloop
+
+    async def go() -> tuple[bool, int, object]:
+        client = redis_client(REDIS_URL, timeout=1.0)
+        backend = RedisRateLimitBackend(client, prefix=prefix)
+        try:
+            result = await backend.check(LimitSpec(1.0, 2), ("r", 0, "ip", "uv"), 0.0)
+            pipe = RedisPipe.from_client(client)
+            try:
+                pong = await pipe.call("PING")
+            finally:
+                await pipe.aclose()
+            return backend.degraded, backend.round_trips, (result.allowed, pong)
+        finally:
+            await backend.aclose()
+            await client.aclose()
+
+    degraded, trips, outcome = uvloop.run(go())
+    assert not degraded
+    assert trips == 1
+    assert outcome == (True, b"PONG")
