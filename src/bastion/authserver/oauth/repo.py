@@ -91,12 +91,15 @@ class OAuthRepo(Protocol):
         if it is still at ``expected_generation`` and not revoked. False: someone else won."""
 
     async def revoke_family(self, family_id: str, now: float, reason: str) -> RefreshFamily | None:
-        """Revoke a family; the family as it was if it was not yet revoked, else None."""
+        """Revoke a family in one statement; the family as revoked — with the access-token
+        ``jti`` of its latest rotation, even one that raced the revocation — if it was not yet
+        revoked, else None."""
 
     async def revoke_subject_families(
         self, subject: str, now: float, reason: str
     ) -> list[RefreshFamily]:
-        """Revoke every live family of ``subject`` (a disabled user); the families revoked."""
+        """Revoke every live family of ``subject`` (a disabled user) in one statement; the
+        families as revoked (see :meth:`revoke_family`)."""
 
     async def use_assertion_jti(self, client_id: str, jti: str, expires_at: float) -> bool:
         """Record an RFC 7523 assertion's ``jti``; False when it was already used."""
@@ -215,19 +218,20 @@ class MemoryOAuthRepo:
         fam = self.families.get(family_id)
         if fam is None or fam.revoked_at is not None:
             return None
-        self.families[family_id] = replace(
+        self.families[family_id] = revoked = replace(
             fam, revoked_at=now, revoked_reason=reason, retry_response=None
         )
-        return fam
+        return revoked
 
     async def revoke_subject_families(
         self, subject: str, now: float, reason: str
     ) -> list[RefreshFamily]:
         done = []
         for fam in list(self.families.values()):
-            live = fam.subject == subject and fam.revoked_at is None
-            if live and await self.revoke_family(fam.id, now, reason) is not None:
-                done.append(fam)
+            if fam.subject == subject and fam.revoked_at is None:
+                revoked = await self.revoke_family(fam.id, now, reason)
+                if revoked is not None:
+                    done.append(revoked)
         return done
 
     async def use_assertion_jti(self, client_id: str, jti: str, expires_at: float) -> bool:
@@ -432,10 +436,13 @@ _Q = {
     " last_used_at = ?, retry_response = ?, access_jti = ?, access_exp = ?"
     " WHERE id = ? AND generation = ? AND revoked_at IS NULL",
     "get_family": f"SELECT {_FAMILY_COLS} FROM oauth_refresh_families WHERE id = ?",  # noqa: S608 - constant column lists
-    "revoke_family": "UPDATE oauth_refresh_families SET revoked_at = ?, revoked_reason = ?,"
-    " retry_response = NULL WHERE id = ? AND revoked_at IS NULL",
-    "subject_families": f"SELECT {_FAMILY_COLS} FROM oauth_refresh_families"  # noqa: S608 - constant column lists
-    " WHERE subject = ? AND revoked_at IS NULL",
+    # RETURNING (SQLite ≥ 3.35, PostgreSQL): the row as this statement revoked it — no read
+    # before the UPDATE that a concurrent rotation could make stale.
+    "revoke_family": "UPDATE oauth_refresh_families SET revoked_at = ?, revoked_reason = ?,"  # noqa: S608 - constant column lists
+    f" retry_response = NULL WHERE id = ? AND revoked_at IS NULL RETURNING {_FAMILY_COLS}",
+    "revoke_subject_families": "UPDATE oauth_refresh_families SET revoked_at = ?,"  # noqa: S608 - constant column lists
+    " revoked_reason = ?, retry_response = NULL WHERE subject = ? AND revoked_at IS NULL"
+    f" RETURNING {_FAMILY_COLS}",
     "use_jti": "INSERT INTO oauth_assertion_jtis (client_id, jti, expires_at) VALUES (?,?,?)"
     " ON CONFLICT DO NOTHING",
     "purge_codes": "DELETE FROM oauth_codes WHERE expires_at <= ?",
@@ -567,23 +574,14 @@ class SqlOAuthRepo:
         )
 
     async def revoke_family(self, family_id: str, now: float, reason: str) -> RefreshFamily | None:
-        row = await self._db.one("get_family", (family_id,))
-        if row is None:
-            return None
-        ok = await self._db.steps(
-            "revoke_family", [("revoke_family", (now, reason, family_id), True)]
-        )
-        return _family(row) if ok else None
+        rows = await self._db.returning("revoke_family", (now, reason, family_id))
+        return _family(rows[0]) if rows else None
 
     async def revoke_subject_families(
         self, subject: str, now: float, reason: str
     ) -> list[RefreshFamily]:
-        done = []
-        for row in await self._db.all("subject_families", (subject,)):
-            fam = await self.revoke_family(str(row[0]), now, reason)
-            if fam is not None:
-                done.append(fam)
-        return done
+        rows = await self._db.returning("revoke_subject_families", (now, reason, subject))
+        return [_family(row) for row in rows]
 
     async def use_assertion_jti(self, client_id: str, jti: str, expires_at: float) -> bool:
         return await self._db.steps("use_jti", [("use_jti", (client_id, jti, expires_at), True)])
@@ -604,6 +602,9 @@ class _SqlBackend(Protocol):
     async def steps(self, op: str, steps: list[Step]) -> bool: ...
 
     async def counts(self, op: str, stmts: list[tuple[str, tuple[Any, ...]]]) -> list[int]: ...
+
+    async def returning(self, name: str, params: tuple[Any, ...]) -> list[Sequence[Any]]:
+        """Run one writing statement with ``RETURNING``; the rows it returned."""
 
 
 class _SqliteBackend:
@@ -642,6 +643,14 @@ class _SqliteBackend:
 
         result: list[int] = await self._store.write(op, tx)
         return result
+
+    async def returning(self, name: str, params: tuple[Any, ...]) -> list[Sequence[Any]]:
+        sql = _Q[name]
+        # fetchall: the statement must be stepped to its end before the COMMIT.
+        rows: list[Sequence[Any]] = await self._store.write(
+            name, lambda c: c.execute(sql, params).fetchall()
+        )
+        return rows
 
 
 class _PostgresBackend:
@@ -688,6 +697,14 @@ class _PostgresBackend:
                 return [_affected(await conn.execute(self._sql[n], *p)) for n, p in stmts]
 
         return await self._store.read(op, tx)
+
+    async def returning(self, name: str, params: tuple[Any, ...]) -> list[Sequence[Any]]:
+        sql = self._sql[name]
+
+        async def q(conn: Any) -> list[Sequence[Any]]:
+            return [tuple(r) for r in await conn.fetch(sql, *params)]
+
+        return await self._store.read(name, q)
 
 
 def _affected(status: str) -> int:

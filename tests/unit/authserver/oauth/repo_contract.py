@@ -152,6 +152,9 @@ async def check_families(repo: OAuthRepo) -> None:
     revoked = await repo.revoke_family("f1", NOW + 7, "reuse")
     assert revoked is not None
     assert revoked.generation == 1
+    # the family as revoked: the latest rotation's access token, the revocation itself
+    assert (revoked.access_jti, revoked.access_exp) == ("j1", NOW + 305)
+    assert (revoked.revoked_at, revoked.revoked_reason) == (NOW + 7, "reuse")
     assert await repo.revoke_family("f1", NOW + 8, "reuse") is None
     assert await repo.revoke_family("ghost", NOW, "reuse") is None
     fam = (await repo.find_refresh("t1" * 32) or (None, 0))[0]
@@ -172,8 +175,11 @@ async def check_subject_revocation(repo: OAuthRepo) -> None:
     await repo.create_family(family("a", "u1"), "ta" * 32)
     await repo.create_family(family("b", "u1"), "tb" * 32)
     await repo.create_family(family("c", "u2"), "tc" * 32)
-    done = await repo.revoke_subject_families("u1", NOW, "user")
+    await repo.rotate_family("a", 0, "ta2" * 21 + "x", NOW + 1, "s", "ja-new", NOW + 300)
+    done = await repo.revoke_subject_families("u1", NOW + 2, "user")
     assert sorted(f.id for f in done) == ["a", "b"]
+    assert {f.id: f.access_jti for f in done}["a"] == "ja-new"
+    assert {f.revoked_at for f in done} == {NOW + 2}
     assert await repo.revoke_subject_families("u1", NOW, "user") == []
     fam = (await repo.find_refresh("tc" * 32) or (None, 0))[0]
     assert fam is not None

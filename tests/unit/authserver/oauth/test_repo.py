@@ -132,3 +132,37 @@ async def _race(store: SqliteStore) -> None:
         "/token", {"grant_type": "refresh_token", "refresh_token": new}, basic=("web", secret)
     )
     assert after.status == 200
+
+
+async def test_a_rotation_racing_a_revocation_cannot_keep_its_access_token(tmp_path: Path) -> None:
+    """The race: revoke_family used to read the family, then UPDATE it; a rotation landing
+    between the two left the newest access token out of the revocation (it stayed valid).
+    Simulate that rotation on the first read the revocation makes, if it makes one."""
+    from bastion.authserver.oauth.repo import SqlOAuthRepo
+    from tests.unit.authserver.oauth.repo_contract import NOW, family
+
+    store = SqliteStore(str(tmp_path / "race.db"))
+    await store.open()
+    try:
+        repo = open_oauth_repo(store)
+        assert isinstance(repo, SqlOAuthRepo)
+        await repo.create_family(family(), "t0" * 32)
+        db = repo._db
+        real_one = db.one
+        raced: list[bool] = []
+
+        async def one_then_rotate(name: str, params: tuple[object, ...]):  # type: ignore[no-untyped-def]
+            row = await real_one(name, params)
+            if name == "get_family" and not raced:
+                raced.append(await repo.rotate_family("f1", 0, "t1" * 32, NOW, "s", "newest", NOW))
+            return row
+
+        db.one = one_then_rotate  # type: ignore[method-assign]
+        revoked = await repo.revoke_family("f1", NOW + 1, "reuse")
+        assert revoked is not None
+        fam = (await repo.find_refresh("t0" * 32) or (None, 0))[0]
+        assert fam is not None
+        # whatever rotated before the revocation, the revocation names its access token
+        assert revoked.access_jti == fam.access_jti
+    finally:
+        await store.close()
