@@ -183,6 +183,67 @@ def users_list(
     _print(_call(client, lambda c: c.pages("/users")), as_json, USER_COLUMNS)
 
 
+@users_app.command("invite")
+def users_invite(
+    username: Annotated[str, typer.Argument(help="The new user's username.")],
+    role: Annotated[list[str] | None, typer.Option(help="An admin role to hold (repeat).")] = None,
+    email: Annotated[str | None, typer.Option(help="E-mail address.")] = None,
+    url: UrlOpt = None,
+    config: CfgOpt = None,
+    token_file: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a user; its one-time password is printed once (hand it over out of band)."""
+    body: dict[str, Any] = {"username": username, "roles": role or []}
+    if email:
+        body["email"] = email
+    client = _client(url, config, token_file)
+    data = _call(client, lambda c: c.call("POST", "/users", body=body))
+    if as_json:
+        typer.echo(orjson.dumps(data).decode())
+        return
+    _print(data, False, USER_COLUMNS)
+    out.print(
+        f"one-time password (shown once): {data['one_time_password']}",
+        highlight=False,
+        markup=False,
+    )
+
+
+def _user_action(action: str, user_id: str, reason: str, client: AdminClient) -> Any:
+    return _call(
+        client, lambda c: c.call("POST", f"/users/{user_id}/{action}", body={"reason": reason})
+    )
+
+
+@users_app.command("enable")
+def users_enable(
+    user_id: Annotated[str, typer.Argument(help="The user's id.")],
+    reason: ReasonOpt = "",
+    url: UrlOpt = None,
+    config: CfgOpt = None,
+    token_file: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Lift an administrator's lock."""
+    data = _user_action("enable", user_id, reason, _client(url, config, token_file))
+    _print(data, as_json, USER_COLUMNS)
+
+
+@users_app.command("reset-mfa")
+def users_reset_mfa(
+    user_id: Annotated[str, typer.Argument(help="The user's id.")],
+    reason: ReasonOpt = "",
+    url: UrlOpt = None,
+    config: CfgOpt = None,
+    token_file: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a user's TOTP and recovery codes; they enrol again at the next login."""
+    data = _user_action("reset-mfa", user_id, reason, _client(url, config, token_file))
+    _print(data, as_json, USER_COLUMNS)
+
+
 @users_app.command("roles")
 def users_roles(
     user_id: Annotated[str, typer.Argument(help="The user's id.")],
@@ -210,10 +271,7 @@ def users_disable(
     as_json: JsonOpt = False,
 ) -> None:
     """Lock a user out and revoke their refresh-token families."""
-    client = _client(url, config, token_file)
-    data = _call(
-        client, lambda c: c.call("POST", f"/users/{user_id}/disable", body={"reason": reason})
-    )
+    data = _user_action("disable", user_id, reason, _client(url, config, token_file))
     _print(data, as_json, USER_COLUMNS)
 
 

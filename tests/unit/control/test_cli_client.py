@@ -141,3 +141,38 @@ def test_bad_duration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     )
     assert code == 2
     assert "--for" in err
+
+
+def test_user_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.unit.control.harness import with_users
+
+    h = make_harness()
+
+    async def setup() -> str:
+        await h.store.open()
+        users = await with_users(h)
+        owner = await users.create_user("olivia", "a-long-enough-password", roles=("owner",))
+        return owner.id
+
+    owner_id = asyncio.run(setup())
+    monkeypatch.setattr(cli_control, "TRANSPORT", lambda: httpx.ASGITransport(app=h.api.app))
+    tf = str(token_file(tmp_path, h.token(sub=owner_id)))
+    common = ["--url", "http://admin.test", "--token-file", tf]
+    code, out, err = cli(capsys, "users", "invite", "dora", "--role", "auditor", *common)
+    assert code == 0, err
+    assert "one-time password (shown once): " in out
+    code, out, _ = cli(capsys, "users", "list", *common, "--json")
+    dora = next(u for u in orjson.loads(out) if u["username"] == "dora")
+    assert "one_time_password" not in dora
+    for args in (
+        ("users", "roles", dora["id"], "--role", "security"),
+        ("users", "disable", dora["id"], "--reason", "left"),
+        ("users", "enable", dora["id"]),
+        ("users", "reset-mfa", dora["id"]),
+    ):
+        code, out, err = cli(capsys, *args, *common, "--json")
+        assert code == 0, (args, err)
+    assert orjson.loads(out)["roles"] == ["security"]
+    assert orjson.loads(out)["disabled"] is False
