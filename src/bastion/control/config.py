@@ -31,6 +31,11 @@ class ControlConfig(StrictModel):
         description="The issuer's JWKS, when the authorization server is not in this file "
         "(its keys are then fetched and cached for `jwks_cache_ttl`).",
     )
+    allowed_clients: list[str] = Field(
+        default_factory=list,
+        description="OAuth client ids whose tokens are accepted (the CLI's, the console's). "
+        "Empty: any client the authorization server lets ask for `audience`.",
+    )
     jwks_cache_ttl: float = Field(
         default=60.0, gt=0, le=3600, description="Seconds a fetched JWKS is used (s)."
     )

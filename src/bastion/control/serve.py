@@ -178,6 +178,7 @@ async def build_from_config(
         keys=keys,
         clock=clock,
         is_revoked=revocation_check(store, clock),
+        allowed_clients=frozenset(section.allowed_clients),
     )
     return build_admin_api(ctx, verifier), closers
 

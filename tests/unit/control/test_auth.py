@@ -145,3 +145,10 @@ def test_audience_is_required() -> None:
     with pytest.raises(ValueError, match="audience"):
         AdminTokenVerifier(issuer="https://a", audience="", keys=keys, clock=ManualClock())
     assert AUDIENCE
+
+
+async def test_only_allowed_clients_tokens_are_accepted(h: Harness) -> None:
+    h.api.verifier._allowed_clients = frozenset({"bastion-cli"})
+    assert (await _me(h, h.auth(h.token()))).status_code == 200  # client_id bastion-cli
+    assert (await _me(h, h.auth(h.token(client_id="some-app")))).status_code == 401
+    assert (await _me(h, h.auth(h.token(client_id=None)))).status_code == 401

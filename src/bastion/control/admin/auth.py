@@ -103,6 +103,7 @@ class AdminTokenVerifier:
         keys: KeySource,
         clock: Clock,
         is_revoked: RevocationCheck | None = None,
+        allowed_clients: frozenset[str] = frozenset(),
     ) -> None:
         if not issuer or not audience:
             raise ValueError("the admin API needs an issuer and an audience")
@@ -111,6 +112,7 @@ class AdminTokenVerifier:
         self._keys = keys
         self._clock = clock
         self._is_revoked = is_revoked
+        self._allowed_clients = allowed_clients
 
     async def authenticate(self, authorization: str | None) -> AdminPrincipal:
         """The principal of an ``Authorization`` header value; AuthenticationFailed (opaque) or
@@ -187,6 +189,8 @@ class AdminTokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not 0 < len(sub) <= 256:
             raise _fail("no sub")
+        if self._allowed_clients and claims.get("client_id") not in self._allowed_clients:
+            raise _fail("client not allowed")
 
 
 def _bearer(authorization: str | None) -> str:
