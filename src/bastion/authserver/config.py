@@ -12,11 +12,15 @@ import ipaddress
 from typing import Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bastion.authserver.keys.config import KeysConfig
 from bastion.authserver.users.config import UsersConfig
 from bastion.config.types import Duration, RateSpec, Secret, StrictModel
+
+_TOTP_KEY_INFO = b"bastion totp key from client_secret_pepper v1"
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -144,6 +148,19 @@ class AuthConfig(StrictModel):
     def _tls_pair(self) -> Self:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("set both tls_cert and tls_key, or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _totp_key(self) -> Self:
+        """Never TOTP keys in plain text: without ``users.totp_encryption_key``, one derived
+        from the pepper (a server-side secret every deployment has) seals them. Every process
+        that loads this config (server, CLI, control API) derives the same key."""
+        if self.users.totp_encryption_key is None:
+            derived = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None, info=_TOTP_KEY_INFO
+            ).derive(self.client_secret_pepper.get_secret_value().encode())
+            users = self.users.model_copy(update={"totp_encryption_key": SecretStr(derived.hex())})
+            object.__setattr__(self, "users", users)  # frozen model: set once, while validating
         return self
 
     @property

@@ -81,7 +81,9 @@ class UsersConfig(StrictModel):
     totp_encryption_key: Secret | None = Field(
         default=None,
         description="Secret (at least 32 bytes; ${ENV} or file:) under which TOTP keys are "
-        "stored AES-256-GCM encrypted. Unset: stored in plain text, with a warning at start.",
+        "stored AES-256-GCM encrypted. Unset: derived from auth.client_secret_pepper (so "
+        "changing the pepper then also voids every TOTP enrolment). TOTP keys stored in plain "
+        "text are refused.",
     )
     recovery_codes: int = Field(
         default=10, ge=4, le=20, description="One-time recovery codes made at TOTP enrolment."

@@ -6,9 +6,14 @@ and a copied row is useless without the key; the associated data is the user id 
 label), so a sealed key moved to another user's row, or from a pending enrolment to a confirmed
 one, does not open. The AES key is HKDF-SHA256 of the configured secret (any length ≥ 32 bytes).
 
-Without a configured key, keys are stored as plain base32 and the service warns at start.
+The authorization server always has a key: unset, it is derived from ``auth.client_secret_pepper``
+(:meth:`bastion.authserver.config.AuthConfig`). Only a bare :class:`UsersConfig` without a key
+(tests, ``memory://``) stores plain base32, and the service warns at start.
+
 A sealed value that cannot be opened (no key, another key, tampered) opens to None: the user's
-codes then never match — fail closed — and the error is logged.
+codes then never match — fail closed — and the error is logged. Once a key is set, a plain
+(unprefixed) value opens to None too: whoever can write the users table must not be able to
+plant a TOTP key of their choosing and so pass the second factor.
 """
 
 from __future__ import annotations
@@ -56,7 +61,14 @@ class TotpSealer:
         if stored is None:
             return None
         if not stored.startswith(_PREFIX):
-            return stored  # stored before a key was configured
+            if self._aead is None:
+                return stored
+            log.error(
+                "user %s: TOTP key stored in plain text while a key is set: refused "
+                "(reset the user's MFA to enrol again)",
+                user_id,
+            )
+            return None
         if self._aead is None:
             log.error("user %s: TOTP key is encrypted but no totp_encryption_key is set", user_id)
             return None

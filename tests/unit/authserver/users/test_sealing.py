@@ -46,8 +46,59 @@ def test_without_a_key() -> None:
     assert plain.seal("ABC", user_id="u1", purpose="totp") == "ABC"
     sealed = TotpSealer(KEY).seal("ABC", user_id="u1", purpose="totp")
     assert plain.open(sealed, user_id="u1", purpose="totp") is None  # fail closed
-    assert TotpSealer(KEY).open("ABC", user_id="u1", purpose="totp") == "ABC"  # legacy row
+    assert plain.open("ABC", user_id="u1", purpose="totp") == "ABC"
     assert plain.open(None, user_id="u1", purpose="totp") is None
+
+
+def test_a_plain_value_is_refused_once_a_key_is_set() -> None:
+    """Whoever can write the users table must not plant a TOTP key of their choosing."""
+    assert TotpSealer(KEY).open(new_totp_secret(), user_id="u1", purpose="totp") is None
+    assert TotpSealer(KEY).open("ABC", user_id="u1", purpose="pending") is None
+
+
+async def test_a_planted_plain_totp_key_does_not_pass_the_second_factor() -> None:
+    import dataclasses
+
+    import pyotp
+
+    from bastion.authserver.users.login import CODE_FAILED
+    from bastion.authserver.users.repo import MemoryUserRepo
+    from bastion.core.clock import ManualClock
+    from tests.unit.authserver.users.browser import PASSWORD, Browser, csrf_of, make_service
+
+    repo, clock = MemoryUserRepo(), ManualClock(1_700_000_010.0)
+    service = make_service(repo, clock, totp_encryption_key="a" * 32)
+    user = await service.create_user("root", PASSWORD, roles=("admin",))
+    planted = new_totp_secret()  # the attacker's own authenticator
+    repo._users[user.id] = dataclasses.replace(repo._users[user.id], totp_secret=planted)
+    browser = Browser(service)
+    await browser.login("root")
+    token = csrf_of(await browser.get("/login/mfa"))
+    code = pyotp.TOTP(planted).at(clock.now())
+    resp = await browser.post("/login/mfa", {"csrf_token": token, "code": code})
+    assert CODE_FAILED in resp.body.decode()
+    assert await browser.current() is None
+
+
+def test_the_authorization_server_always_has_a_totp_key() -> None:
+    from bastion.authserver.config import AuthConfig
+
+    def cfg(pepper: str, **users: str) -> AuthConfig:
+        doc = {"issuer": "https://auth.example", "client_secret_pepper": pepper, "users": users}
+        return AuthConfig.model_validate(doc)
+
+    def key(c: AuthConfig) -> str:
+        assert c.users.totp_encryption_key is not None
+        return c.users.totp_encryption_key.get_secret_value()
+
+    derived = key(cfg("p" * 40))
+    assert len(derived) == 64
+    assert "p" * 32 not in derived  # not the pepper itself
+    assert key(cfg("p" * 40)) == derived  # every process derives the same
+    assert key(cfg("q" * 40)) != derived
+    assert key(cfg("p" * 40, totp_encryption_key="z" * 32)) == "z" * 32  # explicit wins
+    sealed = TotpSealer(derived.encode()).seal("ABC", user_id="u1", purpose="totp")
+    assert sealed.startswith("v1:")
 
 
 def test_key_length_is_checked() -> None:
