@@ -117,6 +117,71 @@ def test_an_extractable_key_planted_under_an_id_is_refused(softhsm: Token) -> No
     ks.close()
 
 
+def test_a_key_that_was_once_extractable_is_refused(softhsm: Token) -> None:
+    """The attack: generate a key extractable, copy it out, then flip it to sensitive and not
+    extractable and plant it under an id. Its current flags look right; its history
+    (CKA_NEVER_EXTRACTABLE, CKA_ALWAYS_SENSITIVE false) gives it away."""
+    from pkcs11.util.ec import encode_named_curve_parameters
+
+    key_id = b"\x08" * 16
+    with _session(softhsm) as session:
+        params = session.create_domain_parameters(
+            KeyType.EC,
+            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True,
+        )
+        _, private = params.generate_keypair(
+            store=True,
+            id=key_id,
+            private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False},
+        )
+        private[Attribute.SENSITIVE] = True
+        private[Attribute.EXTRACTABLE] = False
+        assert private[Attribute.SENSITIVE]
+        assert not private[Attribute.EXTRACTABLE]
+        assert not private[Attribute.NEVER_EXTRACTABLE]
+    ks = _store(softhsm)
+    with pytest.raises(KeyStoreError, match="was extractable"):
+        ks.load("any", "ES256", key_id)
+    ks.close()
+
+
+def test_an_imported_private_key_is_refused(softhsm: Token) -> None:
+    """A key created from outside values (CKA_LOCAL false) exists outside the token."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from pkcs11.util.ec import decode_ec_public_key, encode_named_curve_parameters
+
+    key_id = b"\x09" * 16
+    outside = ec.generate_private_key(ec.SECP256R1())
+    with _session(softhsm) as session:
+        curve = encode_named_curve_parameters("secp256r1")
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                Attribute.KEY_TYPE: KeyType.EC,
+                Attribute.TOKEN: True,
+                Attribute.ID: key_id,
+                Attribute.EC_PARAMS: curve,
+                Attribute.VALUE: outside.private_numbers().private_value.to_bytes(32, "big"),
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.SIGN: True,
+            }
+        )
+        der = outside.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        public = decode_ec_public_key(der, encode_ec_point=True)
+        public[Attribute.TOKEN] = True
+        public[Attribute.ID] = key_id
+        session.create_object(public)
+    ks = _store(softhsm)
+    with pytest.raises(KeyStoreError, match="not generated in the token"):
+        ks.load("any", "ES256", key_id)
+    ks.close()
+
+
 def test_missing_or_swapped_token_objects_are_refused(softhsm: Token) -> None:
     ks = _store(softhsm)
     a, b = ks.generate("ES256"), ks.generate("ES256")
