@@ -155,3 +155,126 @@ async def test_fallback_ends_when_redis_answers_again(
     assert (await backend.check(TEN_PER_S, ("r", 0, "ip", "e"), 0.0)).allowed
     assert backend.round_trips == 1
     assert not backend.degraded
+
+
+# -- leases: generous limits are decided on the node, the shared count stays exact ------------
+
+
+async def test_leases_cut_round_trips_for_generous_limits(
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
+) -> None:
+    backend = keep(made, RedisRateLimitBackend(client, prefix=prefix))
+    spec = LimitSpec(0.001, 1000)  # 1000/s, burst 1000
+    results = [await backend.check(spec, ("r", 0, "ip", "lease"), 0.0) for _ in range(300)]
+    assert all(r.allowed for r in results)
+    assert backend.round_trips <= 8  # one per lease of up to 64, not one per check
+    assert backend.leased >= 250
+
+
+async def test_leases_keep_the_shared_limit_exact(
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
+) -> None:
+    # 100 units per 100 s: nothing refills during the test, so exactly 100 may ever pass.
+    spec = LimitSpec(1.0, 100)
+    key = ("r", 0, "route")
+    a = RedisRateLimitBackend(client, prefix=prefix)
+    b = RedisRateLimitBackend(client, prefix=prefix)
+
+    async def drive(backend: RedisRateLimitBackend, n: int) -> int:
+        passed = 0
+        for _ in range(n):
+            passed += (await backend.check(spec, key, 0.0)).allowed
+        return passed
+
+    during = sum(await asyncio.gather(drive(a, 150), drive(b, 150)))
+    assert during <= 100
+    assert a.leased + b.leased > 0
+    await a.aclose()  # unused leased units go back
+    await b.aclose()
+    c = keep(made, RedisRateLimitBackend(client, prefix=prefix))
+    after = await drive(c, 200)
+    assert during + after == 100
+
+
+async def test_a_lease_never_takes_more_than_half_a_bucket(
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
+) -> None:
+    spec = LimitSpec(1.0, 100)
+    a = keep(made, RedisRateLimitBackend(client, prefix=prefix))
+    b = keep(made, RedisRateLimitBackend(client, prefix=prefix))
+    assert (await a.check(spec, ("r", 0, "route"), 0.0)).allowed
+    seen_by_b = await b.check(spec, ("r", 0, "route"), 0.0)
+    assert seen_by_b.allowed
+    assert seen_by_b.remaining >= 49  # a took 1 + at most 49, b 1 (b may lease too)
+
+
+async def test_small_bursts_and_multi_limit_checks_lease_only_what_all_allow(
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
+) -> None:
+    backend = keep(made, RedisRateLimitBackend(client, prefix=prefix))
+    small = LimitSpec(0.1, 10)  # below the leasing floor: every check asks Redis
+    for _ in range(5):
+        await backend.check(small, ("r", 0, "ip", "s"), 0.0)
+    assert backend.leased == 0
+    assert backend.round_trips == 5
+    # Two generous limits: the lease is the smaller of what each bucket's upper half allows.
+    big, bigger = LimitSpec(1.0, 40), LimitSpec(0.001, 100_000)
+    keys = (("r", 0, "ip", "m"), ("r", 1, "route"))
+    first = await backend.check_many((big, bigger), keys, 0.0)
+    assert first[0].remaining <= 20  # 1 + a lease of at most 19 out of 40
+    passed = 0
+    for _ in range(60):
+        passed += all(r.allowed for r in await backend.check_many((big, bigger), keys, 0.0))
+    assert passed == 39  # 40 in all with the first: the small limit governs, exactly
+
+
+async def test_unused_lease_is_given_back_after_its_time(
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
+) -> None:
+    clock = [1000.0]
+    spec = LimitSpec(1.0, 100)
+    a = keep(made, RedisRateLimitBackend(client, prefix=prefix, monotonic=lambda: clock[0]))
+    b = keep(made, RedisRateLimitBackend(client, prefix=prefix))
+    await a.check(spec, ("r", 0, "route"), 0.0)  # takes a lease
+    before = await b.check(spec, ("r", 0, "route"), 0.0)
+    clock[0] += 10.0  # past the lease's time and the sweep interval
+    await a.check(LimitSpec(1.0, 100), ("r", 0, "ip", "other"), 0.0)  # sweeps: refund queued
+    await asyncio.sleep(0.05)
+    after = await b.check(spec, ("r", 0, "route"), 0.0)
+    assert after.remaining > before.remaining  # the unused units are back
+
+
+async def test_refunds_are_dropped_not_charged_locally_while_redis_is_down() -> None:
+    dead = redis_client("redis://127.0.0.1:1/0", timeout=0.2)
+    backend = RedisRateLimitBackend(dead, prefix=new_prefix(), retry_after=60)
+    try:
+        from bastion.gateway.layers.ratelimit import redis_backend as rb
+
+        loop = asyncio.get_running_loop()
+        refund = rb._Check((LimitSpec(1.0, 100),), (("r", 0, "route"),), 0.0, 30,
+                           loop.create_future(), 0, rb.REFUND)  # fmt: skip
+        backend._resolve_locally([refund])
+        assert refund.future.result() == []
+        assert len(backend._local) == 0  # nothing charged to the local fallback
+        backend._enter_fallback(ConnectionError("simulated"))
+        lease = rb._Lease(5, 0.0, [], (LimitSpec(1.0, 100),), (("r", 0, "route"),))
+        backend._return_lease(((LimitSpec(1.0, 100),), (("r", 0, "route"),)), lease)
+        assert backend._queue == []  # no refund sent to a Redis that is away
+    finally:
+        await backend.aclose()
+        await dead.aclose()
+
+
+async def test_concurrent_checks_share_the_lease_their_batch_granted(
+    client: Redis, prefix: str, made: list[RedisRateLimitBackend]
+) -> None:
+    """Checks queued together go in one round trip; the first takes a lease out of the
+    bucket, so the ones Redis then refuses are admitted from it: still exactly the burst."""
+    backend = keep(made, RedisRateLimitBackend(client, prefix=prefix))
+    spec = LimitSpec(1.0, 40)
+    results = await asyncio.gather(
+        *(backend.check(spec, ("r", 0, "ip", "batch"), 0.0) for _ in range(100))
+    )
+    assert sum(r.allowed for r in results) == 40
+    assert backend.round_trips == 1
+    assert backend.leased > 0
