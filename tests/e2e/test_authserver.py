@@ -108,7 +108,11 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 def test_serve_clients_tokens_rotation_and_revocation(setup: tuple[Path, int]) -> None:
     config, port = setup
     created = json.loads(
-        cli(config, "auth", "clients", "create", "--id", "svc", "--scope", "read", "--json").stdout
+        cli(
+            config,
+            *("auth", "clients", "create", "--id", "svc", "--scope", "read", "--introspect"),
+            "--json",
+        ).stdout
     )
     secret = created["client_secret"]
     assert secret.startswith("bcs_")

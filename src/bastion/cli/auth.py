@@ -29,7 +29,8 @@ auth_app = typer.Typer(
     help="The authorization server: serve, clients, signing keys, users.", no_args_is_help=True
 )
 clients_app = typer.Typer(
-    help="OAuth clients: create, list, rotate-secret, delete.", no_args_is_help=True
+    help="OAuth clients: create, list, rotate-secret, set-introspect, delete.",
+    no_args_is_help=True,
 )
 auth_app.add_typer(clients_app, name="clients")
 auth_app.add_typer(keys_app, name="keys")
@@ -62,6 +63,7 @@ def _row(c: OAuthClient, now: float) -> dict[str, Any]:
         "scopes": list(c.scopes),
         "redirect_uris": list(c.redirect_uris),
         "audiences": list(c.audiences),
+        "introspect": c.introspect,
         "secrets": [
             {"created_at": s.created_at, "expires_at": s.expires_at}
             for s in c.secrets
@@ -99,6 +101,10 @@ def clients_create(
     jwks: Annotated[
         Path | None, typer.Option(help="JWKS file of a private_key_jwt client (public keys).")
     ] = None,
+    introspect: Annotated[
+        bool,
+        typer.Option("--introspect", help="May call /introspect (RFC 7662): for resource servers."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a client. Its secret is printed once and cannot be shown again."""
@@ -124,6 +130,7 @@ def clients_create(
             jwks=keyset,
             pepper=auth.client_secret_pepper.get_secret_value().encode(),
             now=time.time(),
+            introspect=introspect,
         )
     except RegistrationError as exc:
         raise CliFailure(str(exc), 2) from None
@@ -160,7 +167,7 @@ def clients_list(config: ConfigOpt, as_json: JsonOpt = False) -> None:
     if as_json:
         sys.stdout.write(orjson.dumps(rows).decode() + "\n")
         return
-    table = Table("id", "auth", "grants", "scopes", "audiences", "secrets")
+    table = Table("id", "auth", "grants", "scopes", "audiences", "introspect", "secrets")
     for r in rows:
         table.add_row(
             r["id"],
@@ -168,6 +175,7 @@ def clients_list(config: ConfigOpt, as_json: JsonOpt = False) -> None:
             " ".join(r["grant_types"]),
             " ".join(r["scopes"]),
             " ".join(r["audiences"]),
+            "yes" if r["introspect"] else "no",
             str(len(r["secrets"])),
         )
     out.print(table)
@@ -214,6 +222,32 @@ def clients_rotate_secret(
         f"[yellow]New secret for {client_id}; the previous one stops in {overlap}.[/yellow]",
         highlight=False,
     )
+
+
+@clients_app.command("set-introspect")
+def clients_set_introspect(
+    config: ConfigOpt,
+    client_id: Annotated[str, typer.Argument(help="Client id.")],
+    allow: Annotated[
+        bool, typer.Option("--allow/--deny", help="Grant or withdraw the permission.")
+    ] = True,
+) -> None:
+    """Allow a client (a resource server) to call /introspect, or withdraw it (running servers
+    notice within ``auth.client_cache_ttl``)."""
+    cfg = load(config)
+    _auth(cfg)
+
+    async def work(store: Store) -> None:
+        repo = open_oauth_repo(store)
+        client = await repo.get_client(client_id)
+        if client is None:
+            raise CliFailure(f"no client with id {client_id!r}")
+        if allow and client.public:
+            raise CliFailure("a public client (auth method none) cannot introspect", 2)
+        await repo.set_client_introspect(client_id, allow, time.time())
+
+    run(with_store(cfg, work))
+    out.print(f"{client_id} {'may' if allow else 'may not'} introspect", highlight=False)
 
 
 @clients_app.command("delete")

@@ -29,7 +29,8 @@ class ClientSecret:
 
 @dataclass(frozen=True, slots=True)
 class OAuthClient:
-    """A registered OAuth client. ``auth_method`` ``none`` marks a public client (PKCE only)."""
+    """A registered OAuth client. ``auth_method`` ``none`` marks a public client (PKCE only).
+    ``introspect``: may call ``/introspect`` (RFC 7662) — resource servers, granted explicitly."""
 
     id: str
     name: str
@@ -42,6 +43,7 @@ class OAuthClient:
     audiences: tuple[str, ...] = ()
     created_at: float = 0.0
     updated_at: float = 0.0
+    introspect: bool = False
 
     @property
     def public(self) -> bool:

@@ -49,6 +49,7 @@ def new_client(
     jwks: dict[str, Any] | None,
     pepper: bytes,
     now: float,
+    introspect: bool = False,
 ) -> tuple[OAuthClient, str | None]:
     """A checked registration and its secret (None for ``none`` and ``private_key_jwt``).
 
@@ -71,6 +72,8 @@ def new_client(
         raise RegistrationError("refresh_token comes with authorization_code")
     if "authorization_code" in grant_types and not redirect_uris:
         raise RegistrationError("authorization_code needs at least one redirect URI")
+    if introspect and auth_method == "none":
+        raise RegistrationError("a public client (auth method none) cannot introspect")
     for uri in redirect_uris:
         check_redirect_uri(uri)
     for scope in scopes:
@@ -98,5 +101,6 @@ def new_client(
         audiences=tuple(dict.fromkeys(audiences)),
         created_at=now,
         updated_at=now,
+        introspect=introspect,
     )
     return client, secret

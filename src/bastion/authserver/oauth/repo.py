@@ -51,6 +51,9 @@ class OAuthRepo(Protocol):
     ) -> bool:
         """Replace the client's secrets; False if there is no such client."""
 
+    async def set_client_introspect(self, client_id: str, allowed: bool, now: float) -> bool:
+        """Grant or withdraw the client's ``introspect`` permission; False if no such client."""
+
     async def delete_client(self, client_id: str, now: float) -> bool:
         """Delete a client and revoke its refresh families; False if there is no such client."""
 
@@ -139,6 +142,13 @@ class MemoryOAuthRepo:
         if client is None:
             return False
         self.clients[client_id] = replace(client, secrets=secrets, updated_at=now)
+        return True
+
+    async def set_client_introspect(self, client_id: str, allowed: bool, now: float) -> bool:
+        client = self.clients.get(client_id)
+        if client is None:
+            return False
+        self.clients[client_id] = replace(client, introspect=allowed, updated_at=now)
         return True
 
     async def delete_client(self, client_id: str, now: float) -> bool:
@@ -277,6 +287,16 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+#: How the ``introspect`` permission is stored until ``oauth_clients`` has a column of its own
+#: (a schema migration belongs to the store): a marker in the ``grant_types`` JSON array, which
+#: never leaves this module — registration refuses it as a grant type, and reading strips it.
+_INTROSPECT_MARKER = "urn:bastion:permission:introspect"
+
+
+def _grant_types_json(grant_types: tuple[str, ...], introspect: bool) -> str:
+    return _json([*grant_types, _INTROSPECT_MARKER] if introspect else list(grant_types))
+
+
 def _client_params(c: OAuthClient) -> tuple[Any, ...]:
     secrets = [
         {"hash": s.hash, "created_at": s.created_at, "expires_at": s.expires_at} for s in c.secrets
@@ -288,7 +308,7 @@ def _client_params(c: OAuthClient) -> tuple[Any, ...]:
         _json(secrets),
         None if c.jwks is None else _json(c.jwks),
         _json(list(c.redirect_uris)),
-        _json(list(c.grant_types)),
+        _grant_types_json(c.grant_types, c.introspect),
         _json(list(c.scopes)),
         _json(list(c.audiences)),
         c.created_at,
@@ -307,6 +327,7 @@ def _client(row: Sequence[Any]) -> OAuthClient:
         ClientSecret(str(s["hash"]), float(s["created_at"]), s.get("expires_at"))
         for s in orjson.loads(row[3])
     )
+    grants = [str(g) for g in orjson.loads(row[6])]
     return OAuthClient(
         id=row[0],
         name=row[1],
@@ -314,7 +335,8 @@ def _client(row: Sequence[Any]) -> OAuthClient:
         secrets=secrets,
         jwks=None if row[4] is None else orjson.loads(row[4]),
         redirect_uris=tuple(orjson.loads(row[5])),
-        grant_types=tuple(orjson.loads(row[6])),
+        grant_types=tuple(g for g in grants if g != _INTROSPECT_MARKER),
+        introspect=_INTROSPECT_MARKER in grants,
         scopes=tuple(orjson.loads(row[7])),
         audiences=tuple(orjson.loads(row[8])),
         created_at=row[9],
@@ -415,6 +437,8 @@ _Q = {
     "get_client": f"SELECT {_CLIENT_COLS} FROM oauth_clients WHERE id = ?",  # noqa: S608 - constant column lists
     "list_clients": f"SELECT {_CLIENT_COLS} FROM oauth_clients ORDER BY id",  # noqa: S608 - constant column lists
     "set_secrets": "UPDATE oauth_clients SET secrets = ?, updated_at = ? WHERE id = ?",
+    "set_grant_types": "UPDATE oauth_clients SET grant_types = ?, updated_at = ? WHERE id = ?"
+    " AND grant_types = ?",
     "delete_client": "DELETE FROM oauth_clients WHERE id = ?",
     "revoke_client_families": "UPDATE oauth_refresh_families SET revoked_at = ?,"
     " revoked_reason = 'client', retry_response = NULL"
@@ -492,6 +516,19 @@ class SqlOAuthRepo:
         return await self._db.steps(
             "set_secrets", [("set_secrets", (_secrets_json(secrets), now, client_id), True)]
         )
+
+    async def set_client_introspect(self, client_id: str, allowed: bool, now: float) -> bool:
+        for _ in range(3):  # compare-and-swap on the JSON array: a concurrent change retries
+            row = await self._db.one("get_client", (client_id,))
+            if row is None:
+                return False
+            client = _client(row)
+            new = _grant_types_json(client.grant_types, allowed)
+            if await self._db.steps(
+                "set_grant_types", [("set_grant_types", (new, now, client_id, row[6]), True)]
+            ):
+                return True
+        raise StoreError(diagnosis=f"client {client_id}: introspect flag kept changing")
 
     async def delete_client(self, client_id: str, now: float) -> bool:
         return await self._db.steps(

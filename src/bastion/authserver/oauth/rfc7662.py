@@ -1,7 +1,10 @@
 """Token introspection (RFC 7662) for our JWT access tokens and our refresh tokens.
 
-Only authenticated confidential clients may introspect (§2.1: the endpoint must be protected;
-a public client has no credential). Access tokens are checked like a resource server would —
+Only authenticated confidential clients registered with the ``introspect`` permission may
+introspect (§2.1: the endpoint must be protected; a public client has no credential; and
+RFC 7662 §4: introspection is for the protected resources, not for every client — a client
+that could introspect would learn the subject, scope and audience of any token it gets hold
+of). Others get 403 ``unauthorized_client``. Access tokens are checked like a resource server would —
 signature by one of our published keys, ``typ: at+jwt``, issuer, expiry — and against the
 revocation list, so a revoked JWT is reported inactive at once. A refresh token is reported
 only to the client it was issued to (others learn ``active: false``) and only while its family
@@ -17,7 +20,7 @@ from typing import Any
 
 from bastion.authserver.http import Request, Response, json_response
 from bastion.authserver.oauth.context import OAuthContext
-from bastion.authserver.oauth.errors import invalid_client
+from bastion.authserver.oauth.errors import OAuthError, invalid_client
 from bastion.authserver.oauth.grants import param, required
 from bastion.authserver.oauth.refresh import PREFIX as REFRESH_PREFIX
 from bastion.authserver.oauth.rfc9068 import InvalidAccessToken
@@ -32,6 +35,8 @@ async def introspect(ctx: OAuthContext, request: Request) -> Response:
     client = await ctx.clients.authenticate(request.headers, form)
     if client.public:
         raise invalid_client("public clients cannot introspect")
+    if not client.introspect:
+        raise OAuthError("unauthorized_client", "this client may not introspect", status=403)
     token = required(form, "token")
     param(form, "token_type_hint")  # a hint only (§2.1): both kinds are recognised by shape
     if token.startswith(REFRESH_PREFIX):

@@ -125,6 +125,7 @@ async def test_a_revocation_reaches_another_server_process_through_the_feed() ->
                     audiences=("https://api.example",),
                     created_at=now,
                     updated_at=now,
+                    introspect=True,
                 )
             )
             basic = "Basic " + base64.b64encode(f"svc:{secret}".encode()).decode()

@@ -116,6 +116,7 @@ class Harness:
         redirect_uris: tuple[str, ...] = (),
         audiences: tuple[str, ...] = (API,),
         jwks: dict[str, Any] | None = None,
+        introspect: bool = False,
     ) -> str:
         """Register a client; returns its secret ("" for public and private_key_jwt clients)."""
         now = self.clock.now()
@@ -134,6 +135,7 @@ class Harness:
                 audiences=audiences,
                 created_at=now,
                 updated_at=now,
+                introspect=introspect,
             )
         )
         return secret

@@ -83,6 +83,17 @@ async def check_clients(repo: OAuthRepo) -> None:
     assert got.secrets == new
     assert got.updated_at == NOW + 1
     assert not await repo.set_client_secrets("ghost", new, NOW)
+    assert got.introspect is False
+    assert await repo.set_client_introspect("web", True, NOW + 2)
+    got = await repo.get_client("web")
+    assert got is not None
+    assert (got.introspect, got.grant_types, got.updated_at) == (True, CLIENT.grant_types, NOW + 2)
+    assert [c.introspect for c in await repo.list_clients()] == [False, True]
+    assert await repo.set_client_introspect("web", False, NOW + 3)
+    assert (await repo.get_client("web")) == replace(got, introspect=False, updated_at=NOW + 3)
+    assert not await repo.set_client_introspect("ghost", True, NOW)
+    await repo.put_client(replace(CLIENT, id="rs", introspect=True))
+    assert (await repo.get_client("rs")) == replace(CLIENT, id="rs", introspect=True)
     await repo.create_family(family(), "t0" * 32)
     assert await repo.delete_client("web", NOW + 2)
     assert not await repo.delete_client("web", NOW + 2)

@@ -56,6 +56,7 @@ async def setup(confidential: bool = True) -> tuple[Harness, str]:
             grant_types=CODE_GRANTS,
             redirect_uris=(CB, "https://app.example/other"),
             scopes=("openid", "profile", "email", "read"),
+            introspect=True,
         )
     else:
         secret = await h.register(

@@ -93,6 +93,16 @@ def test_a_secret_client_gets_a_256_bit_secret_stored_only_as_hmac() -> None:
         ({"auth_method": "private_key_jwt"}, "JWKS"),
         ({"auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "EC", "d": "x"}]}}, "public"),
         ({"jwks": {"keys": []}}, "only for private_key_jwt"),
+        (
+            {
+                "auth_method": "none",
+                "grant_types": ("authorization_code",),
+                "redirect_uris": ("https://app/cb",),
+                "introspect": True,
+            },
+            "cannot introspect",
+        ),
+        ({"grant_types": ("urn:bastion:permission:introspect",)}, "not supported"),
     ],
 )
 def test_registration_rules(over: dict[str, Any], message: str) -> None:

@@ -18,10 +18,11 @@ OTHER_API = "https://other.example"
 async def setup() -> tuple[Harness, dict[str, str]]:
     h = await make_harness()
     secrets = {
-        "svc": await h.register("svc"),
-        "rs": await h.register("rs", grant_types=(), audiences=(API,)),
-        "rs2": await h.register("rs2", grant_types=(), audiences=(OTHER_API,)),
-        "svc2": await h.register("svc2", audiences=(OTHER_API,)),
+        "svc": await h.register("svc", introspect=True),
+        "rs": await h.register("rs", grant_types=(), audiences=(API,), introspect=True),
+        "rs2": await h.register("rs2", grant_types=(), audiences=(OTHER_API,), introspect=True),
+        "svc2": await h.register("svc2", audiences=(OTHER_API,), introspect=True),
+        "plain": await h.register("plain", audiences=(API,)),
     }
     return h, secrets
 
@@ -123,6 +124,30 @@ async def test_introspection_needs_an_authenticated_confidential_client() -> Non
     assert reply.status == 401
     reply = await h.post("/introspect", {}, basic=("rs", s["rs"]))
     assert (reply.status, body(reply)["error"]) == (400, "invalid_request")
+
+
+async def test_only_clients_with_the_introspect_permission_may_introspect() -> None:
+    """The attack: any confidential client (not a resource server) introspects a token it got
+    hold of and learns its subject, scope and audience — even a token of its own audience."""
+    h, s = await setup()
+    token = await access_token(h, s)
+    reply = await h.post("/introspect", {"token": token}, basic=("plain", s["plain"]))
+    assert reply.status == 403
+    assert body(reply) == {
+        "error": "unauthorized_client",
+        "error_description": "this client may not introspect",
+    }
+    own = await access_token(h, s, "plain")
+    reply = await h.post("/introspect", {"token": own}, basic=("plain", s["plain"]))
+    assert reply.status == 403
+    assert await h.repo.set_client_introspect("plain", True, h.clock.now())
+    h.clock.advance(6)  # past the client cache
+    assert (await introspect(h, s, token, "plain"))["active"] is True
+    assert await h.repo.set_client_introspect("plain", False, h.clock.now())
+    h.clock.advance(6)
+    reply = await h.post("/introspect", {"token": token}, basic=("plain", s["plain"]))
+    assert reply.status == 403
+    assert not await h.repo.set_client_introspect("ghost", True, h.clock.now())
 
 
 async def test_keys_published_after_start_are_found() -> None:

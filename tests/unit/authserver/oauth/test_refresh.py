@@ -20,6 +20,7 @@ async def login(**cfg: Any) -> tuple[Harness, str, dict[str, Any]]:
         grant_types=("authorization_code", "refresh_token"),
         redirect_uris=(CB,),
         scopes=("openid", "read", "write"),
+        introspect=True,
     )
     h.users.sign_in("u1", at=h.clock.now())
     code, verifier = await h.code_flow("web", CB, scope="read write")
@@ -191,7 +192,7 @@ async def test_refresh_tokens_are_introspected_only_for_their_client_and_generat
     assert doc["token_type"] == "refresh_token"
     assert (doc["client_id"], doc["sub"], doc["scope"]) == ("web", "u1", "read write")
     assert doc["exp"] == int(h.clock.now() + 3600)  # the idle timeout comes first
-    other = await h.register("rs", grant_types=())
+    other = await h.register("rs", grant_types=(), introspect=True)
     seen = await h.post("/introspect", {"token": first["refresh_token"]}, basic=("rs", other))
     assert body(seen) == {"active": False}
     _, second = await refresh(h, secret, first["refresh_token"])
