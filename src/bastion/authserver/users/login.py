@@ -71,6 +71,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 #: The one message of every failed password login (unknown user, wrong password, locked).
 LOGIN_FAILED = "Sign-in failed. Check your username and password, or try again later."
 CODE_FAILED = "That code was not accepted. Try again, or use a recovery code."
+PASSWORD_FAILED = "That password was not accepted."  # noqa: S105 - a message, not a password
 #: Usernames longer than this cannot exist (the store's column is 128; this bounds the work).
 MAX_USERNAME_LENGTH = 256
 #: Expired sessions are deleted at most this often (s), on a login form submission.
@@ -443,6 +444,7 @@ class LoginPages:
             secret=secret,
             required=session.state == STATE_ENROLL,
             error=error,
+            ask_password=session.state == STATE_DONE,
         )
 
     async def enroll_submit(self, request: Request) -> Response:
@@ -453,7 +455,7 @@ class LoginPages:
             return redirect("/login")
         session_id, session, user = found
         try:
-            form = self._form(request, "csrf_token", "code")
+            form = self._form(request, "csrf_token", "code", "password")
         except BadForm:
             return self._refused(400, "The form was malformed.")
         if not self._session_csrf_ok(request, session_id, form["csrf_token"]):
@@ -461,6 +463,14 @@ class LoginPages:
         secret = self._pending(session, user)
         if user.totp_secret or secret is None:
             return redirect("/mfa/enroll")
+        if session.state == STATE_DONE:
+            # ASVS V3.7.1: binding a new factor in a session that signed in earlier needs the
+            # password again, or whoever took over the session (a stolen cookie, an unlocked
+            # screen) binds their own authenticator and keeps the account.
+            refused = await self._reauthenticate(request, user, form["password"])
+            if refused is not None:
+                page = self._enroll_page(session_id, session, user, secret, refused)
+                return html_response(200, page)
         now = self.s.clock.now()
         step = match_totp(secret, form["code"], now, self.s.config.totp_valid_window)
         if step is None:
@@ -478,6 +488,24 @@ class LoginPages:
         page = pages.recovery_codes_page(codes=codes, continue_to=self._destination(rec))
         max_age = int(rec.expires_at - rec.created_at)
         return html_response(200, page, extra=(self.s.cookies.set_session(sid, max_age),))
+
+    async def _reauthenticate(
+        self, request: Request, user: UserRecord, password: str
+    ) -> str | None:
+        """Check the signed-in user's password again; None when right, else the message to
+        show. Counted like a login attempt (lockout after the threshold)."""
+        if not await self._count_attempt(user, request.client_ip):
+            return PASSWORD_FAILED
+        if (
+            not password
+            or len(password) > MAX_PASSWORD_LENGTH
+            or not await self.hasher.verify(user.password_hash, password)
+        ):
+            log.info("re-authentication failed for user %s", user.id)
+            self._failed(user, request.client_ip, "password")
+            return PASSWORD_FAILED
+        await self.s.repo.release_attempt(user.id, self.s.config.lockout_threshold)
+        return None
 
     async def mfa_disable(self, request: Request) -> Response:
         """Switch TOTP off: needs a current code; refused for roles that require MFA."""

@@ -72,9 +72,23 @@ def mfa_page(*, csrf: str, error: str | None = None) -> str:
 
 
 def enroll_page(
-    *, csrf: str, qr_data_uri: str, secret: str, required: bool, error: str | None = None
+    *,
+    csrf: str,
+    qr_data_uri: str,
+    secret: str,
+    required: bool,
+    error: str | None = None,
+    ask_password: bool = False,
 ) -> str:
-    """TOTP enrolment: the QR code, the key for typing by hand, and a code to confirm."""
+    """TOTP enrolment: the QR code, the key for typing by hand, and a code to confirm (and the
+    password again, ``ask_password``, in a session that signed in earlier)."""
+    password = (
+        '<label for="password">Your password</label>'
+        '<input id="password" name="password" type="password" '
+        'autocomplete="current-password" required>'
+        if ask_password
+        else ""
+    )
     why = (
         "<p>Your account needs two-step verification before you can continue.</p>"
         if required
@@ -89,7 +103,8 @@ def enroll_page(
         f"{_hidden('csrf_token', csrf)}"
         '<label for="code">Code shown by the app</label>'
         '<input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" '
-        'required autofocus><button type="submit">Confirm</button></form>',
+        f"required autofocus>{password}"
+        '<button type="submit">Confirm</button></form>',
     )
 
 

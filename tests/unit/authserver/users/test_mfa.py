@@ -49,16 +49,18 @@ def code_at(secret: str, clock: ManualClock) -> str:
 async def enrol(browser: Browser, clock: ManualClock, user: str = "root") -> tuple[str, list[str]]:
     """Sign in (password) and enrol TOTP; returns the secret and the recovery codes."""
     resp = await browser.login(user, return_to=RETURN)
+    form: dict[str, str] = {}
     if resp.header("location") != "/mfa/enroll":
         page = await browser.get("/account")
         assert page.status == 200
+        form["password"] = PASSWORD  # a voluntary enrolment asks for the password again
     page = await browser.get("/mfa/enroll")
     assert page.status == 200
     m = _SECRET.search(page.body.decode())
     assert m is not None
     secret = m.group(1)
     done = await browser.post(
-        "/mfa/enroll", {"csrf_token": csrf_of(page), "code": code_at(secret, clock)}
+        "/mfa/enroll", {"csrf_token": csrf_of(page), "code": code_at(secret, clock), **form}
     )
     assert done.status == 200
     codes = _CODES.findall(done.body.decode())
@@ -327,6 +329,49 @@ async def test_user_switches_mfa_off_with_a_current_code(
     page = await browser.get("/account")
     resp = await browser.post("/mfa/disable", {"csrf_token": csrf_of(page), "code": "1"})
     assert resp.header("location") == "/account"
+
+
+async def test_enrolment_in_an_earlier_session_needs_the_password_again(
+    browser: Browser, clock: ManualClock, repo: MemoryUserRepo
+) -> None:
+    """The attack: whoever holds a signed-in session (a stolen cookie, an unlocked screen) binds
+    their own authenticator to the account. ASVS V3.7.1: re-authenticate first."""
+    events: list[str] = []
+    browser.service.on_security_event.append(lambda action, fields: events.append(action))
+    assert (await browser.login("carol")).header("location") == "/account"
+    page = await browser.get("/mfa/enroll")
+    body = page.body.decode()
+    assert 'name="password"' in body
+    secret = _SECRET.search(body).group(1)  # type: ignore[union-attr]
+    for password in ({}, {"password": "not the password"}, {"password": "x" * 2000}):
+        resp = await browser.post(
+            "/mfa/enroll", {"csrf_token": csrf_of(page), "code": code_at(secret, clock), **password}
+        )
+        assert resp.status == 200
+        assert "That password was not accepted." in resp.body.decode()
+        user = await repo.find_user("carol")
+        assert user is not None
+        assert user.totp_secret is None  # nothing bound
+    assert events.count("user.login_failed") == 3  # counted towards the lockout
+    user = await repo.find_user("carol")
+    assert user is not None
+    assert user.failed_logins == 3
+    resp = await browser.post(
+        "/mfa/enroll",
+        {"csrf_token": csrf_of(page), "code": code_at(secret, clock), "password": PASSWORD},
+    )
+    assert resp.status == 200
+    assert len(_CODES.findall(resp.body.decode())) == 10
+    user = await repo.find_user("carol")
+    assert user is not None
+    assert user.totp_secret is not None
+
+
+async def test_mandatory_enrolment_right_after_the_password_does_not_ask_again(
+    browser: Browser,
+) -> None:
+    assert (await browser.login("root", return_to=RETURN)).header("location") == "/mfa/enroll"
+    assert 'name="password"' not in (await browser.get("/mfa/enroll")).body.decode()
 
 
 # -- administration -----------------------------------------------------------------------------
