@@ -44,7 +44,8 @@ class RefreshConfig(StrictModel):
         le=300,
         description="After a rotation, the previous refresh token presented again by the same "
         "client gets the same response (idempotent retry, FAPI 2.0) for this long; later it "
-        "counts as reuse and revokes the whole family.",
+        "counts as reuse and revokes the whole family. Confidential clients only: for a "
+        "public client (auth_method none) any second use is reuse.",
     )
     idle_timeout: Duration = Field(
         default=14 * 86400, gt=0, description="A family unused for this long expires."
