@@ -177,7 +177,7 @@ auth:
     )
     created = subprocess.run(
         [*bastion_cli(), "auth", "clients", "create", "-c", str(config), "--id", "bench",
-         "--scope", "read", "--json"],
+         "--scope", "read", "--introspect", "--json"],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     secret = json.loads(created.stdout)["client_secret"]
