@@ -152,6 +152,7 @@ async def authorization_code(ctx: OAuthContext, client: OAuthClient, form: Form)
         audience=audience,
         scope=record.scope,
         jti=jti,
+        extra=login_claims(record.auth_time, record.amr, record.acr),
     )
     refresh = None
     if family_id is not None:
@@ -212,12 +213,27 @@ async def refresh_token(ctx: OAuthContext, client: OAuthClient, form: Form) -> b
         if user is None or user.disabled:
             raise OAuthError("invalid_grant", "refresh token is invalid, expired or revoked")
         scope = narrow_scope(requested, tuple(family.scope.split()))
+        # The family's login, not a new one: a refresh never makes a login look recent.
         access = await ctx.access.issue(
-            subject=family.subject, client_id=client.id, audience=family.audience, scope=scope
+            subject=family.subject,
+            client_id=client.id,
+            audience=family.audience,
+            scope=scope,
+            extra=login_claims(family.auth_time, family.amr, family.acr),
         )
         return _response(access.token, ctx.access.ttl, scope, new_token), access.jti, access.exp
 
     return await ctx.refresh.refresh(token, client, build)
+
+
+def login_claims(auth_time: float, amr: tuple[str, ...], acr: str) -> dict[str, Any]:
+    """RFC 9068 §2.2.1 claims of the user's login behind a token: when (``auth_time``) and how
+    (``amr``, ``acr``). Resource servers such as the admin API decide on them (MFA required,
+    step-up by ``auth_time``), so they come from the stored code or refresh family only."""
+    claims: dict[str, Any] = {"auth_time": int(auth_time), "amr": list(amr)}
+    if acr:
+        claims["acr"] = acr
+    return claims
 
 
 def code_hash(code: str) -> str:

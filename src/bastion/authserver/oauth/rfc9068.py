@@ -1,8 +1,10 @@
 """JWT access tokens (RFC 9068): what we put in them and how we check our own.
 
 Issued tokens carry the header ``typ: at+jwt`` (§2.1) and the claims ``iss``, ``sub``, ``aud``,
-``exp``, ``iat``, ``jti``, ``client_id`` and ``scope`` (§2.2). A client-credentials token's
-``sub`` is the client id (§2.2: no resource owner). The lifetime is the server's
+``exp``, ``iat``, ``jti``, ``client_id`` and ``scope`` (§2.2); tokens from a user's login
+(code and refresh grants) also ``auth_time``, ``amr`` and ``acr`` of that login (§2.2.1, see
+:func:`bastion.authserver.oauth.grants.login_claims`). A client-credentials token's ``sub`` is
+the client id (§2.2: no resource owner). The lifetime is the server's
 ``access_token_ttl`` (at most one hour).
 
 :class:`AccessTokenVerifier` checks tokens we issued, for introspection, revocation and
