@@ -193,30 +193,57 @@ async def test_without_a_directory_user_operations_are_404() -> None:
     assert r.json()["code"] == "admin.not_found"
 
 
-async def test_set_user_roles_on_sqlite(tmp_path: Any) -> None:
-    import dataclasses
-
-    from bastion.authserver.users.config import UsersConfig
-    from bastion.authserver.users.service import open_user_service
-    from bastion.control.admin.users import set_user_roles
+async def test_set_roles_through_the_repository_on_sqlite(tmp_path: Any) -> None:
+    """The admin API writes roles through UserRepo.set_roles (here: SQLite), and the audit
+    entry shows the stored result."""
     from bastion.store.sqlite import SqliteStore
-    from tests.unit.control.harness import FAST_HASH
 
     store = SqliteStore(str(tmp_path / "u.db"))
     await store.open()
     try:
-        service = await open_user_service(
-            UsersConfig(password_hash=FAST_HASH), store, issuer="https://auth.test"
-        )
-        user = await service.create_user("dora", "a-long-enough-password", roles=("auditor",))
-        changed = dataclasses.replace(user, roles=("security", "gateway-user"), updated_at=5.0)
-        assert await set_user_roles(store, service, changed)
-        got = await service.repo.get_user(user.id)
+        h = make_harness(store)  # type: ignore[arg-type]
+        users = await with_users(h)
+        e = Env(h, users)
+        await e.add("olivia", "owner")
+        dora = await e.add("dora", "auditor", "gateway-user")
+        h.clock.advance(5)
+        r = await e.call("PUT", f"/users/{dora}/roles", "olivia", {"roles": ["security"]})
+        assert r.status_code == 200, r.text
+        got = await users.repo.get_user(dora)
         assert got is not None
-        assert got.roles == ("security", "gateway-user")
-        assert not await set_user_roles(store, service, dataclasses.replace(changed, id="nope"))
+        assert got.roles == ("gateway-user", "security")
+        assert got.updated_at == NOW + 5
+        entries = await h.ctx.repo.list_audit(AuditQuery(limit=10, action="users.set_roles"))
+        assert [a.after["roles"] for a in entries] == [["gateway-user", "security"]]
     finally:
         await store.close()
+
+
+async def test_granting_an_mfa_role_forces_enrolment_at_next_login(env: Env) -> None:
+    """A password-only session of a user who is then given an admin role stops counting at
+    once, and the next login goes to TOTP enrolment (mfa_required_roles lists admin roles)."""
+    from tests.unit.authserver.users.browser import Browser, csrf_of
+
+    gus = await env.add("gus", "gateway-user")
+    browser = Browser(env.users)
+    page = await browser.get("/login")
+    form = {
+        "csrf_token": csrf_of(page),
+        "username": "gus",
+        "password": "a-long-enough-password",
+    }
+    resp = await browser.post("/login", form)
+    assert resp.header("location") != "/mfa/enroll"
+    signed_in = await browser.current()
+    assert signed_in is not None
+    assert signed_in.amr == ("pwd",)
+    r = await env.call("PUT", f"/users/{gus}/roles", "olivia", {"roles": ["auditor"]})
+    assert r.status_code == 200, r.text
+    assert await browser.current() is None  # the password-only login no longer counts
+    page = await browser.get("/login")
+    resp = await browser.post("/login", {**form, "csrf_token": csrf_of(page)})
+    assert resp.header("location") == "/mfa/enroll"
+    assert await browser.current() is None  # half signed in until TOTP is enrolled
 
 
 async def test_an_admin_cannot_grant_or_remove_owner(env: Env) -> None:

@@ -65,6 +65,12 @@ class UserRepo(Protocol):
         """An administrator's lock (True) or unlock (False; also clears failures and any
         lockout). False for an unknown user."""
 
+    async def set_roles(self, user_id: str, roles: tuple[str, ...], now: float) -> bool:
+        """Replace the user's roles (the admin API's role assignment). False for an unknown
+        user. Whether a role needs MFA is decided at each login and each ``current`` call, so
+        a role that needs it takes a password-only session's login away and forces enrolment
+        at the next login."""
+
     async def enable_totp(
         self, user_id: str, secret: str, step: int, code_hashes: list[str], now: float
     ) -> bool:
@@ -173,6 +179,9 @@ class MemoryUserRepo:
         return self._update(
             user_id, disabled=False, failed_logins=0, locked_until=None, updated_at=now
         )
+
+    async def set_roles(self, user_id: str, roles: tuple[str, ...], now: float) -> bool:
+        return self._update(user_id, roles=tuple(roles), updated_at=now)
 
     async def enable_totp(
         self, user_id: str, secret: str, step: int, code_hashes: list[str], now: float

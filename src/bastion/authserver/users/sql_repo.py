@@ -220,6 +220,11 @@ class SqlUserRepo:
             )
         return bool(await self._one("set_disabled", sql, (now, user_id)))
 
+    async def set_roles(self, user_id: str, roles: tuple[str, ...], now: float) -> bool:
+        roles_json = orjson.dumps(list(roles)).decode()
+        sql = "UPDATE auth_users SET roles = ?, updated_at = ? WHERE id = ? RETURNING id"
+        return bool(await self._one("set_roles", sql, (roles_json, now, user_id)))
+
     async def enable_totp(
         self, user_id: str, secret: str, step: int, code_hashes: list[str], now: float
     ) -> bool:

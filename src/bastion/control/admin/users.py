@@ -13,24 +13,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
 from bastion.authserver.users.model import UserRecord
-from bastion.authserver.users.repo import MemoryUserRepo, UserExists
-from bastion.authserver.users.service import AccountError, UserService, repo_for
+from bastion.authserver.users.repo import UserExists
+from bastion.authserver.users.service import AccountError, UserService
 from bastion.control.admin.errors import AdminConflict, AdminNotFound
 from bastion.control.admin.roles import ADMIN_ROLES, OWNER, may_grant
 from bastion.control.admin.service import AdminContext, Call, Result, page
 from bastion.errors import Forbidden, InvalidRequest
-from bastion.store.base import Revocation, Store
+from bastion.store.base import Revocation
 from bastion.store.memory import revocation_change
-from bastion.store.postgres import PostgresStore
-from bastion.store.sqlite import SqliteStore
 
 #: Length of an invited user's one-time password (URL-safe characters, ~190 bits).
 INVITE_PASSWORD_CHARS = 32
@@ -112,9 +107,12 @@ async def users_set_roles(ctx: AdminContext, call: Call) -> Result:
     demoted = OWNER in before.roles and OWNER not in new_roles and not before.disabled
     if demoted and len(await _enabled_owners(service)) <= 1:
         raise AdminConflict("the last enabled owner keeps the owner role")
-    after = dataclasses.replace(before, roles=new_roles, updated_at=ctx.clock.now())
-    if not await set_user_roles(ctx.store, service, after):
+    now = ctx.clock.now()
+    # A role that needs MFA takes effect at once: the user service decides it on every
+    # request (a password-only session stops counting) and at the next login (enrolment).
+    if not await service.repo.set_roles(before.id, new_roles, now):
         raise AdminNotFound("no such user")
+    after = await _user(service, before.id)
     await ctx.record(
         call,
         target_type="user",
@@ -173,30 +171,6 @@ async def users_reset_mfa(ctx: AdminContext, call: Call) -> Result:
         after=public_user(after),
     )
     return 200, public_user(after)
-
-
-async def set_user_roles(store: Store, service: UserService, user: UserRecord) -> bool:
-    """Write ``user.roles`` (the user repository has no role setter yet: this writes the
-    ``auth_users.roles`` column of migration 4 directly, or the memory repository's record).
-    False when the user does not exist."""
-    roles_json = orjson.dumps(list(user.roles)).decode()
-    sql = "UPDATE auth_users SET roles = ?, updated_at = ? WHERE id = ? RETURNING id"
-    args = (roles_json, user.updated_at, user.id)
-    if isinstance(store, SqliteStore):
-        rows = await store.write("control.set_roles", lambda c: c.execute(sql, args).fetchall())
-        return bool(rows)
-    if isinstance(store, PostgresStore):
-        from bastion.authserver.users.sql_repo import pg_sql
-
-        async def run(conn: Any) -> bool:
-            return bool(await conn.fetch(pg_sql(sql), *args))
-
-        return await store.write("control.set_roles", run)
-    repo = service.repo if isinstance(service.repo, MemoryUserRepo) else repo_for(store)
-    if not isinstance(repo, MemoryUserRepo) or user.id not in repo._users:
-        return False
-    repo._users[user.id] = user
-    return True
 
 
 def revoke_tokens_on_disable(

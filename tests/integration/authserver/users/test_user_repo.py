@@ -195,6 +195,28 @@ async def test_disable_and_enable(repo: UserRepo) -> None:
     assert not await repo.set_disabled("nope", True, NOW)
 
 
+async def test_set_roles(repo: UserRepo) -> None:
+    await repo.create_user(user())
+    assert await repo.set_roles("u1", ("security", "gateway-user"), NOW + 7)
+    got = await repo.get_user("u1")
+    assert got is not None
+    assert got.roles == ("security", "gateway-user")
+    assert got.updated_at == NOW + 7
+    assert got.password_hash == user().password_hash  # nothing else changes
+    assert await repo.set_roles("u1", (), NOW + 8)
+    got = await repo.get_user("u1")
+    assert got is not None
+    assert got.roles == ()
+    # A role name full of SQL and JSON metacharacters is data, not syntax.
+    odd = ('x"], "owner', "'; DROP TABLE auth_users; --")
+    assert await repo.set_roles("u1", odd, NOW + 9)
+    got = await repo.get_user("u1")
+    assert got is not None
+    assert got.roles == odd
+    assert not await repo.set_roles("nope", ("owner",), NOW)
+    assert await repo.get_user("nope") is None
+
+
 async def test_totp_steps_only_move_forward(repo: UserRepo) -> None:
     await repo.create_user(user())
     assert not await repo.use_totp_step("u1", 5)  # no TOTP enrolled
