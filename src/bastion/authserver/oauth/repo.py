@@ -269,7 +269,7 @@ class MemoryOAuthRepo:
 # -- SQL ------------------------------------------------------------------------------------------
 _CLIENT_COLS = (
     "id, name, auth_method, secrets, jwks, redirect_uris, grant_types, scopes, audiences,"
-    " created_at, updated_at"
+    " created_at, updated_at, introspect"
 )
 _CODE_COLS = (
     "code_hash, client_id, redirect_uri, scope, subject, nonce, code_challenge, auth_time, amr,"
@@ -287,16 +287,6 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-#: How the ``introspect`` permission is stored until ``oauth_clients`` has a column of its own
-#: (a schema migration belongs to the store): a marker in the ``grant_types`` JSON array, which
-#: never leaves this module — registration refuses it as a grant type, and reading strips it.
-_INTROSPECT_MARKER = "urn:bastion:permission:introspect"
-
-
-def _grant_types_json(grant_types: tuple[str, ...], introspect: bool) -> str:
-    return _json([*grant_types, _INTROSPECT_MARKER] if introspect else list(grant_types))
-
-
 def _client_params(c: OAuthClient) -> tuple[Any, ...]:
     secrets = [
         {"hash": s.hash, "created_at": s.created_at, "expires_at": s.expires_at} for s in c.secrets
@@ -308,11 +298,12 @@ def _client_params(c: OAuthClient) -> tuple[Any, ...]:
         _json(secrets),
         None if c.jwks is None else _json(c.jwks),
         _json(list(c.redirect_uris)),
-        _grant_types_json(c.grant_types, c.introspect),
+        _json(list(c.grant_types)),
         _json(list(c.scopes)),
         _json(list(c.audiences)),
         c.created_at,
         c.updated_at,
+        c.introspect,
     )
 
 
@@ -327,7 +318,6 @@ def _client(row: Sequence[Any]) -> OAuthClient:
         ClientSecret(str(s["hash"]), float(s["created_at"]), s.get("expires_at"))
         for s in orjson.loads(row[3])
     )
-    grants = [str(g) for g in orjson.loads(row[6])]
     return OAuthClient(
         id=row[0],
         name=row[1],
@@ -335,8 +325,8 @@ def _client(row: Sequence[Any]) -> OAuthClient:
         secrets=secrets,
         jwks=None if row[4] is None else orjson.loads(row[4]),
         redirect_uris=tuple(orjson.loads(row[5])),
-        grant_types=tuple(g for g in grants if g != _INTROSPECT_MARKER),
-        introspect=_INTROSPECT_MARKER in grants,
+        grant_types=tuple(str(g) for g in orjson.loads(row[6])),
+        introspect=bool(row[11]),  # SQLite returns 0/1, PostgreSQL a bool
         scopes=tuple(orjson.loads(row[7])),
         audiences=tuple(orjson.loads(row[8])),
         created_at=row[9],
@@ -433,12 +423,11 @@ def _family(row: Sequence[Any]) -> RefreshFamily:
 
 
 _Q = {
-    "put_client": f"INSERT INTO oauth_clients ({_CLIENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608 - constant column lists
+    "put_client": f"INSERT INTO oauth_clients ({_CLIENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608 - constant column lists
     "get_client": f"SELECT {_CLIENT_COLS} FROM oauth_clients WHERE id = ?",  # noqa: S608 - constant column lists
     "list_clients": f"SELECT {_CLIENT_COLS} FROM oauth_clients ORDER BY id",  # noqa: S608 - constant column lists
     "set_secrets": "UPDATE oauth_clients SET secrets = ?, updated_at = ? WHERE id = ?",
-    "set_grant_types": "UPDATE oauth_clients SET grant_types = ?, updated_at = ? WHERE id = ?"
-    " AND grant_types = ?",
+    "set_introspect": "UPDATE oauth_clients SET introspect = ?, updated_at = ? WHERE id = ?",
     "delete_client": "DELETE FROM oauth_clients WHERE id = ?",
     "revoke_client_families": "UPDATE oauth_refresh_families SET revoked_at = ?,"
     " revoked_reason = 'client', retry_response = NULL"
@@ -518,17 +507,9 @@ class SqlOAuthRepo:
         )
 
     async def set_client_introspect(self, client_id: str, allowed: bool, now: float) -> bool:
-        for _ in range(3):  # compare-and-swap on the JSON array: a concurrent change retries
-            row = await self._db.one("get_client", (client_id,))
-            if row is None:
-                return False
-            client = _client(row)
-            new = _grant_types_json(client.grant_types, allowed)
-            if await self._db.steps(
-                "set_grant_types", [("set_grant_types", (new, now, client_id, row[6]), True)]
-            ):
-                return True
-        raise StoreError(diagnosis=f"client {client_id}: introspect flag kept changing")
+        return await self._db.steps(
+            "set_introspect", [("set_introspect", (allowed, now, client_id), True)]
+        )
 
     async def delete_client(self, client_id: str, now: float) -> bool:
         return await self._db.steps(

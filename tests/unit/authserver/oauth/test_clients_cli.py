@@ -52,15 +52,20 @@ def listed(config: Path) -> dict[str, dict[str, object]]:
     return {str(c["id"]): c for c in orjson.loads(result.stdout)}  # type: ignore[attr-defined]
 
 
-def raw_grant_types(config: Path) -> dict[str, list[str]]:
-    async def go() -> dict[str, list[str]]:
+def raw_grant_types(config: Path) -> dict[str, tuple[list[str], int]]:
+    """Per client: the stored grant_types array and the introspect column, as in the file."""
+
+    async def go() -> dict[str, tuple[list[str], int]]:
         store = SqliteStore(str(config.parent / "auth.db"))
         await store.open()
         try:
             rows = await store.read(
-                "dump", lambda c: c.execute("SELECT id, grant_types FROM oauth_clients").fetchall()
+                "dump",
+                lambda c: c.execute(
+                    "SELECT id, grant_types, introspect FROM oauth_clients"
+                ).fetchall(),
             )
-            return {r[0]: orjson.loads(r[1]) for r in rows}
+            return {r[0]: (orjson.loads(r[1]), r[2]) for r in rows}
         finally:
             await store.close()
 
@@ -74,14 +79,18 @@ def test_introspect_is_off_unless_granted_and_can_be_set_and_withdrawn(config: P
     assert (clients["app"]["introspect"], clients["rs"]["introspect"]) == (False, True)
     assert clients["rs"]["grant_types"] == ["client_credentials"]  # the marker never shows
     raw = raw_grant_types(config)
-    assert raw["rs"] == ["client_credentials", "urn:bastion:permission:introspect"]
-    assert raw["app"] == ["client_credentials"]
+    # The permission is a column of its own (migration 8), never a marker among the grants.
+    assert raw["rs"] == (["client_credentials"], 1)
+    assert raw["app"] == (["client_credentials"], 0)
 
     assert cli(config, "clients", "set-introspect", "app").exit_code == 0  # type: ignore[attr-defined]
     assert cli(config, "clients", "set-introspect", "rs", "--deny").exit_code == 0  # type: ignore[attr-defined]
     clients = listed(config)
     assert (clients["app"]["introspect"], clients["rs"]["introspect"]) == (True, False)
-    assert raw_grant_types(config)["rs"] == ["client_credentials"]
+    assert raw_grant_types(config) == {
+        "rs": (["client_credentials"], 0),
+        "app": (["client_credentials"], 1),
+    }
 
 
 def test_public_clients_and_unknown_ids_are_refused(config: Path) -> None:
