@@ -43,28 +43,30 @@ async def test_postgres_contract_and_append_only_audit() -> None:
             await store.close()
 
 
-async def test_set_user_roles_on_postgres() -> None:
-    import dataclasses
-
-    from bastion.authserver.users.config import UsersConfig
-    from bastion.authserver.users.service import open_user_service
-    from bastion.control.admin.users import set_user_roles
-    from tests.unit.control.harness import FAST_HASH
+async def test_set_roles_through_the_user_repository_on_postgres() -> None:
+    """PUT /users/{id}/roles writes through UserRepo.set_roles on PostgreSQL; an unknown user
+    is a 404 and changes nothing."""
+    from tests.unit.control.harness import NOW, make_harness, with_users
+    from tests.unit.control.test_users import Env
 
     async with pg_schema("control") as url:
         await PostgresStore(url).upgrade()
         store = PostgresStore(url)
         await store.open()
         try:
-            service = await open_user_service(
-                UsersConfig(password_hash=FAST_HASH), store, issuer="https://auth.test"
-            )
-            user = await service.create_user("dora", "a-long-enough-password", roles=("auditor",))
-            changed = dataclasses.replace(user, roles=("security",), updated_at=5.0)
-            assert await set_user_roles(store, service, changed)
-            got = await service.repo.get_user(user.id)
+            h = make_harness(store)  # type: ignore[arg-type]
+            users = await with_users(h)
+            e = Env(h, users)
+            await e.add("olivia", "owner")
+            dora = await e.add("dora", "auditor", "gateway-user")
+            h.clock.advance(5)
+            r = await e.call("PUT", f"/users/{dora}/roles", "olivia", {"roles": ["security"]})
+            assert r.status_code == 200, r.text
+            got = await users.repo.get_user(dora)
             assert got is not None
-            assert got.roles == ("security",)
-            assert not await set_user_roles(store, service, dataclasses.replace(changed, id="no"))
+            assert got.roles == ("gateway-user", "security")
+            assert got.updated_at == NOW + 5
+            r = await e.call("PUT", "/users/nobody/roles", "olivia", {"roles": ["owner"]})
+            assert r.status_code == 404
         finally:
             await store.close()
