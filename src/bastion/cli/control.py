@@ -292,8 +292,10 @@ def incident_revoke_app(
         typer.echo(orjson.dumps(data).decode())
         return
     keys = data["revoked_keys"]
+    families = data.get("revoked_refresh_families", 0)
     out.print(
-        f"revoked {len(keys)} key(s) of {app_id} and its tokens issued until now",
+        f"revoked {len(keys)} key(s) of {app_id}, {families} refresh-token famil(ies) issued to"
+        " it, and its tokens issued until now",
         highlight=False,
         markup=False,
     )

@@ -130,8 +130,16 @@ async def build_from_config(
     section = control_settings(cfg)
     closers: list[Any] = []
     publish = redis_publisher(cfg)
+    from bastion.authserver.oauth.repo import open_oauth_repo
+
+    oauth = open_oauth_repo(store)
     ctx = AdminContext(
-        store=store, repo=control_repo(store), clock=clock, publish=publish, issuer=section.issuer
+        store=store,
+        repo=control_repo(store),
+        clock=clock,
+        publish=publish,
+        issuer=section.issuer,
+        oauth=oauth,
     )
     if cfg.api_keys.pepper is not None:
         ctx.keys = KeyService(
@@ -143,7 +151,6 @@ async def build_from_config(
         )
     if cfg.auth is not None:
         from bastion.authserver.keys.signing import open_key_manager
-        from bastion.authserver.oauth.repo import open_oauth_repo
         from bastion.authserver.users.service import open_user_service
 
         users = await open_user_service(cfg.auth.users, store, issuer=cfg.auth.issuer)
@@ -154,7 +161,6 @@ async def build_from_config(
                 "without MFA, and the admin API refuses their tokens",
                 ", ".join(sorted(missing)),
             )
-        oauth = open_oauth_repo(store)
 
         async def families(user_id: str, now: float) -> list[Any]:
             return list(await oauth.revoke_subject_families(user_id, now, "user"))

@@ -137,3 +137,30 @@ async def test_block_needs_step_up(h: Harness) -> None:
     r = await _block(h, {"cidr": "203.0.113.9", "duration_seconds": 3600, "reason": ""}, token)
     assert r.status_code == 401
     assert await h.store.active_ip_blocks(NOW) == []
+
+
+async def test_revoke_application_revokes_families_issued_to_its_client(h: Harness) -> None:
+    """Families issued TO the application's OAuth client (any user) are revoked with their
+    live last access token; another client's family of the same user is left alone."""
+    from dataclasses import replace
+
+    from bastion.authserver.oauth.repo import MemoryOAuthRepo
+    from tests.unit.authserver.oauth.repo_contract import family
+
+    oauth = MemoryOAuthRepo()
+    h.ctx.oauth = oauth
+    live = replace(family("f1", "u1"), client_id="billing", access_jti="j1", access_exp=NOW + 60)
+    stale = replace(family("f2", "u2"), client_id="billing", access_jti="j2", access_exp=NOW - 1)
+    other = replace(family("f3", "u1"), client_id="web", access_jti="j3", access_exp=NOW + 60)
+    for n, fam in enumerate((live, stale, other)):
+        await oauth.create_family(fam, f"{n}" * 64)
+    r = await _revoke(h, h.token(sub="sec", roles=("security",)))
+    assert r.status_code == 200
+    assert (r.json()["revoked_refresh_families"], r.json()["revoked_access_jtis"]) == (2, 1)
+    assert {f.id for f in oauth.families.values() if f.revoked_at is not None} == {"f1", "f2"}
+    revs = await h.store.active_revocations(NOW)
+    assert sorted((v.kind, v.value) for v in revs) == [("jti", "j1"), ("subject", "billing")]
+    assert [e["type"] for e in h.pushed].count("token.revoked") == 1
+    # Again: nothing left to revoke, and the call still succeeds.
+    r = await _revoke(h, h.token(sub="sec", roles=("security",)))
+    assert (r.json()["revoked_refresh_families"], r.json()["revoked_access_jtis"]) == (0, 0)

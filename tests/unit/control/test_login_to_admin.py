@@ -27,6 +27,7 @@ from bastion.authserver.users.config import UsersConfig
 from bastion.authserver.users.service import UserService, open_user_service
 from bastion.control.admin import AdminTokenVerifier, build_admin_api
 from bastion.control.admin.app import AdminApi
+from bastion.control.admin.records import AuditQuery
 from bastion.control.admin.repo import control_repo
 from bastion.control.admin.service import AdminContext
 from bastion.core.clock import ManualClock
@@ -47,6 +48,7 @@ class World:
     users: UserService
     admin: AdminApi
     secret: str
+    admin_ctx: AdminContext
 
     def browser(self) -> Browser:
         return Browser(self.users, handle=self.auth.server.handle)
@@ -99,9 +101,10 @@ async def world() -> World:
         publish=publish,
         users=users,
         issuer=ISSUER,
+        oauth=repo,
     )
     verifier = AdminTokenVerifier(issuer=ISSUER, audience=AUDIENCE, keys=keys, clock=clock)
-    return World(auth, users, build_admin_api(admin_ctx, verifier), secret)
+    return World(auth, users, build_admin_api(admin_ctx, verifier), secret, admin_ctx)
 
 
 async def login_for_tokens(world: World, username: str, *, totp: bool) -> dict[str, Any]:
@@ -219,3 +222,52 @@ async def test_refresh_keeps_the_login_time_so_step_up_still_applies(world: Worl
     assert blocked.status_code == 401
     assert blocked.json()["code"] == "admin.step_up_required"
     assert 'max_age="600"' in blocked.headers["www-authenticate"]
+
+
+async def test_revoke_application_ends_the_tokens_issued_to_its_oauth_client(world: World) -> None:
+    """An incident on the console application: the refresh families and last access tokens
+    issued TO its client id (users' logins through it) end at once, not only tokens whose
+    subject is the client."""
+    admin = await login_for_tokens(world, "root", totp=True)
+    victim = await login_for_tokens(world, "audrey", totp=False)
+    victim_claims = await world.auth.claims(victim["access_token"])
+    assert victim_claims["client_id"] == "console"
+    assert victim_claims["sub"] != "console"  # a subject revocation of the client misses it
+    app = {
+        "id": "console",
+        "name": "Admin console",
+        "owner": "team-sec",
+        "contact": "sec@example.com",
+        "environment": "production",
+        "risk_class": "internal",
+        "data_classification": "confidential",
+    }
+    async with world.client() as http:
+        made = await http.post("/admin/v1/applications", json=app, headers=bearer(admin))
+        assert made.status_code == 201, made.text
+        r = await http.post(
+            "/admin/v1/incidents/revoke-application",
+            json={"application": "console", "reason": "client secret leaked"},
+            headers=bearer(admin),
+        )
+    assert r.status_code == 200, r.text
+    assert r.json()["revoked_refresh_families"] == 2  # root's and audrey's logins
+    assert r.json()["revoked_access_jtis"] == 2
+    now = world.auth.clock.now()
+    revoked_jtis = {
+        v.value for v in await world.admin_ctx.store.active_revocations(now) if v.kind == "jti"
+    }
+    assert victim_claims["jti"] in revoked_jtis
+    # The stolen refresh token no longer works.
+    reply = await world.auth.post(
+        "/token",
+        {"grant_type": "refresh_token", "refresh_token": victim["refresh_token"]},
+        basic=("console", world.secret),
+    )
+    assert reply.status == 400
+    assert body(reply)["error"] == "invalid_grant"
+    entries = await world.admin_ctx.repo.list_audit(
+        AuditQuery(limit=5, action="incident.revoke_app")
+    )
+    assert entries[0].after is not None
+    assert entries[0].after["revoked_refresh_families"] == 2

@@ -104,6 +104,13 @@ class OAuthRepo(Protocol):
         """Revoke every live family of ``subject`` (a disabled user) in one statement; the
         families as revoked (see :meth:`revoke_family`)."""
 
+    async def revoke_client_families(
+        self, client_id: str, now: float, reason: str
+    ) -> list[RefreshFamily]:
+        """Revoke every live family issued to the OAuth client ``client_id`` (an incident's
+        revoke-application), whoever its user, in one statement; the families as revoked (see
+        :meth:`revoke_family`), so the caller can revoke their last access tokens too."""
+
     async def use_assertion_jti(self, client_id: str, jti: str, expires_at: float) -> bool:
         """Record an RFC 7523 assertion's ``jti``; False when it was already used."""
 
@@ -239,6 +246,17 @@ class MemoryOAuthRepo:
         done = []
         for fam in list(self.families.values()):
             if fam.subject == subject and fam.revoked_at is None:
+                revoked = await self.revoke_family(fam.id, now, reason)
+                if revoked is not None:
+                    done.append(revoked)
+        return done
+
+    async def revoke_client_families(
+        self, client_id: str, now: float, reason: str
+    ) -> list[RefreshFamily]:
+        done = []
+        for fam in list(self.families.values()):
+            if fam.client_id == client_id and fam.revoked_at is None:
                 revoked = await self.revoke_family(fam.id, now, reason)
                 if revoked is not None:
                     done.append(revoked)
@@ -456,6 +474,9 @@ _Q = {
     "revoke_subject_families": "UPDATE oauth_refresh_families SET revoked_at = ?,"  # noqa: S608 - constant column lists
     " revoked_reason = ?, retry_response = NULL WHERE subject = ? AND revoked_at IS NULL"
     f" RETURNING {_FAMILY_COLS}",
+    "revoke_families_of_client": "UPDATE oauth_refresh_families SET revoked_at = ?,"  # noqa: S608 - constant column lists
+    " revoked_reason = ?, retry_response = NULL WHERE client_id = ? AND revoked_at IS NULL"
+    f" RETURNING {_FAMILY_COLS}",
     "use_jti": "INSERT INTO oauth_assertion_jtis (client_id, jti, expires_at) VALUES (?,?,?)"
     " ON CONFLICT DO NOTHING",
     "purge_codes": "DELETE FROM oauth_codes WHERE expires_at <= ?",
@@ -599,6 +620,12 @@ class SqlOAuthRepo:
         self, subject: str, now: float, reason: str
     ) -> list[RefreshFamily]:
         rows = await self._db.returning("revoke_subject_families", (now, reason, subject))
+        return [_family(row) for row in rows]
+
+    async def revoke_client_families(
+        self, client_id: str, now: float, reason: str
+    ) -> list[RefreshFamily]:
+        rows = await self._db.returning("revoke_families_of_client", (now, reason, client_id))
         return [_family(row) for row in rows]
 
     async def use_assertion_jti(self, client_id: str, jti: str, expires_at: float) -> bool:

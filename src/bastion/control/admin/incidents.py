@@ -4,12 +4,18 @@ Both commit to the store first (each write appends its change to the change feed
 transaction, so a node that misses the push still applies it on its next poll), then push the
 change through the publisher (Redis in distributed mode) so every node applies it at once.
 
-``revoke-application`` revokes every API key of the application that is not revoked yet, and
+``revoke-application`` revokes every API key of the application that is not revoked yet;
 every access token whose ``sub`` is the application (client-credentials tokens) issued before
-now, by a ``subject`` revocation that lasts as long as the longest access token can.
+now, by a ``subject`` revocation that lasts as long as the longest access token can; and every
+refresh-token family issued *to* the application's OAuth client id (users' logins through it),
+with the last access token of each (``jti`` revocations): a stolen client cannot keep acting
+for its users through tokens it already holds.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 from bastion.control.admin.service import AdminContext, Call, Result, visible_application
 from bastion.core.ipblocks import MAX_BLOCK_SECONDS, parse_network
@@ -34,6 +40,10 @@ async def revoke_application(ctx: AdminContext, call: Call) -> Result:
         if key.revoked_at is None and await ctx.store.revoke_api_key(key.id, now):
             revoked.append(key.id)
             await ctx.publish({"type": "api_key.revoked", "key_id": key.id, "at": now})
+    families = []
+    if ctx.oauth is not None:
+        families = await ctx.oauth.revoke_client_families(app.id, now, "incident")
+    access = await revoke_last_access_tokens(ctx, families, now)
     rev = Revocation(
         kind="subject",
         value=app.id,
@@ -48,6 +58,8 @@ async def revoke_application(ctx: AdminContext, call: Call) -> Result:
     result = {
         "application": app.id,
         "revoked_keys": revoked,
+        "revoked_refresh_families": len(families),
+        "revoked_access_jtis": access,
         "tokens_issued_before": now,
         "reason": body["reason"],
     }
@@ -59,6 +71,29 @@ async def revoke_application(ctx: AdminContext, call: Call) -> Result:
         after=result,
     )
     return 200, result
+
+
+async def revoke_last_access_tokens(ctx: AdminContext, families: Iterable[Any], now: float) -> int:
+    """Revoke (by ``jti``, until it expires) the last access token of each revoked refresh
+    family that is still live, and push each revocation; how many were revoked."""
+    count = 0
+    for family in families:
+        jti, exp = getattr(family, "access_jti", None), getattr(family, "access_exp", None)
+        if not jti or not exp or exp <= now:
+            continue
+        rev = Revocation(
+            kind="jti",
+            value=jti,
+            issuer=ctx.issuer,
+            not_before=None,
+            expires_at=exp,
+            created_at=now,
+        )
+        await ctx.store.add_revocation(rev)
+        kind, payload = revocation_change(rev)
+        await ctx.publish({**payload, "type": kind})
+        count += 1
+    return count
 
 
 async def block_ip(ctx: AdminContext, call: Call) -> Result:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bastion.authserver.oauth.repo import OAuthRepo
 from bastion.authserver.users.service import UserService
 from bastion.control.admin.auth import AdminPrincipal
 from bastion.control.admin.errors import AdminNotFound
@@ -71,6 +72,9 @@ class AdminContext:
     keys: KeyService | None = None
     #: The issuer recorded on token revocations this API makes.
     issuer: str | None = None
+    #: The authorization server's OAuth state on the same store: revoke-application revokes the
+    #: refresh families issued to the application's client id (None: no OAuth state here).
+    oauth: OAuthRepo | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     async def record(

@@ -24,8 +24,6 @@ from bastion.control.admin.errors import AdminConflict, AdminNotFound
 from bastion.control.admin.roles import ADMIN_ROLES, OWNER, may_grant
 from bastion.control.admin.service import AdminContext, Call, Result, page
 from bastion.errors import Forbidden, InvalidRequest
-from bastion.store.base import Revocation
-from bastion.store.memory import revocation_change
 
 #: Length of an invited user's one-time password (URL-safe characters, ~190 bits).
 INVITE_PASSWORD_CHARS = 32
@@ -181,21 +179,9 @@ def revoke_tokens_on_disable(
     ``revoke_subject_families``) and the last access token of each, and push the revocations."""
 
     async def hook(user_id: str) -> None:
+        from bastion.control.admin.incidents import revoke_last_access_tokens
+
         now = ctx.clock.now()
-        for family in await revoke_families(user_id, now):
-            jti, exp = getattr(family, "access_jti", None), getattr(family, "access_exp", None)
-            if not jti or not exp or exp <= now:
-                continue
-            rev = Revocation(
-                kind="jti",
-                value=jti,
-                issuer=ctx.issuer,
-                not_before=None,
-                expires_at=exp,
-                created_at=now,
-            )
-            await ctx.store.add_revocation(rev)
-            kind, payload = revocation_change(rev)
-            await ctx.publish({**payload, "type": kind})
+        await revoke_last_access_tokens(ctx, await revoke_families(user_id, now), now)
 
     return hook

@@ -197,6 +197,27 @@ async def check_subject_revocation(repo: OAuthRepo) -> None:
     assert fam.revoked_at is None
 
 
+async def check_client_revocation(repo: OAuthRepo) -> None:
+    """Incident: every live family issued to one client, whoever the user; other clients'
+    families (even of the same user) stay."""
+    await repo.create_family(family("a", "u1"), "ta" * 32)
+    await repo.create_family(family("b", "u2"), "tb" * 32)
+    await repo.create_family(replace(family("c", "u1"), client_id="other"), "tc" * 32)
+    await repo.create_family(family("d", "u3"), "td" * 32)
+    assert await repo.revoke_family("d", NOW + 1, "reuse") is not None
+    await repo.rotate_family("a", 0, "ta2" * 21 + "x", NOW + 1, "s", "ja-new", NOW + 300)
+    done = await repo.revoke_client_families("web", NOW + 2, "incident")
+    assert sorted(f.id for f in done) == ["a", "b"]  # d was revoked already
+    assert {f.id: f.access_jti for f in done} == {"a": "ja-new", "b": "j0"}
+    assert {(f.revoked_at, f.revoked_reason) for f in done} == {(NOW + 2, "incident")}
+    assert await repo.revoke_client_families("web", NOW + 3, "incident") == []
+    assert await repo.revoke_client_families("ghost", NOW + 3, "incident") == []
+    assert await repo.find_refresh("ta2" * 21 + "x") is not None  # found, but revoked
+    other = (await repo.find_refresh("tc" * 32) or (None, 0))[0]
+    assert other is not None
+    assert other.revoked_at is None
+
+
 async def check_assertion_jtis_and_purge(repo: OAuthRepo) -> None:
     assert await repo.use_assertion_jti("web", "j1", NOW + 60)
     assert not await repo.use_assertion_jti("web", "j1", NOW + 60)
@@ -216,5 +237,6 @@ CHECKS = [
     check_families,
     check_concurrent_rotation,
     check_subject_revocation,
+    check_client_revocation,
     check_assertion_jtis_and_purge,
 ]
