@@ -219,3 +219,73 @@ def test_report_reads_owners_and_contacts_of_the_admin_api_applications(
     report = cli_json(capsys, "keys", "report", "-c", str(config))
     assert report["applications_without_contact"] == ["legacy"]
     assert fresh["id"] not in {k["id"] for k in report["keys_without_owner"]}
+
+
+def _audit_rows(tmp_path: Path) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(tmp_path / "state.db")
+    try:
+        return conn.execute(
+            "SELECT actor, action, target_type, target_id, outcome, before_state, after_state"
+            " FROM admin_audit ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def test_changes_are_in_the_admin_audit_trail_without_secrets(
+    capsys: pytest.CaptureFixture[str],
+    config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import getpass
+
+    monkeypatch.setattr(getpass, "getuser", lambda: "ops-anna")
+    created = create(capsys, config, "--scope", "r")
+    kid = created["id"]
+    rotated = cli_json(capsys, "keys", "rotate", "-c", str(config), kid, "--grace", "1d")
+    successor = rotated["successor"]["id"]
+    code, _, err = cli(capsys, "keys", "revoke", "-c", str(config), successor)
+    assert code == 0, err
+    cli_json(capsys, "keys", "list", "-c", str(config))  # reading is not audited
+    rows = _audit_rows(tmp_path)
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
+        ("cli:ops-anna", "keys.create", "api_key", kid, "success"),
+        ("cli:ops-anna", "keys.rotate", "api_key", kid, "success"),
+        ("cli:ops-anna", "keys.revoke", "api_key", successor, "success"),
+    ]
+    assert rows[0][5] is None
+    assert orjson.loads(rows[1][6])["successor"]["id"] == successor
+    assert orjson.loads(rows[2][5])["state"] == "active"
+    assert orjson.loads(rows[2][6])["state"] == "revoked"
+    dump = repr(rows)
+    for secret in (created["key"], rotated["successor"]["key"]):
+        assert secret not in dump
+        assert secret.split("_", 2)[-1][-20:] not in dump  # not even the secret part
+    assert "hash" not in dump
+    # Append-only for the CLI user too: the table refuses changes.
+    conn = sqlite3.connect(tmp_path / "state.db")
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE admin_audit SET actor = 'cli:mallory'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM admin_audit")
+    finally:
+        conn.close()
+
+
+def test_a_failed_audit_write_still_shows_the_secret_and_exits_1(
+    capsys: pytest.CaptureFixture[str], config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.control.admin.repo import SqlControlRepo
+    from bastion.errors import StoreError
+
+    async def refuse(self: object, entry: object) -> None:
+        raise StoreError(diagnosis="disk full")
+
+    monkeypatch.setattr(SqlControlRepo, "append_audit", refuse)
+    code, out, err = cli(capsys, "keys", "create", "-c", str(config), "--client", "billing")
+    assert code == 1
+    assert "bsk_" in out  # the key exists: its only copy is printed
+    assert "audit entry was not written" in err
+    assert "Traceback" not in err

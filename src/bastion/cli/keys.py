@@ -5,12 +5,21 @@ Every command opens the configured store and calls :class:`bastion.control.keys.
 managed: the secret is printed once, on stdout only; rotation never extends the old key's life;
 revocation is pushed to running gateways through Redis when ``cache`` is set, and otherwise
 reaches them on their next change-feed poll. ``--json`` prints machine-readable output.
+
+Every change (create, rotate, revoke) is also recorded in the admin audit trail
+(``admin_audit``, append-only) with actor ``cli:<os user>``, action ``keys.create`` /
+``keys.rotate`` / ``keys.revoke`` like the admin API's, and before/after of the key's public
+shape: never a secret. The entry is written after the change committed; if that write fails,
+the command still prints what it did (a new secret must not be lost) and exits 1 saying so.
 """
 
 from __future__ import annotations
 
 import datetime
+import getpass
+import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -34,7 +43,7 @@ from bastion.control.keys import (
     Rotation,
     key_id_from,
 )
-from bastion.errors import BastionError
+from bastion.errors import BastionError, StoreError
 from bastion.store import PostgresStore, SqliteStore
 from bastion.store.base import Store
 
@@ -134,8 +143,8 @@ def keys_create(
     cfg = load(config)
     lifetime = _duration("--ttl", ttl)
 
-    async def work(store: Store) -> IssuedKey:
-        return await _service(cfg, store).create(
+    async def work(store: Store) -> tuple[IssuedKey, str | None]:
+        issued = await _service(cfg, store).create(
             client,
             scopes=scope or [],
             name=name,
@@ -143,12 +152,15 @@ def keys_create(
             ttl=lifetime,
             create_application=True,
         )
+        failed = await _audit(store, "keys.create", issued.key.id, None, issued.key.to_dict())
+        return issued, failed
 
-    issued = _run_keys(cfg, work)
+    issued, failed = _run_keys(cfg, work)
     if as_json:
         _emit_json({**_row(issued.key), "key": issued.secret})
-        return
-    _show_secret(issued, "API key")
+    else:
+        _show_secret(issued, "API key")
+    _audit_outcome(failed)
 
 
 @keys_app.command("list")
@@ -190,10 +202,18 @@ def keys_rotate(
     kid = _key_id(key_id)
     period, lifetime = _duration("--grace", grace), _duration("--ttl", ttl)
 
-    async def work(store: Store) -> Rotation:
-        return await _service(cfg, store).rotate(kid, grace=period, ttl=lifetime)
+    async def work(store: Store) -> tuple[Rotation, str | None]:
+        service = _service(cfg, store)
+        before = await service.get(kid)
+        rotation = await service.rotate(kid, grace=period, ttl=lifetime)
+        after = {
+            "successor": rotation.successor.key.to_dict(),
+            "previous": rotation.previous.to_dict(),
+        }
+        failed = await _audit(store, "keys.rotate", kid, before.to_dict(), after)
+        return rotation, failed
 
-    rotation = _run_keys(cfg, work)
+    rotation, failed = _run_keys(cfg, work)
     if as_json:
         _emit_json(
             {
@@ -201,12 +221,13 @@ def keys_rotate(
                 "previous": _row(rotation.previous),
             }
         )
-        return
-    _show_secret(rotation.successor, "New API key")
-    out.print(
-        f"the old key {kid} keeps working until {_iso(rotation.previous.expires_at)}",
-        highlight=False,
-    )
+    else:
+        _show_secret(rotation.successor, "New API key")
+        out.print(
+            f"the old key {kid} keeps working until {_iso(rotation.previous.expires_at)}",
+            highlight=False,
+        )
+    _audit_outcome(failed)
 
 
 @keys_app.command("revoke")
@@ -216,14 +237,18 @@ def keys_revoke(config: ConfigOpt, key_id: KeyArg) -> None:
     cfg = load(config)
     kid = _key_id(key_id)
 
-    async def work(store: Store) -> KeyView:
-        return await _service(cfg, store).revoke(kid)
+    async def work(store: Store) -> str | None:
+        service = _service(cfg, store)
+        before = await service.get(kid)
+        after = await service.revoke(kid)
+        return await _audit(store, "keys.revoke", kid, before.to_dict(), after.to_dict())
 
     try:
-        _run_keys(cfg, work)
+        failed = _run_keys(cfg, work)
     except CliFailure as exc:
         raise CliFailure(f"no active key with id {kid!r} ({exc})", exc.code) from None
     out.print(f"revoked {kid}", highlight=False)
+    _audit_outcome(failed)
 
 
 @keys_app.command("report")
@@ -257,6 +282,50 @@ def keys_report(config: ConfigOpt, as_json: JsonOpt = False) -> None:
 
 
 # -- plumbing ---------------------------------------------------------------------------------
+
+
+def cli_actor() -> str:
+    """``cli:<os user>``: who ran the command, as the audit trail records it."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a bare container)
+        user = f"uid{os.getuid()}"
+    return f"cli:{user}"[:256]
+
+
+async def _audit(
+    store: Store,
+    action: str,
+    key_id: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> str | None:
+    """Append the change to the admin audit trail; None, or why it could not be written (the
+    change itself is committed already and stays)."""
+    from bastion.control.admin.records import AuditEntry
+    from bastion.control.admin.repo import control_repo
+    from bastion.control.admin.service import scrub
+
+    entry = AuditEntry(
+        at=time.time(),
+        actor=cli_actor(),
+        action=action,
+        target_type="api_key",
+        target_id=key_id,
+        outcome="success",
+        before=scrub(before),
+        after=scrub(after),
+    )
+    try:
+        await control_repo(store).append_audit(entry)
+    except (StoreError, TypeError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _audit_outcome(failed: str | None) -> None:
+    if failed is not None:
+        raise CliFailure(f"the change was made, but its audit entry was not written: {failed}")
 
 
 def _key_id(text: str) -> str:

@@ -26,7 +26,7 @@ from bastion.cli.common import (
     run,
     with_store,
 )
-from bastion.cli.control import control_app
+from bastion.cli.control import apps_app, control_app, incident_app, users_app
 from bastion.cli.ip import ip_app
 from bastion.cli.keys import keys_app
 from bastion.cli.scan import scan as scan_command
@@ -50,6 +50,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(ip_app, name="ip")
 app.add_typer(control_app, name="control")
+app.add_typer(apps_app, name="apps")  # aliases of `bastion control apps|users|incident`
+app.add_typer(users_app, name="users")
+app.add_typer(incident_app, name="incident")
 app.add_typer(auth_app, name="auth")
 app.command("scan")(scan_command)
 

@@ -176,3 +176,36 @@ def test_user_commands(
         assert code == 0, (args, err)
     assert orjson.loads(out)["roles"] == ["security"]
     assert orjson.loads(out)["disabled"] is False
+
+
+def test_top_level_aliases_apps_users_incident(
+    h: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bastion apps|users|incident`` are the same commands as ``bastion control …``, with
+    the same token-file rules (an others-readable file is refused through the alias too)."""
+
+    def top(*args: str) -> tuple[int, str, str]:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    tf = str(token_file(tmp_path, h.token()))
+    common = ["--url", "http://admin.test", "--token-file", tf]
+    code, out, err = top("apps", "create", "billing", *APP, *common)
+    assert code == 0, err
+    code, out, _ = top("apps", "list", *common, "--json")
+    assert [a["id"] for a in orjson.loads(out)] == ["billing"]
+    code, out, _ = top("incident", "revoke-app", "billing", "--reason", "leak", *common)
+    assert code == 0
+    assert "revoked 0 key(s) of billing" in out
+    code, out, err = top("users", "list", *common)
+    assert code == 1  # no user directory in this harness: the API's 404, one line
+    assert "admin.not_found" in err
+    (tmp_path / "admin-token").chmod(0o644)
+    code, _, err = top("apps", "list", *common)
+    assert code == 2
+    assert "Traceback" not in err
