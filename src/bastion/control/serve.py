@@ -11,8 +11,12 @@ the revocation state of the store, so a revoked admin token stops working at onc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -29,7 +33,7 @@ from bastion.control.config import ControlConfig
 from bastion.control.keys import KeyPolicy, KeyService
 from bastion.core.clock import Clock, SystemClock
 from bastion.errors import AuthenticationFailed, ConfigError
-from bastion.events.bus import Event
+from bastion.events.bus import Event, EventBus
 from bastion.store import open_store
 from bastion.store.base import Store
 
@@ -67,6 +71,19 @@ def redis_publisher(cfg: BastionConfig) -> Any:
             log.warning("control push of %s failed (%s)", event.get("type"), type(exc).__name__)
         finally:
             await client.aclose()
+
+    return publish
+
+
+def bus_publisher(cfg: BastionConfig, bus: EventBus | None) -> Any:
+    """Publish on ``bus`` (``bastion up``: the gateway of this process shares it and applies
+    a revocation at once) and push through Redis to the other nodes."""
+    redis = redis_publisher(cfg)
+
+    async def publish(event: Event) -> None:
+        if bus is not None:
+            bus.publish("control", event)
+        await redis(event)
 
     return publish
 
@@ -123,13 +140,19 @@ def revocation_check(store: Store, clock: Clock) -> Any:
 
 
 async def build_from_config(
-    cfg: BastionConfig, store: Store, *, clock: Clock | None = None
+    cfg: BastionConfig,
+    store: Store,
+    *,
+    clock: Clock | None = None,
+    bus: EventBus | None = None,
 ) -> tuple[AdminApi, list[Any]]:
-    """The admin API over an opened ``store``; also the objects to close at shutdown."""
+    """The admin API over an opened ``store``; also the objects to close at shutdown.
+    ``bus``: an event bus shared with a gateway in this process (changes are published on it
+    too)."""
     clock = clock or SystemClock()
     section = control_settings(cfg)
     closers: list[Any] = []
-    publish = redis_publisher(cfg)
+    publish = bus_publisher(cfg, bus)
     from bastion.authserver.oauth.repo import open_oauth_repo
 
     oauth = open_oauth_repo(store)
@@ -228,3 +251,112 @@ async def serve_control(cfg: BastionConfig) -> None:
         for closer in closers:
             closer.close()
         await store.close()
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside a process that owns its signals (``bastion up``): it must not install
+    signal handlers of its own; the host process stops it through :meth:`RunningControl.aclose`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class RunningControl:
+    """The admin API started inside another server's process: its address, and how to stop."""
+
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    sock: socket.socket
+    store: Store
+    owns_store: bool
+    closers: list[Any] = field(default_factory=list)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        name = self.sock.getsockname()
+        return str(name[0]), int(name[1])
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Stop accepting, let in-flight requests end (up to ``grace`` s), close what was
+        opened here."""
+        self.server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), grace)
+        except TimeoutError:
+            self.server.force_exit = True
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        finally:
+            self.sock.close()
+            for closer in self.closers:
+                closer.close()
+            if self.owns_store:
+                await self.store.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind here, so a taken port is an OSError for the caller (uvicorn would exit the
+    process)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=512)
+    sock.setblocking(False)
+    return sock
+
+
+async def start_control_server(
+    cfg: BastionConfig,
+    *,
+    store: Store | None = None,
+    bus: EventBus | None = None,
+    clock: Clock | None = None,
+) -> RunningControl:
+    """Serve the admin API of ``cfg.control`` in this process (``bastion up``), on ``bus``
+    shared with the gateway. OSError if the port cannot be bound; ConfigError for a bad
+    ``control`` section. Returns once it accepts connections."""
+    section = control_settings(cfg)
+    if (section.tls_cert is None) != (section.tls_key is None):
+        raise ConfigError(["control: set both tls_cert and tls_key, or neither"])
+    owns_store = store is None
+    if store is None:
+        store = open_store(cfg.store)
+        await store.open()
+    closers: list[Any] = []
+    sock: socket.socket | None = None
+    try:
+        api, closers = await build_from_config(cfg, store, clock=clock, bus=bus)
+        if section.tls_cert is None and section.host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("control.bind %s is not loopback and has no TLS", section.bind)
+        sock = _listen(section.host, section.port)
+        config = uvicorn.Config(
+            api.app,
+            ssl_certfile=section.tls_cert,
+            ssl_keyfile=section.tls_key,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            date_header=True,
+            lifespan="off",
+        )
+        server = _EmbeddedServer(config)
+        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if task.done():
+                task.result()  # raises what stopped it
+                raise OSError("the admin API stopped while starting")
+            await asyncio.sleep(0.01)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        for closer in closers:
+            closer.close()
+        if owns_store:
+            await store.close()
+        raise
+    running = RunningControl(server, task, sock, store, owns_store, closers)
+    host, port = running.address
+    scheme = "https" if section.tls_cert else "http"
+    log.info("admin API listening on %s://%s:%d", scheme, host, port)
+    return running

@@ -125,7 +125,8 @@ async def serve_forever(
 
     ``with_auth`` (``bastion up``): the authorization server of ``config.auth`` runs in this
     process too, started first (the gateway fetches its JWKS at start-up), on the same event
-    bus, so a token it revokes is refused by this gateway at once.
+    bus, so a token it revokes is refused by this gateway at once; and so does the admin API
+    when the file has a ``control`` section (on ``control.bind``, same bus).
 
     ``source``: the file ``config`` came from and how it was prepared for this process; then
     ``SIGHUP`` and ``config.changed`` events reload the routes from it.
@@ -134,18 +135,34 @@ async def serve_forever(
     listens, so this gateway's first JWKS fetch finds its keys.
     """
     auth = None
+    control = None
     services = None
     if wait_for_auth and config.auth is not None:
         await _wait_listening(config.auth.host, config.auth.port, 30.0)
-    if with_auth and config.auth is not None:
-        from bastion.authserver.serve import start_auth_server
-
+    with_control = with_auth and config.control is not None
+    if with_auth and (config.auth is not None or with_control):
         bus = EventBus()
-        auth = await start_auth_server(config, bus=bus, follow_feed=False)
+        if config.auth is not None:
+            from bastion.authserver.serve import start_auth_server
+
+            auth = await start_auth_server(config, bus=bus, follow_feed=False)
+        if with_control:
+            # The admin API, like the authorization server: in this process, on the same bus,
+            # so a key or token it revokes is refused by this gateway at once.
+            from bastion.control.serve import start_control_server
+
+            try:
+                control = await start_control_server(config, bus=bus)
+            except BaseException:
+                if auth is not None:
+                    await auth.aclose()
+                raise
         services = GatewayServices.create(config, bus=bus)
     try:
         running = await start_gateway(config, services)
     except BaseException:
+        if control is not None:
+            await control.aclose()
         if auth is not None:
             await auth.aclose()
         raise
@@ -163,6 +180,8 @@ async def serve_forever(
         await stop.wait()
     finally:
         await running.aclose()
+        if control is not None:
+            await control.aclose()
         if auth is not None:
             await auth.aclose()
 

@@ -83,3 +83,48 @@ def test_cli_reports_a_config_problem_in_one_line(
     err = capsys.readouterr().err
     assert "control.issuer" in err
     assert "Traceback" not in err
+
+
+async def test_embedded_admin_api_starts_publishes_on_the_bus_and_stops(tmp_path: Path) -> None:
+    """``bastion up``'s way of serving the admin API: in this process, on a given bus; a
+    taken port is an OSError for the caller (not a process exit), and stopping closes it."""
+    import socket
+
+    import httpx
+
+    from bastion.control.serve import bus_publisher, start_control_server
+    from bastion.events.bus import EventBus
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = parse_config(
+        {
+            "store": f"sqlite:///{tmp_path / 'c.db'}",
+            "control": {
+                "bind": f"127.0.0.1:{port}",
+                "issuer": "https://a.test",
+                "jwks_url": "https://a.test/jwks",
+            },
+        },
+        {},
+    )
+    bus = EventBus()
+    running = await start_control_server(cfg, bus=bus)
+    try:
+        assert running.address == ("127.0.0.1", port)
+        async with httpx.AsyncClient() as c:
+            doc = await c.get(f"http://127.0.0.1:{port}/admin/v1/openapi.json")
+            assert doc.json()["openapi"] == "3.1.0"
+            assert (await c.get(f"http://127.0.0.1:{port}/admin/v1/me")).status_code == 401
+        with pytest.raises(OSError, match="in use"):
+            await start_control_server(cfg, bus=bus)  # the port is taken
+    finally:
+        await running.aclose()
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient() as c:
+            await c.get(f"http://127.0.0.1:{port}/admin/v1/openapi.json")
+    seen: list[dict[str, Any]] = []
+    bus.subscribe("control", seen.append)
+    await bus_publisher(cfg, bus)({"type": "ip.blocked", "cidr": "203.0.113.0/24"})
+    assert seen == [{"type": "ip.blocked", "cidr": "203.0.113.0/24"}]
