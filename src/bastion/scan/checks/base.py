@@ -307,7 +307,8 @@ class ScanContext:
         ident = None
         if identity != ANONYMOUS:
             ident = self.identity(identity)
-        reply = await self._send_as(
+        # The same request again after a re-login: one argument list serves both sends.
+        args = (
             ident,
             method,
             full,
@@ -321,22 +322,10 @@ class ScanContext:
             authenticate,
             identity,
         )
+        reply = await self._send_as(*args)
         if reply.status == 401 and ident is not None and authenticate and ident.may_relogin():
             await ident.refresh()
-            reply = await self._send_as(
-                ident,
-                method,
-                full,
-                params,
-                headers,
-                json,
-                data,
-                content,
-                timeout,
-                follow_redirects,
-                authenticate,
-                identity,
-            )
+            reply = await self._send_as(*args)
         if method == "POST" and reply.status in (200, 201) and not from_root:
             self._record_created(reply, full, operation, identity)
         if method == "DELETE" and reply.ok:
