@@ -87,6 +87,36 @@ async def test_invite_shows_the_password_once_and_never_audits_it(env: Env) -> N
     assert again.status_code == 409
 
 
+async def test_an_invited_user_changes_the_one_time_password_at_first_login(env: Env) -> None:
+    """The invitation's password gets the user only to the forced change page: no session
+    the OAuth endpoints accept until a password of the user's own is set (then TOTP)."""
+    from tests.unit.authserver.users.browser import Browser, csrf_of
+
+    r = await env.call("POST", "/users", "adam", {"username": "nina", "roles": ["auditor"]})
+    assert r.status_code == 201
+    one_time = r.json()["one_time_password"]
+    user = await env.users.find_user("nina")
+    assert user is not None
+    assert user.must_change_password
+    browser = Browser(env.users)
+    page = await browser.get("/login")
+    form = {"csrf_token": csrf_of(page), "username": "nina", "password": one_time}
+    assert (await browser.post("/login", form)).header("location") == "/password/change"
+    assert await browser.current() is None
+    page = await browser.get("/password/change")
+    new = {
+        "csrf_token": csrf_of(page),
+        "new_password": "nina's own passphrase",
+        "confirm_password": "nina's own passphrase",
+    }
+    # auditor needs MFA here: enrolment comes next, still not signed in.
+    assert (await browser.post("/password/change", new)).header("location") == "/mfa/enroll"
+    assert await browser.current() is None
+    changed = await env.users.find_user("nina")
+    assert changed is not None
+    assert not changed.must_change_password
+
+
 async def test_invite_attacks(env: Env) -> None:
     r = await env.call("POST", "/users", "adam", {"username": "evil", "roles": ["owner"]})
     assert r.status_code == 403  # an admin cannot mint an owner

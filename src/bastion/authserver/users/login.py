@@ -1,8 +1,10 @@
 """The login, MFA and account pages: handlers ``Request -> Response``.
 
-Flow: ``GET /login`` → ``POST /login`` (password) → either signed in, or ``/login/mfa`` (a TOTP
-or recovery code), or ``/mfa/enroll`` (a user whose role needs MFA and has none) → back to the
-``return_to`` of the login if it is an ``/authorize?…`` path, else the default page.
+Flow: ``GET /login`` → ``POST /login`` (password) → ``/login/mfa`` (a TOTP or recovery code,
+when enrolled) → ``/password/change`` (a one-time password from an invitation must be replaced)
+→ ``/mfa/enroll`` (a user whose role needs MFA and has none) → signed in, back to the
+``return_to`` of the login if it is an ``/authorize?…`` path, else the default page. Each step
+is a session state; only the last one (``done``) is a login the OAuth endpoints accept.
 
 Defences, each at one place:
 
@@ -14,8 +16,11 @@ Defences, each at one place:
 * Brute force: each attempt (password or second factor) is counted before its secret is checked
   (:meth:`UserRepo.reserve_attempt`); at the threshold the account locks for the configured time.
   Form submissions are throttled per client IP (GCRA) before any of that.
-* Session fixation: every privilege change (password accepted, second factor accepted, TOTP
-  enrolled) issues a new session id and deletes the old one.
+* Session fixation: every privilege change (password accepted, second factor accepted,
+  password changed, TOTP enrolled) issues a new session id and deletes the old one.
+* One-time passwords: the forced change comes after the second factor (the one-time password
+  alone cannot set a password on an account with TOTP), refuses the same password again, and
+  ends every other session of the user.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from bastion.authserver.users.model import (
     STATE_DONE,
     STATE_ENROLL,
     STATE_MFA,
+    STATE_PASSWORD,
     SessionRecord,
     UserRecord,
     normalise_username,
@@ -130,6 +136,8 @@ class LoginPages:
             ("GET", "/mfa/enroll"): self.enroll_form,
             ("POST", "/mfa/enroll"): self.enroll_submit,
             ("POST", "/mfa/disable"): self.mfa_disable,
+            ("GET", "/password/change"): self.password_form,
+            ("POST", "/password/change"): self.password_submit,
             ("POST", "/logout"): self.logout,
             ("GET", "/account"): self.account,
         }
@@ -297,15 +305,25 @@ class LoginPages:
         if user.totp_secret:
             sid, rec = await self._new_session(request, user, state=STATE_MFA, amr=(), data=data)
             return self._signed_in(sid, rec, "/login/mfa")
-        if self.s.mfa_required(user.roles):
+        return await self._after_factors(request, user, (AMR_PWD,), data)
+
+    async def _after_factors(
+        self, request: Request, user: UserRecord, amr: tuple[str, ...], data: dict[str, Any]
+    ) -> Response:
+        """The step after the factors the user has (password, and TOTP when enrolled): a
+        forced password change, then a TOTP enrolment the roles need, then signed in."""
+        if user.must_change_password:
             sid, rec = await self._new_session(
-                request, user, state=STATE_ENROLL, amr=(AMR_PWD,), data=data
+                request, user, state=STATE_PASSWORD, amr=amr, data=data
+            )
+            return self._signed_in(sid, rec, "/password/change")
+        if not user.totp_secret and self.s.mfa_required(user.roles):
+            sid, rec = await self._new_session(
+                request, user, state=STATE_ENROLL, amr=amr, data=data
             )
             return self._signed_in(sid, rec, "/mfa/enroll")
-        sid, rec = await self._new_session(
-            request, user, state=STATE_DONE, amr=(AMR_PWD,), data=data
-        )
-        log.info("user %s signed in (pwd)", user.id)
+        sid, rec = await self._new_session(request, user, state=STATE_DONE, amr=amr, data=data)
+        log.info("user %s signed in (%s)", user.id, ",".join(amr))
         return self._signed_in(sid, rec, self._destination(rec))
 
     async def _purge_now_and_then(self) -> None:
@@ -395,11 +413,58 @@ class LoginPages:
             )
         await self.s.repo.clear_failures(user.id, self.s.clock.now())
         amr = (AMR_PWD, AMR_OTP, AMR_MFA) if factor == AMR_OTP else (AMR_PWD, AMR_MFA)
-        sid, rec = await self._new_session(
-            request, user, state=STATE_DONE, amr=amr, data=session.data
-        )
-        log.info("user %s signed in (%s)", user.id, ",".join(amr))
-        return self._signed_in(sid, rec, self._destination(rec))
+        return await self._after_factors(request, user, amr, session.data)
+
+    # -- forced password change ----------------------------------------------------------------
+
+    async def password_form(self, request: Request) -> Response:
+        found = await self._session(request, STATE_PASSWORD)
+        if found is None:
+            return redirect("/login")
+        return html_response(200, pages.password_change_page(csrf=session_csrf(found[0])))
+
+    async def password_submit(self, request: Request) -> Response:
+        """Replace the one-time password: twice the same new one, allowed by the policy, not
+        the old one. Then every other session of the user ends and the login goes on."""
+        if (throttled := self._throttled(request)) is not None:
+            return throttled
+        found = await self._session(request, STATE_PASSWORD)
+        if found is None:
+            return redirect("/login")
+        session_id, session, user = found
+        try:
+            form = self._form(request, "csrf_token", "new_password", "confirm_password")
+        except BadForm:
+            return self._refused(400, "The form was malformed.")
+        if not self._session_csrf_ok(request, session_id, form["csrf_token"]):
+            return self._csrf_refused()
+        new, confirm = form["new_password"], form["confirm_password"]
+
+        def again(message: str) -> Response:
+            page = pages.password_change_page(csrf=session_csrf(session_id), error=message)
+            return html_response(200, page)
+
+        if not tokens_equal(new, confirm):
+            return again("The two passwords differ.")
+        try:
+            self.s.check_password(new)
+        except ValueError as exc:  # AccountError: the policy (length)
+            return again(f"Choose another password: {exc}.")
+        if await self.hasher.verify(user.password_hash, new):
+            return again("Choose a new password, not the one you were given.")
+        now = self.s.clock.now()
+        if not await self.s.repo.set_password_hash(
+            user.id, await self.hasher.hash(new), now, must_change=False
+        ):
+            return redirect("/login", extra=self._clear())
+        # Whoever else signed in with the one-time password is signed out.
+        await self.s.repo.delete_user_sessions(user.id)
+        log.info("user %s replaced the one-time password", user.id)
+        self.s.security_event("user.password_changed", **{"user.id": user.id})
+        changed = await self.s.repo.get_user(user.id)
+        if changed is None or changed.must_change_password:
+            return redirect("/login", extra=self._clear())
+        return await self._after_factors(request, changed, session.amr, session.data)
 
     def _clear(self) -> tuple[tuple[str, str], ...]:
         return (self.s.cookies.clear_session(),)
@@ -540,7 +605,7 @@ class LoginPages:
     # -- signed in -----------------------------------------------------------------------------
 
     async def logout(self, request: Request) -> Response:
-        found = await self._session(request, STATE_MFA, STATE_ENROLL, STATE_DONE)
+        found = await self._session(request, STATE_MFA, STATE_ENROLL, STATE_PASSWORD, STATE_DONE)
         if found is not None:
             session_id, session, _user = found
             try:

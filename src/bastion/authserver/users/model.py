@@ -65,6 +65,8 @@ class UserRecord:
     accepted (a code is accepted only for a later step: replay protection). ``failed_logins``
     counts failed attempts since the last success; ``locked_until`` (epoch s) is set when they
     reach the threshold. ``disabled`` is an administrator's lock, without end.
+    ``must_change_password``: the password is a one-time one (an invitation); the next login
+    stops at a forced password change before the session is complete.
     """
 
     id: str
@@ -80,6 +82,7 @@ class UserRecord:
     failed_logins: int = 0
     locked_until: float | None = None
     updated_at: float = 0.0
+    must_change_password: bool = False
 
     def info(self) -> UserInfo:
         return UserInfo(
@@ -99,6 +102,8 @@ class UserRecord:
 #: Login session states, in the order a login passes them.
 STATE_MFA = "mfa"  # password accepted; a TOTP or recovery code is still due
 STATE_ENROLL = "enroll"  # password accepted; the user's role needs MFA and none is enrolled
+#: Factors accepted; a one-time password must be replaced first (a state name, not a secret).
+STATE_PASSWORD = "password"  # noqa: S105
 STATE_DONE = "done"  # authenticated
 
 

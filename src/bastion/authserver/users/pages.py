@@ -71,6 +71,24 @@ def mfa_page(*, csrf: str, error: str | None = None) -> str:
     )
 
 
+def password_change_page(*, csrf: str, error: str | None = None) -> str:
+    """The forced change of a one-time password (an invitation), before the login completes."""
+    return _doc(
+        "Choose your password",
+        "<p>You signed in with a one-time password. Choose your own to continue.</p>"
+        + _error(error)
+        + '<form method="post" action="/password/change">'
+        f"{_hidden('csrf_token', csrf)}"
+        '<label for="new_password">New password</label>'
+        '<input id="new_password" name="new_password" type="password" '
+        'autocomplete="new-password" required autofocus>'
+        '<label for="confirm_password">New password again</label>'
+        '<input id="confirm_password" name="confirm_password" type="password" '
+        'autocomplete="new-password" required>'
+        '<button type="submit">Set password</button></form>',
+    )
+
+
 def enroll_page(
     *,
     csrf: str,

@@ -38,8 +38,12 @@ class UserRepo(Protocol):
     async def list_users(self) -> list[UserRecord]:
         """Every user, by username."""
 
-    async def set_password_hash(self, user_id: str, password_hash: str, now: float) -> bool:
-        """Replace the hash (rehash or reset); False for an unknown user."""
+    async def set_password_hash(
+        self, user_id: str, password_hash: str, now: float, *, must_change: bool | None = None
+    ) -> bool:
+        """Replace the hash (rehash, reset or the user's own change); False for an unknown user.
+        ``must_change`` sets or clears the forced change at the next login; None keeps it (a
+        rehash at login must not lift it)."""
 
     async def reserve_attempt(
         self, user_id: str, now: float, threshold: int, lock_for: float
@@ -148,8 +152,14 @@ class MemoryUserRepo:
     async def list_users(self) -> list[UserRecord]:
         return sorted(self._users.values(), key=lambda u: u.username)
 
-    async def set_password_hash(self, user_id: str, password_hash: str, now: float) -> bool:
-        return self._update(user_id, password_hash=password_hash, updated_at=now)
+    async def set_password_hash(
+        self, user_id: str, password_hash: str, now: float, *, must_change: bool | None = None
+    ) -> bool:
+        if must_change is None:
+            return self._update(user_id, password_hash=password_hash, updated_at=now)
+        return self._update(
+            user_id, password_hash=password_hash, updated_at=now, must_change_password=must_change
+        )
 
     async def reserve_attempt(
         self, user_id: str, now: float, threshold: int, lock_for: float

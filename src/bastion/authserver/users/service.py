@@ -204,9 +204,12 @@ class UserService:
         email: str | None = None,
         name: str | None = None,
         roles: tuple[str, ...] = (),
+        must_change_password: bool = False,
     ) -> UserRecord:
         """A new user; AccountError for a bad username, password or role, UserExists when the
-        username is taken. A user whose roles need MFA enrols at the first login."""
+        username is taken. A user whose roles need MFA enrols at the first login;
+        ``must_change_password`` (an invitation's one-time password) makes the first login
+        stop at a forced password change."""
         username = normalise_username(username)
         if not USERNAME.fullmatch(username):
             raise AccountError(
@@ -226,6 +229,7 @@ class UserService:
             email=email or None,
             name=name or None,
             roles=tuple(dict.fromkeys(roles)),
+            must_change_password=must_change_password,
         )
         await self.repo.create_user(user)
         return user

@@ -35,12 +35,13 @@ Stmt = tuple[str, tuple[Any, ...]]
 
 _SELECT_USER = (
     "SELECT id, username, email, name, roles, password_hash, disabled, totp_secret,"
-    " totp_last_step, failed_logins, locked_until, created_at, updated_at FROM auth_users"
+    " totp_last_step, failed_logins, locked_until, created_at, updated_at, must_change_password"
+    " FROM auth_users"
 )
 _INSERT_USER = (
     "INSERT INTO auth_users (id, username, email, name, roles, password_hash, disabled,"
-    " totp_secret, totp_last_step, failed_logins, locked_until, created_at, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " totp_secret, totp_last_step, failed_logins, locked_until, created_at, updated_at,"
+    " must_change_password) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT_SESSION = (
     "SELECT id_hash, user_id, state, amr, auth_time, created_at, expires_at, last_seen, data"
@@ -79,6 +80,7 @@ def _user(row: Row) -> UserRecord:
         locked_until=row[10],
         created_at=row[11],
         updated_at=row[12],
+        must_change_password=bool(row[13]),
     )
 
 
@@ -158,6 +160,7 @@ class SqlUserRepo:
                         user.locked_until,
                         user.created_at,
                         user.updated_at,
+                        user.must_change_password,
                     ),
                 )
             ],
@@ -176,13 +179,21 @@ class SqlUserRepo:
         rows = await self._one("list_users", _SELECT_USER + " ORDER BY username")
         return [_user(r) for r in rows]
 
-    async def set_password_hash(self, user_id: str, password_hash: str, now: float) -> bool:
-        rows = await self._one(
-            "set_password_hash",
-            "UPDATE auth_users SET password_hash = ?, updated_at = ? WHERE id = ? RETURNING id",
-            (password_hash, now, user_id),
-        )
-        return bool(rows)
+    async def set_password_hash(
+        self, user_id: str, password_hash: str, now: float, *, must_change: bool | None = None
+    ) -> bool:
+        if must_change is None:
+            sql = (
+                "UPDATE auth_users SET password_hash = ?, updated_at = ? WHERE id = ? RETURNING id"
+            )
+            args: tuple[Any, ...] = (password_hash, now, user_id)
+        else:
+            sql = (
+                "UPDATE auth_users SET password_hash = ?, updated_at = ?, must_change_password = ?"
+                " WHERE id = ? RETURNING id"
+            )
+            args = (password_hash, now, must_change, user_id)
+        return bool(await self._one("set_password_hash", sql, args))
 
     async def reserve_attempt(
         self, user_id: str, now: float, threshold: int, lock_for: float

@@ -1,8 +1,9 @@
 """Users and roles through the admin API, over the authorization server's user service.
 
 * **invite** creates the user with a random one-time password that the response shows once
-  (the admin hands it over out of band); a user holding an admin role must enrol TOTP at the
-  first login when ``auth.users.mfa_required_roles`` lists that role (``docs/control.md``).
+  (the admin hands it over out of band); the first login stops at a forced password change
+  before it completes, and a user holding an admin role must then enrol TOTP when
+  ``auth.users.mfa_required_roles`` lists that role (``docs/control.md``).
 * **roles** replaces the user's *admin* roles; other roles (the gateway's) are kept. Granting or
   removing ``owner`` takes an owner, and the last enabled owner cannot be demoted.
 * **disable** locks the user out: sessions end and the service's ``on_disable`` hooks revoke
@@ -83,6 +84,7 @@ async def users_invite(ctx: AdminContext, call: Call) -> Result:
             email=body.get("email"),
             name=body.get("name"),
             roles=roles,
+            must_change_password=True,  # replaced at the first login, before it completes
         )
     except UserExists:
         raise AdminConflict("that username is taken") from None

@@ -195,6 +195,41 @@ async def test_disable_and_enable(repo: UserRepo) -> None:
     assert not await repo.set_disabled("nope", True, NOW)
 
 
+async def test_must_change_password_round_trip(repo: UserRepo) -> None:
+    await repo.create_user(user(must_change_password=True))
+    await repo.create_user(user("u2", "bob"))
+    got = await repo.get_user("u1")
+    assert got is not None
+    assert got.must_change_password
+    assert [u.must_change_password for u in await repo.list_users()] == [True, False]
+    # A rehash (must_change None) keeps the flag; the user's own change clears it.
+    assert await repo.set_password_hash("u1", "$argon2id$rehash", NOW + 1)
+    got = await repo.get_user("u1")
+    assert got is not None
+    assert (got.password_hash, got.must_change_password) == ("$argon2id$rehash", True)
+    assert await repo.set_password_hash("u1", "$argon2id$own", NOW + 2, must_change=False)
+    got = await repo.get_user("u1")
+    assert got is not None
+    assert (got.password_hash, got.must_change_password, got.updated_at) == (
+        "$argon2id$own",
+        False,
+        NOW + 2,
+    )
+    assert await repo.set_password_hash("u2", "$argon2id$temp", NOW, must_change=True)
+    bob = await repo.find_user("bob")
+    assert bob is not None
+    assert bob.must_change_password
+    assert not await repo.set_password_hash("nope", "x", NOW, must_change=False)
+
+
+async def test_a_session_waiting_for_a_password_change_is_stored(repo: UserRepo) -> None:
+    await repo.create_user(user(must_change_password=True))
+    await repo.create_session(session(state="password"))
+    got = await repo.get_session("h1")
+    assert got is not None
+    assert got.state == "password"
+
+
 async def test_set_roles(repo: UserRepo) -> None:
     await repo.create_user(user())
     assert await repo.set_roles("u1", ("security", "gateway-user"), NOW + 7)
