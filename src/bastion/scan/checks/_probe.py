@@ -96,6 +96,30 @@ def collection_of(ctx: ScanContext, op: ScanOperation) -> ScanOperation | None:
     return None
 
 
+def creator_of(ctx: ScanContext, op: ScanOperation) -> ScanOperation | None:
+    """The POST on the collection just above ``op``'s path (``POST /x`` for ``/x/{id}``), where
+    the objects ``op`` works on are made, if documented."""
+    parent = op.path.rsplit("/", 1)[0]
+    return next((o for o in ctx.spec.operations if o.method == "POST" and o.path == parent), None)
+
+
+async def create_object(ctx: ScanContext, create: ScanOperation, identity: str) -> str | None:
+    """POST a fresh sample body to ``create`` as ``identity``: the new object's id, or None
+    when the target refused or answered without an id. Raises what ``send`` raises."""
+    reply = await send(
+        ctx,
+        "POST",
+        ctx.fill_path(create),
+        identity=identity,
+        json=unique_body(ctx.sample_body(create)),
+        operation=create,
+    )
+    doc = reply.json()
+    if reply.ok and isinstance(doc, dict) and isinstance(doc.get("id"), int | str):
+        return str(doc["id"])
+    return None
+
+
 def id_param(op: ScanOperation) -> str | None:
     """The one id-like path parameter of ``op`` (None if there are none or several)."""
     params = [p.name for p in op.params_in("path")]

@@ -8,7 +8,14 @@ try, one for the admin reference, which also cleans up).
 from __future__ import annotations
 
 from bastion.scan.checks import register
-from bastion.scan.checks._probe import id_param, send, throttled, unique_body
+from bastion.scan.checks._probe import (
+    create_object,
+    creator_of,
+    id_param,
+    send,
+    throttled,
+    unique_body,
+)
 from bastion.scan.checks.base import ADMIN, USER_A, Check, ScanContext
 from bastion.scan.client import Reply
 from bastion.scan.errors import SafetyRefused
@@ -60,27 +67,16 @@ class Bfla(Check):
 
     async def _write(self, ctx: ScanContext, op: ScanOperation) -> None:
         name = id_param(op)
-        parent = op.path.rsplit("/", 1)[0]
-        create = next(
-            (o for o in ctx.spec.operations if o.method == "POST" and o.path == parent), None
-        )
+        create = creator_of(ctx, op)
         if name is None or create is None:
             ctx.skip(self, "no operation to create an object to try this on", op)
             return
         maker = ADMIN if ctx.has(ADMIN) else USER_A
         made: list[str] = []
         for _ in range(2 if ctx.has(ADMIN) else 1):
-            reply = await send(
-                ctx,
-                "POST",
-                ctx.fill_path(create),
-                identity=maker,
-                json=unique_body(ctx.sample_body(create)),
-                operation=create,
-            )
-            doc = reply.json()
-            if reply.ok and isinstance(doc, dict) and isinstance(doc.get("id"), int | str):
-                made.append(str(doc["id"]))
+            made_id = await create_object(ctx, create, maker)
+            if made_id is not None:
+                made.append(made_id)
         if not made:
             ctx.skip(self, "could not create an object to try this on", op)
             return

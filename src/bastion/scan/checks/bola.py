@@ -12,12 +12,13 @@ from typing import Any
 from bastion.scan.checks import register
 from bastion.scan.checks._probe import (
     api_relative,
+    create_object,
+    creator_of,
     id_param,
     json_leaves,
     owned_ids,
     send,
     throttled,
-    unique_body,
 )
 from bastion.scan.checks.base import USER_A, USER_B, Check, ScanContext
 from bastion.scan.errors import SafetyRefused
@@ -114,27 +115,14 @@ class Bola(Check):
 
     async def _create(self, ctx: ScanContext, op: ScanOperation) -> list[str]:
         """user_a has nothing to try: create one object through the collection's POST."""
-        parent = op.path.rsplit("/", 1)[0]
-        create = next(
-            (o for o in ctx.spec.operations if o.method == "POST" and o.path == parent), None
-        )
+        create = creator_of(ctx, op)
         if create is None or create.body_schema is None:
             return []
         try:
-            reply = await send(
-                ctx,
-                "POST",
-                ctx.fill_path(create),
-                identity=USER_A,
-                json=unique_body(ctx.sample_body(create)),
-                operation=create,
-            )
+            made = await create_object(ctx, create, USER_A)
         except SafetyRefused:
             return []
-        doc = reply.json()
-        if reply.ok and isinstance(doc, dict) and isinstance(doc.get("id"), int | str):
-            return [str(doc["id"])]
-        return []
+        return [] if made is None else [made]
 
     async def _write(self, ctx: ScanContext, op: ScanOperation, name: str) -> None:
         """B writes to an object A created during this scan (never to anything else)."""
