@@ -208,6 +208,7 @@ def users_invite(
         highlight=False,
         markup=False,
     )
+    out.print("the user must replace it at the first login", highlight=False)
 
 
 def _user_action(action: str, user_id: str, reason: str, client: AdminClient) -> Any:

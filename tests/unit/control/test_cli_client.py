@@ -163,6 +163,7 @@ def test_user_commands(
     code, out, err = cli(capsys, "users", "invite", "dora", "--role", "auditor", *common)
     assert code == 0, err
     assert "one-time password (shown once): " in out
+    assert "must replace it at the first login" in out
     code, out, _ = cli(capsys, "users", "list", *common, "--json")
     dora = next(u for u in orjson.loads(out) if u["username"] == "dora")
     assert "one_time_password" not in dora
