@@ -11,7 +11,7 @@ Starts, on loopback, in one run:
   in-memory adapter, ES256 JWT access tokens (resource indicators), ``client_secret_basic``,
   one node process.
 
-Then, per round and interleaved, ``wrk -t1 -cN`` POSTs (``bench/form_post.lua``):
+Then, per round and interleaved, ``wrk -t1 -cN`` POSTs (``bench/post.lua`` with a form body):
 
 * **token**: ``grant_type=client_credentials&scope=read`` with HTTP Basic: tokens/s, p50, p99;
 * **introspect**: RFC 7662 introspection of one valid token: ours on its JWT access token
@@ -50,11 +50,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.processes import ChildFailed, Children, free_port, session_stat, wait_for_port
-from bench.wrk import WrkFailed, WrkResult, parse_wrk_output
+from bench.wrk import WrkFailed, WrkResult, run_wrk
 
 REPO = Path(__file__).resolve().parent.parent
 OIDC_DIR = REPO / "bench" / "oidc"
-FORM_SCRIPT = REPO / "bench" / "form_post.lua"
 TOKEN_FORM = "grant_type=client_credentials&scope=read"  # noqa: S105 - not a secret
 
 
@@ -93,35 +92,17 @@ def post(url: str, form: str, authorization: str) -> dict[str, Any]:
 def run_wrk_form(
     url: str, path: str, form: str, authorization: str, *, connections: int, duration: float
 ) -> WrkResult:
-    """wrk with ``form_post.lua``; the credential and form go through the environment."""
-    binary = shutil.which("wrk")
-    if binary is None:
-        raise WrkFailed("wrk is not installed (Debian: apt-get install wrk)")
-    argv = [
-        binary,
-        "-t1",
-        f"-c{connections}",
-        f"-d{max(1, round(duration))}s",
-        "--timeout=5s",
-        "-s",
-        str(FORM_SCRIPT),
+    """wrk POSTing ``form`` to ``path`` (bench/wrk.py's runner and ``post.lua``, in their form
+    mode); the credential and form go through the environment."""
+    return run_wrk(
         url,
-    ]
-    env = {
-        **os.environ,
-        "BENCH_PATH": path,
-        "BENCH_FORM": form,
-        "BENCH_AUTHORIZATION": authorization,
-    }
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, env=env, timeout=duration + 30, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise WrkFailed(f"wrk did not finish within {duration + 30:.0f} s") from None
-    if done.returncode != 0:
-        raise WrkFailed(f"wrk exited with {done.returncode}: {done.stderr.strip()[-500:]}")
-    return parse_wrk_output(done.stdout)
+        connections=connections,
+        duration_s=duration,
+        authorization=authorization,
+        path=path,
+        form=form,
+        timeout_s=5.0,
+    )
 
 
 def measure(server: Server, kind: str, *, connections: int, duration: float) -> None:

@@ -1,9 +1,13 @@
--- wrk script for the Bastion gateway benchmark.
+-- wrk script for the Bastion benchmarks (gateway: bench/wrk.py; authorization server:
+-- bench/authserver.py, through the same runner).
 --
 -- Every request: POST of a ~1 KB JSON body, with an Authorization header taken from the
 -- environment variable BENCH_AUTHORIZATION (e.g. "Bearer eyJ..."; unset: no header).
 -- BENCH_BODY_ITEMS (default 8: ~1 KB) sets how many order items the body holds (~125 bytes
 -- each), BENCH_PATH (default /api/echo) the path.
+-- BENCH_FORM, when set and not empty, replaces the JSON body: the request body is that
+-- application/x-www-form-urlencoded form (e.g. "grant_type=client_credentials") and
+-- BENCH_PATH defaults to /token.
 --
 -- Arguments (after `--`): RATE CONNECTIONS
 --   RATE         requests per second for this wrk thread; 0 (default): as fast as possible.
@@ -29,10 +33,18 @@ local function build_body(count)
     table.concat(items, ",") .. ']}'
 end
 
+local form = os.getenv("BENCH_FORM")
+
 wrk.method = "POST"
-wrk.path = os.getenv("BENCH_PATH") or "/api/echo"
-wrk.body = build_body(tonumber(os.getenv("BENCH_BODY_ITEMS") or "8") or 8)
-wrk.headers["Content-Type"] = "application/json"
+if form ~= nil and form ~= "" then
+  wrk.path = os.getenv("BENCH_PATH") or "/token"
+  wrk.body = form
+  wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+else
+  wrk.path = os.getenv("BENCH_PATH") or "/api/echo"
+  wrk.body = build_body(tonumber(os.getenv("BENCH_BODY_ITEMS") or "8") or 8)
+  wrk.headers["Content-Type"] = "application/json"
+end
 
 local auth = os.getenv("BENCH_AUTHORIZATION")
 if auth ~= nil and auth ~= "" then

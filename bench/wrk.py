@@ -102,21 +102,32 @@ def run_wrk(
     threads: int = 1,
     path: str = "/api/echo",
     body_items: int = 8,
+    form: str | None = None,
+    timeout_s: float = 2.0,
 ) -> WrkResult:
     """Run wrk against ``url`` (POST ``path`` with a JSON order of ``body_items`` items, ~1 KB
-    for 8) and return its parsed result.
+    for 8, or with ``form`` as an application/x-www-form-urlencoded body) and return its
+    parsed result.
 
-    ``authorization`` is passed to the Lua script through the environment, never on the
-    command line, so tokens and API keys do not show up in process listings.
+    ``authorization`` and ``form`` are passed to the Lua script through the environment, never
+    on the command line, so tokens, API keys and client secrets do not show up in process
+    listings.
     """
     argv = wrk_command(
-        url, connections=connections, duration_s=duration_s, threads=threads, rate=rate
+        url,
+        connections=connections,
+        duration_s=duration_s,
+        threads=threads,
+        rate=rate,
+        timeout_s=timeout_s,
     )
-    env = {k: v for k, v in os.environ.items() if k != "BENCH_AUTHORIZATION"}
+    env = {k: v for k, v in os.environ.items() if k not in ("BENCH_AUTHORIZATION", "BENCH_FORM")}
     env["BENCH_PATH"] = path
     env["BENCH_BODY_ITEMS"] = str(body_items)
     if authorization:
         env["BENCH_AUTHORIZATION"] = authorization
+    if form:
+        env["BENCH_FORM"] = form
     try:
         out = subprocess.run(
             argv,
