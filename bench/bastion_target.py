@@ -285,13 +285,18 @@ def new_pepper() -> str:
     return secrets.token_hex(32)
 
 
-def create_api_key(binary: Path, directory: Path, env: Mapping[str, str]) -> str:
-    """Run ``bastion keys create --client bench --json`` and return the new key's secret form.
-
-    The CLI prints ``{"id": …, "key": …}``; the key is never echoed in an error message.
-    """
+def run_bastion(
+    binary: Path,
+    directory: Path,
+    env: Mapping[str, str],
+    command: tuple[str, ...],
+    options: tuple[str, ...] = (),
+) -> str:
+    """Run ``bastion COMMAND -c bastion.yaml OPTIONS`` in ``directory`` and return its stdout;
+    ChildFailed with the tail of the CLI's own error output when it exits non-zero."""
+    name = " ".join(("bastion", *command))
     out = subprocess.run(
-        [str(binary), "keys", "create", "-c", "bastion.yaml", "--client", "bench", "--json"],
+        [str(binary), *command, "-c", "bastion.yaml", *options],
         capture_output=True,
         text=True,
         cwd=directory,
@@ -300,9 +305,20 @@ def create_api_key(binary: Path, directory: Path, env: Mapping[str, str]) -> str
         check=False,
     )
     if out.returncode != 0:
-        raise ChildFailed(f"bastion keys create exited with {out.returncode}: {out.stderr[-800:]}")
+        raise ChildFailed(f"{name} exited with {out.returncode}: {out.stderr[-800:]}")
+    return out.stdout
+
+
+def create_api_key(binary: Path, directory: Path, env: Mapping[str, str]) -> str:
+    """Run ``bastion keys create --client bench --json`` and return the new key's secret form.
+
+    The CLI prints ``{"id": …, "key": …}``; the key is never echoed in an error message.
+    """
+    stdout = run_bastion(
+        binary, directory, env, ("keys", "create"), ("--client", "bench", "--json")
+    )
     try:
-        key = json.loads(out.stdout)["key"]
+        key = json.loads(stdout)["key"]
     except (ValueError, KeyError, TypeError):
         raise ChildFailed("bastion keys create did not print {'id': ..., 'key': ...}") from None
     if not isinstance(key, str) or not key:
@@ -313,17 +329,7 @@ def create_api_key(binary: Path, directory: Path, env: Mapping[str, str]) -> str
 def upgrade_schema(binary: Path, directory: Path, env: Mapping[str, str]) -> None:
     """Run ``bastion db upgrade -c bastion.yaml`` (a PostgreSQL store needs it before a node
     starts); ChildFailed with the CLI's own one-line error when it fails."""
-    out = subprocess.run(
-        [str(binary), "db", "upgrade", "-c", "bastion.yaml"],
-        capture_output=True,
-        text=True,
-        cwd=directory,
-        env=dict(env),
-        timeout=60,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise ChildFailed(f"bastion db upgrade exited with {out.returncode}: {out.stderr[-800:]}")
+    run_bastion(binary, directory, env, ("db", "upgrade"))
 
 
 def start_bastion(
