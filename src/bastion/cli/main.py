@@ -127,7 +127,8 @@ def up(
     workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes.")] = None,
 ) -> None:
     """Run the embedded setup: the gateway and, with an `auth` section, the authorization
-    server (whose tokens the gateway then trusts) in one process."""
+    server (whose tokens the gateway then trusts), and with a `control` section the admin API,
+    in one process on one event bus."""
     _serve(config, workers, with_auth=True)
 
 

@@ -212,7 +212,9 @@ class BastionConfig(StrictModel):
     )
     control: ControlConfig | None = Field(
         default=None,
-        description="The admin API: `bastion control serve` runs it. None: defaults when served.",
+        description="The admin API: `bastion control serve` runs it, and `bastion up` runs it "
+        "beside the gateway. None: `bastion control serve` uses defaults; `bastion up` does not "
+        "serve it.",
     )
 
 
