@@ -24,10 +24,12 @@ class AdminApiError(Exception):
     """The admin API refused the call or could not be reached; ``code`` is the problem's
     stable code (``transport.error`` when nothing answered)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        #: The problem's ``detail`` (or ``title``) alone, for a message worded by the caller.
+        self.detail = detail
 
 
 def read_token_file(path: Path) -> str:
@@ -53,6 +55,15 @@ def read_token_file(path: Path) -> str:
     if not token or any(c.isspace() for c in token):
         raise ValueError(f"token file {str(path)!r} does not hold one token")
     return token
+
+
+def admin_url(control: Any) -> str:
+    """The base URL of the admin API served at ``control.bind`` of a config's ``control``
+    section (https when it has a TLS certificate); ValueError when there is no section."""
+    if control is None:
+        raise ValueError("the config has no 'control' section; use --url")
+    scheme = "https" if control.tls_cert else "http"
+    return f"{scheme}://{control.bind}"
 
 
 class AdminClient:
@@ -105,7 +116,10 @@ class AdminClient:
             code = data.get("code", "unknown") if isinstance(data, dict) else "unknown"
             detail = data.get("detail") or data.get("title") if isinstance(data, dict) else None
             raise AdminApiError(
-                r.status_code, code, f"{r.status_code} {code}: {detail or r.reason_phrase}"
+                r.status_code,
+                code,
+                f"{r.status_code} {code}: {detail or r.reason_phrase}",
+                str(detail or r.reason_phrase),
             )
         return data
 
