@@ -289,3 +289,25 @@ def test_a_failed_audit_write_still_shows_the_secret_and_exits_1(
     assert "bsk_" in out  # the key exists: its only copy is printed
     assert "audit entry was not written" in err
     assert "Traceback" not in err
+
+
+def test_store_mode_revoke_json_reason_and_a_missing_config(
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
+) -> None:
+    key = create(capsys, config)
+    row = cli_json(capsys, "keys", "revoke", "-c", str(config), key["id"], "--reason", "leaked")
+    assert row["id"] == key["id"]
+    assert row["state"] == "revoked"
+    assert "key" not in row
+    [*_, last] = _audit_rows(tmp_path)
+    assert orjson.loads(last[6])["reason"] == "leaked"
+    for args in (["list"], ["create", "--client", "billing"], ["revoke", key["id"]]):
+        code, _, err = cli(capsys, "keys", *args)
+        assert code == 2
+        assert err.strip() == (
+            "error: name the config with -c FILE (or call the admin API: --token-file)"
+        )
+    # --url alone is not the admin-API mode: it needs the token
+    code, _, err = cli(capsys, "keys", "list", "-c", str(config), "--url", "http://a")
+    assert code == 2
+    assert "--token-file" in err
