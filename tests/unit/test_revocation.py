@@ -1,4 +1,5 @@
-"""RevocationState: jti and per-subject not-before revocations, events, loading and pruning."""
+"""RevocationState: jti, per-subject and per-client not-before revocations, events, loading
+and pruning."""
 
 from __future__ import annotations
 
@@ -126,3 +127,112 @@ def test_revoking_again_keeps_the_later_expiry(state: RevocationState, clock: Ma
     clock.advance(50)
     state.prune()
     assert state.is_token_revoked(ISS, "x", "j1", now)
+
+
+# -- client revocations (every access token issued to one client) ---------------------------
+
+
+def test_nothing_revoked_by_client_by_default(state: RevocationState, clock: ManualClock) -> None:
+    assert not state.is_client_revoked("app", clock.now())
+    assert not state.is_client_revoked("app", None)
+    assert not state.is_client_revoked(None, None)
+
+
+def test_client_bar(state: RevocationState, clock: ManualClock) -> None:
+    t = clock.now()
+    state.revoke_client("app", t, t + 3900)
+    assert state.is_client_revoked("app", t - 1)
+    assert not state.is_client_revoked("app", t)  # issued at the bar: after the incident
+    assert not state.is_client_revoked("other-app", t - 1)
+    assert not state.is_client_revoked("APP", t - 1)  # ids are exact, not case-folded
+    assert not state.is_client_revoked(None, t - 1)  # no client_id: subject/jti checks only
+    # the client bar is not a subject bar: a user whose sub equals the client id is untouched
+    assert not state.is_token_revoked(ISS, "app", "j1", t - 1)
+
+
+def test_client_token_without_iat_is_revoked(state: RevocationState, clock: ManualClock) -> None:
+    state.revoke_client("app", clock.now(), clock.now() + 60)
+    assert state.is_client_revoked("app", None)
+
+
+def test_client_bar_only_moves_forward(state: RevocationState, clock: ManualClock) -> None:
+    t = clock.now()
+    state.revoke_client("app", t, t + 100)
+    state.revoke_client("app", t - 50, t + 10)  # a replayed older event
+    assert state.is_client_revoked("app", t - 1)
+    clock.advance(50)
+    assert state.prune() == 0  # kept until the later expiry
+    assert state.is_client_revoked("app", t - 1)
+    state.revoke_client("app", t + 20, t + 200)
+    assert state.is_client_revoked("app", t + 19)
+
+
+def test_apply_client_event(state: RevocationState, clock: ManualClock) -> None:
+    t = clock.now()
+    state.apply(
+        {
+            "type": "client.revoked",
+            "client_id": "app",
+            "issuer": ISS,
+            "not_before": t,
+            "expires_at": t + 3900,
+        }
+    )
+    assert state.is_client_revoked("app", t - 1)
+    assert not state.is_client_revoked("app", t + 1)
+    assert len(state) == 1
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "client.revoked", "client_id": "app", "not_before": 1.0},
+        {"type": "client.revoked", "client_id": "app", "expires_at": 9e18},
+        {"type": "client.revoked", "client_id": "", "not_before": 1.0, "expires_at": 9e18},
+        {"type": "client.revoked", "client_id": 7, "not_before": 1.0, "expires_at": 9e18},
+        {"type": "client.revoked", "client_id": "app", "not_before": "1", "expires_at": 9e18},
+        {"type": "client.revoked", "client_id": "app", "not_before": True, "expires_at": 9e18},
+        {
+            "type": "client.revoked",
+            "client_id": "app",
+            "not_before": float("nan"),
+            "expires_at": 9e18,
+        },
+        {"type": "client.revoked", "client_id": "app", "not_before": 1.0, "expires_at": None},
+    ],
+)
+def test_malformed_client_events_are_ignored(
+    state: RevocationState, event: dict[str, object]
+) -> None:
+    state.apply(event)
+    assert len(state) == 0
+
+
+def test_load_client_records(state: RevocationState, clock: ManualClock) -> None:
+    now = clock.now()
+    state.load(
+        [
+            Revocation("client", "app", ISS, now, now + 3900, now),
+            Revocation("client", "old", None, None, now + 60, now - 10),  # bar = created_at
+        ]
+    )
+    assert state.is_client_revoked("app", now - 1)
+    assert not state.is_client_revoked("app", now)
+    assert state.is_client_revoked("old", now - 11)
+    assert not state.is_client_revoked("old", now - 10)
+    assert len(state) == 2
+
+
+def test_prune_drops_client_bars_no_token_can_match(
+    state: RevocationState, clock: ManualClock
+) -> None:
+    now = clock.now()
+    state.revoke_client("short", now, now + 10)
+    state.revoke_client("long", now, now + 100)
+    clock.advance(10)
+    assert state.prune() == 1
+    assert not state.is_client_revoked("short", now - 1)
+    assert state.is_client_revoked("long", now - 1)
+    clock.advance(90)
+    assert state.prune() == 1
+    assert len(state) == 0

@@ -337,13 +337,38 @@ async def test_active_revocations_drops_expired(store: Store) -> None:
     assert await store.active_revocations(now=1500.0) == []
 
 
+async def test_client_revocation_and_change(store: Store) -> None:
+    rev = Revocation("client", "acme", "https://issuer", 250.0, 4150.0, 250.0)
+    await store.add_revocation(rev)
+    later = Revocation("jti", "tok-9", None, None, 5000.0, 260.0)
+    await store.add_revocation(later)
+    assert await store.active_revocations(now=400.0) == [rev, later]
+    assert await store.active_revocations(now=4150.0) == [later]
+    first, _ = await store.changes_since(0)
+    assert first.kind == "client.revoked"
+    assert first.payload == {
+        "client_id": "acme",
+        "issuer": "https://issuer",
+        "not_before": 250.0,
+        "expires_at": 4150.0,
+    }
+    assert first.at == 250.0
+
+
 @pytest.mark.parametrize(
     "rev",
     [
         Revocation("session", "x", None, None, 10.0, 1.0),
         Revocation("subject", "user-7", None, None, 10.0, 1.0),
+        Revocation("client", "acme", None, None, 10.0, 1.0),
+        Revocation("CLIENT", "acme", None, 1.0, 10.0, 1.0),
     ],
-    ids=["unknown-kind", "subject-without-not-before"],
+    ids=[
+        "unknown-kind",
+        "subject-without-not-before",
+        "client-without-not-before",
+        "kind-is-case-sensitive",
+    ],
 )
 async def test_malformed_revocation_is_refused(store: Store, rev: Revocation) -> None:
     with pytest.raises(StoreError):

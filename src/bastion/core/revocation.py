@@ -1,12 +1,17 @@
 """Which tokens are revoked, as held in memory by every gateway node.
 
-Two kinds of entries, both kept in plain dicts because :meth:`RevocationState.is_token_revoked`
-runs on every authenticated request (including verified-token cache hits):
+Three kinds of entries, all kept in plain dicts because :meth:`RevocationState.is_token_revoked`
+and :meth:`RevocationState.is_client_revoked` run on every authenticated request (including
+verified-token cache hits):
 
 * **by jti** — one token, denied until its own ``expires_at`` (after that the token is expired
   anyway, so :meth:`~RevocationState.prune` drops the entry);
 * **by subject** — every token of ``subject`` issued before ``not_before``, either for one
-  issuer or, with ``issuer=None``, for all of them ("log this user out everywhere").
+  issuer or, with ``issuer=None``, for all of them ("log this user out everywhere");
+* **by client** — every access token whose ``client_id`` claim is the client, issued before
+  ``not_before`` (the incident action "revoke an application": tokens a stolen client already
+  holds, whoever their subject). Keyed by ``client_id`` alone, so the check is one dict lookup;
+  the stored issuer is informational (client ids are ours, issued by our authorization server).
 
 The state is filled from the store at start-up (:meth:`~RevocationState.load`) and then kept
 current by the control events every node receives (:meth:`~RevocationState.apply`).
@@ -42,12 +47,13 @@ class RevocationState:
     Not thread-safe: use it from the event loop that runs the gateway.
     """
 
-    __slots__ = ("_clock", "_jtis", "_not_before")
+    __slots__ = ("_clients", "_clock", "_jtis", "_not_before")
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._jtis: dict[str, float] = {}
         self._not_before: dict[tuple[str | None, str], float] = {}
+        self._clients: dict[str, tuple[float, float]] = {}  # client_id -> (not_before, until)
 
     def revoke_jti(self, jti: str, expires_at: float) -> None:
         """Deny the token with this ``jti`` until ``expires_at`` (its own ``exp`` is enough)."""
@@ -60,6 +66,15 @@ class RevocationState:
         key = (issuer, subject)
         old = self._not_before.get(key)
         self._not_before[key] = not_before if old is None else max(old, not_before)
+
+    def revoke_client(self, client_id: str, not_before: float, expires_at: float) -> None:
+        """Deny every access token issued to ``client_id`` before ``not_before``; the entry may
+        be forgotten after ``expires_at`` (no such token outlives it). Both only move forward."""
+        old = self._clients.get(client_id)
+        if old is None:
+            self._clients[client_id] = (not_before, expires_at)
+        else:
+            self._clients[client_id] = (max(old[0], not_before), max(old[1], expires_at))
 
     def current(self) -> bool:
         """Whether this node can vouch that its lists are up to date (always, in one process;
@@ -85,11 +100,26 @@ class RevocationState:
                 return True
         return False
 
+    def is_client_revoked(self, client_id: str | None, issued_at: float | None) -> bool:
+        """Whether an access token issued to ``client_id`` (its ``client_id`` claim) is revoked
+        by a client bar. One dict lookup, none when no client is revoked.
+
+        A token without ``iat`` counts as revoked once its client has a bar (fail closed). A
+        token without ``client_id`` is not covered: the subject and jti checks still apply.
+        """
+        clients = self._clients
+        if not clients or client_id is None:
+            return False
+        entry = clients.get(client_id)
+        return entry is not None and (issued_at is None or issued_at < entry[0])
+
     def apply(self, event: dict[str, Any]) -> None:
         """Apply one control event; unknown types and malformed events are ignored.
 
         ``{"type": "token.revoked", "jti": str, "expires_at": number}`` and
-        ``{"type": "subject.revoked", "subject": str, "issuer": str | None, "not_before": number}``.
+        ``{"type": "subject.revoked", "subject": str, "issuer": str | None, "not_before": number}``
+        and ``{"type": "client.revoked", "client_id": str, "not_before": number,
+        "expires_at": number}``.
         """
         kind = event.get("type")
         if kind == "token.revoked":
@@ -112,6 +142,19 @@ class RevocationState:
                 self.raise_not_before(subject, issuer, not_before)
             else:
                 log.warning("ignored a malformed subject.revoked event")
+        elif kind == "client.revoked":
+            client_id = event.get("client_id")
+            not_before = _number(event.get("not_before"))
+            expires_at = _number(event.get("expires_at"))
+            if (
+                isinstance(client_id, str)
+                and client_id
+                and not_before is not None
+                and expires_at is not None
+            ):
+                self.revoke_client(client_id, not_before, expires_at)
+            else:
+                log.warning("ignored a malformed client.revoked event")
 
     def load(self, revocations: Iterable[Revocation]) -> None:
         """Add stored revocations (``store.active_revocations(now)``) to the current state."""
@@ -121,16 +164,23 @@ class RevocationState:
             elif rev.kind == "subject":
                 bar = rev.not_before if rev.not_before is not None else rev.created_at
                 self.raise_not_before(rev.value, rev.issuer, bar)
+            elif rev.kind == "client":
+                bar = rev.not_before if rev.not_before is not None else rev.created_at
+                self.revoke_client(rev.value, bar, rev.expires_at)
             else:
                 log.warning("ignored a stored revocation of unknown kind %r", rev.kind)
 
     def prune(self) -> int:
-        """Drop jti entries whose token has expired; returns how many were dropped."""
+        """Drop jti and client entries that no live token can match any more; returns how many
+        were dropped."""
         now = self._clock.now()
         dead = [jti for jti, exp in self._jtis.items() if exp <= now]
         for jti in dead:
             del self._jtis[jti]
-        return len(dead)
+        gone = [cid for cid, (_, until) in self._clients.items() if until <= now]
+        for cid in gone:
+            del self._clients[cid]
+        return len(dead) + len(gone)
 
     def __len__(self) -> int:
-        return len(self._jtis) + len(self._not_before)
+        return len(self._jtis) + len(self._not_before) + len(self._clients)

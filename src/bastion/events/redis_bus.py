@@ -48,6 +48,7 @@ CONTROL_TYPES = frozenset(
         "api_key.revoked",
         "token.revoked",
         "subject.revoked",
+        "client.revoked",
         "ip.blocked",
         "ip.unblocked",
         "config.changed",

@@ -63,7 +63,9 @@ class ApiKeyRecord:
 @dataclass(frozen=True, slots=True)
 class Revocation:
     """A token revocation. ``kind`` is ``jti`` (one token, ``value`` = jti, denied until
-    ``expires_at``) or ``subject`` (every token of ``value`` = sub issued before ``not_before``)."""
+    ``expires_at``), ``subject`` (every token of ``value`` = sub issued before ``not_before``) or
+    ``client`` (every access token whose ``client_id`` claim is ``value`` issued before
+    ``not_before``; ``expires_at`` is ``not_before`` plus the longest token lifetime)."""
 
     kind: str
     value: str
@@ -144,7 +146,8 @@ class Store(Protocol):
         """
 
     async def add_revocation(self, rev: Revocation) -> None:
-        """Store a token revocation and append a ``token.revoked`` / ``subject.revoked`` change."""
+        """Store a token revocation and append a ``token.revoked`` / ``subject.revoked`` /
+        ``client.revoked`` change."""
 
     async def active_revocations(self, now: float) -> list[Revocation]:
         """Revocations whose ``expires_at`` is after ``now``."""

@@ -151,7 +151,8 @@ class MemoryStore:
             )
 
     async def add_revocation(self, rev: Revocation) -> None:
-        """Store a revocation and append its ``token.revoked`` / ``subject.revoked`` change."""
+        """Store a revocation and append its ``token.revoked`` / ``subject.revoked`` /
+        ``client.revoked`` change."""
         self._check()
         kind, payload = revocation_change(rev)
         self._revocations.append(rev)
@@ -245,8 +246,9 @@ def ip_block_change(block: IpBlock) -> dict[str, Any]:
 def revocation_change(rev: Revocation) -> tuple[str, dict[str, Any]]:
     """The change kind and payload announcing ``rev``; StoreError if it is malformed.
 
-    A ``jti`` revocation names one token; a ``subject`` revocation needs ``not_before`` (every
-    token of the subject issued before it is revoked). Both carry ``expires_at`` so a node knows
+    A ``jti`` revocation names one token; a ``subject`` (``client``) revocation needs
+    ``not_before``: every token of the subject (every access token issued to the client, by its
+    ``client_id`` claim) issued before it is revoked. All carry ``expires_at`` so a node knows
     when it may forget them.
     """
     if rev.kind == "jti":
@@ -260,6 +262,15 @@ def revocation_change(rev: Revocation) -> tuple[str, dict[str, Any]]:
             raise StoreError(diagnosis="subject revocation without not_before")
         return "subject.revoked", {
             "subject": rev.value,
+            "issuer": rev.issuer,
+            "not_before": rev.not_before,
+            "expires_at": rev.expires_at,
+        }
+    if rev.kind == "client":
+        if rev.not_before is None:
+            raise StoreError(diagnosis="client revocation without not_before")
+        return "client.revoked", {
+            "client_id": rev.value,
             "issuer": rev.issuer,
             "not_before": rev.not_before,
             "expires_at": rev.expires_at,

@@ -386,7 +386,8 @@ class PostgresStore:
     # -- revocations and the change feed ------------------------------------------------------
 
     async def add_revocation(self, rev: Revocation) -> None:
-        """Store a revocation and append its ``token.revoked`` / ``subject.revoked`` change."""
+        """Store a revocation and append its ``token.revoked`` / ``subject.revoked`` /
+        ``client.revoked`` change."""
         kind, body = revocation_change(rev)
         payload = orjson.dumps(body).decode()
 

@@ -53,10 +53,13 @@ async def test_revoke_application_revokes_keys_and_tokens_and_pushes(h: Harness)
         assert key is not None
         assert key.revoked_at == NOW
     revs = await h.store.active_revocations(NOW)
-    assert [(v.kind, v.value, v.not_before) for v in revs] == [("subject", "billing", NOW)]
-    assert revs[0].expires_at > NOW + 3600
+    assert [(v.kind, v.value, v.not_before) for v in revs] == [
+        ("subject", "billing", NOW),
+        ("client", "billing", NOW),
+    ]
+    assert all(v.expires_at > NOW + 3600 for v in revs)
     types = [e["type"] for e in h.pushed]
-    assert types == ["api_key.revoked", "api_key.revoked", "subject.revoked"]
+    assert types == ["api_key.revoked", "api_key.revoked", "subject.revoked", "client.revoked"]
     entries = await h.ctx.repo.list_audit(AuditQuery(limit=10))
     assert len(entries) == 1
     assert entries[0].action == "incident.revoke_app"
@@ -159,8 +162,36 @@ async def test_revoke_application_revokes_families_issued_to_its_client(h: Harne
     assert (r.json()["revoked_refresh_families"], r.json()["revoked_access_jtis"]) == (2, 1)
     assert {f.id for f in oauth.families.values() if f.revoked_at is not None} == {"f1", "f2"}
     revs = await h.store.active_revocations(NOW)
-    assert sorted((v.kind, v.value) for v in revs) == [("jti", "j1"), ("subject", "billing")]
+    assert sorted((v.kind, v.value) for v in revs) == [
+        ("client", "billing"),
+        ("jti", "j1"),
+        ("subject", "billing"),
+    ]
     assert [e["type"] for e in h.pushed].count("token.revoked") == 1
     # Again: nothing left to revoke, and the call still succeeds.
     r = await _revoke(h, h.token(sub="sec", roles=("security",)))
     assert (r.json()["revoked_refresh_families"], r.json()["revoked_access_jtis"]) == (0, 0)
+
+
+async def test_revoke_application_reaches_every_access_token_issued_to_it(h: Harness) -> None:
+    """A node that applies the pushed events (or loads the store) refuses every access token
+    whose ``client_id`` is the application and that was issued before the call, whoever its
+    subject and whatever its jti, and still accepts tokens issued after it or to other clients.
+    """
+    from bastion.core.clock import ManualClock
+    from bastion.core.revocation import RevocationState
+
+    r = await _revoke(h, h.token(sub="sec", roles=("security",)))
+    assert r.status_code == 200
+    pushed = RevocationState(ManualClock(NOW))
+    for event in h.pushed:
+        pushed.apply(event)
+    loaded = RevocationState(ManualClock(NOW))
+    loaded.load(await h.store.active_revocations(NOW))
+    for state in (pushed, loaded):
+        # an older access token of a user logged in through the application (not the last one)
+        assert state.is_client_revoked("billing", NOW - 600)
+        assert not state.is_token_revoked(h.ctx.issuer, "alice", "old-jti", NOW - 600)
+        assert state.is_client_revoked("billing", None)  # no iat: fail closed
+        assert not state.is_client_revoked("billing", NOW + 1)
+        assert not state.is_client_revoked("web", NOW - 600)

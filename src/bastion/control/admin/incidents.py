@@ -6,10 +6,12 @@ change through the publisher (Redis in distributed mode) so every node applies i
 
 ``revoke-application`` revokes every API key of the application that is not revoked yet;
 every access token whose ``sub`` is the application (client-credentials tokens) issued before
-now, by a ``subject`` revocation that lasts as long as the longest access token can; and every
-refresh-token family issued *to* the application's OAuth client id (users' logins through it),
-with the last access token of each (``jti`` revocations): a stolen client cannot keep acting
-for its users through tokens it already holds.
+now, by a ``subject`` revocation that lasts as long as the longest access token can; every
+access token issued *to* the application (its ``client_id`` claim, whoever the user), issued
+before now, by a ``client`` revocation of the same length; and every refresh-token family issued
+to the application's OAuth client id (users' logins through it), with the last access token of
+each (``jti`` revocations, kept for nodes that predate the ``client`` kind): a stolen client
+cannot keep acting for its users through tokens it already holds.
 """
 
 from __future__ import annotations
@@ -44,17 +46,18 @@ async def revoke_application(ctx: AdminContext, call: Call) -> Result:
     if ctx.oauth is not None:
         families = await ctx.oauth.revoke_client_families(app.id, now, "incident")
     access = await revoke_last_access_tokens(ctx, families, now)
-    rev = Revocation(
-        kind="subject",
-        value=app.id,
-        issuer=ctx.issuer,
-        not_before=now,
-        expires_at=now + TOKEN_MAX_LIFETIME,
-        created_at=now,
-    )
-    await ctx.store.add_revocation(rev)
-    kind, payload = revocation_change(rev)
-    await ctx.publish({**payload, "type": kind})
+    for rev_kind in ("subject", "client"):
+        rev = Revocation(
+            kind=rev_kind,
+            value=app.id,
+            issuer=ctx.issuer,
+            not_before=now,
+            expires_at=now + TOKEN_MAX_LIFETIME,
+            created_at=now,
+        )
+        await ctx.store.add_revocation(rev)
+        kind, payload = revocation_change(rev)
+        await ctx.publish({**payload, "type": kind})
     result = {
         "application": app.id,
         "revoked_keys": revoked,

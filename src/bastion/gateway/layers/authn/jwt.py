@@ -230,7 +230,7 @@ class JwtVerifier:
             raise TokenRejected(STATE_NOT_CURRENT)
         if revocations.is_token_revoked(
             principal.issuer, principal.subject, principal.key_id, issued_at
-        ):
+        ) or revocations.is_client_revoked(principal.client_id, issued_at):
             raise TokenRejected("jwt: revoked")
 
     async def _verify_uncached(
