@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from joserfc.jwk import OctKey
 
 from bastion.core.clock import ManualClock
 from bastion.core.exchange import Exchange, Headers, RequestView
 from bastion.core.revocation import RevocationState
+from bastion.events.redis_bus import parse_event
 from bastion.gateway.layers.authn.apikeys import ApiKeyIndex
 from bastion.gateway.layers.authn.config import AuthnConfig
 from bastion.gateway.layers.authn.jwt import JwtVerifier
@@ -109,3 +111,12 @@ async def test_a_stored_revocation_loaded_at_start_up_applies_too(gw: Gateway) -
     gw.revocations.load(await store.active_revocations(NOW))
     assert await gw.status(client_id="app-1", iat=int(NOW) - 10) == 401
     assert await gw.status(client_id="app-1", iat=int(NOW)) == 200
+
+
+async def test_the_event_crosses_the_redis_bus(gw: Gateway) -> None:
+    """Redis carries only known control types: ``client.revoked`` must be one of them, or a
+    node would learn of the incident only on its next change-feed poll."""
+    event = parse_event(orjson.dumps(client_revoked_event()))
+    assert event is not None
+    gw.revocations.apply(event)
+    assert await gw.status(client_id="app-1", iat=int(NOW) - 10) == 401

@@ -1,7 +1,9 @@
 """The admin API's incident action reaching every node: two ``bastion gateway`` processes on
 PostgreSQL and Redis, the admin API in this process on the same store, wired from the same
 config file by ``build_from_config``. The nodes poll the change feed every 4 s, so a refusal
-within 1 s can only come from the push."""
+within 1 s can only come from the push. Besides the application's API key, a user's access
+token issued to the application's client before the call (not the last of any refresh family
+the server knows) is refused too, and a token issued to it after the call still works."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from tests.support.cluster import (
     cluster_config,
     drop_prefix_sync,
     new_prefix,
+    sign_token,
+    write_jwks,
 )
 from tests.support.loop_thread import LoopThread
 from tests.support.postgres import create_schema_sync, drop_schema_sync, schema_url
@@ -97,12 +101,14 @@ def test_revoke_application_reaches_every_node_by_push(
     schema = create_schema_sync("ctlcluster")
     prefix = new_prefix()
     nodes: list[Node] = []
+    jwks_path, user_key = write_jwks(tmp_path)
     try:
         config = cluster_config(
             tmp_path,
             store=schema_url(schema),
             upstream_port=upstream,
             prefix=prefix,
+            jwks=jwks_path,
             extra={
                 "change_poll_interval": 4,
                 "control": {
@@ -147,10 +153,14 @@ def test_revoke_application_reaches_every_node_by_push(
                     )
                     assert created.status_code == 201, created.text
                     headers = {"Authorization": f"Bearer {created.json()['secret']}"}
+                    before = int(time.time()) - 2
+                    user_token = sign_token(user_key, sub="alice", client_id="acme", iat=before)
+                    user = {"Authorization": f"Bearer {user_token}"}
                     deadline = time.monotonic() + 10
                     while [status(p, headers) for p in ports] != [200, 200]:
                         assert time.monotonic() < deadline, "the new key never worked"
                         await asyncio.sleep(0.05)
+                    assert [status(p, user) for p in ports] == [200, 200]
                     start = time.monotonic()
                     r = await c.post(
                         "/admin/v1/incidents/revoke-application",
@@ -160,9 +170,19 @@ def test_revoke_application_reaches_every_node_by_push(
                     assert r.status_code == 200, r.text
                     pending = set(ports)
                     while pending:
-                        pending = {p for p in pending if status(p, headers) != 401}
+                        pending = {
+                            p
+                            for p in pending
+                            if (status(p, headers), status(p, user)) != (401, 401)
+                        }
                         assert time.monotonic() - start < 1.0, f"still accepted by {pending}"
                         await asyncio.sleep(0.005)
+                    after = int(r.json()["tokens_issued_before"]) + 1
+                    fresh = sign_token(user_key, sub="alice", client_id="acme", iat=after)
+                    other = sign_token(user_key, sub="alice", client_id="web", iat=before)
+                    for token in (fresh, other):
+                        auth_header = {"Authorization": f"Bearer {token}"}
+                        assert [status(p, auth_header) for p in ports] == [200, 200]
             finally:
                 for closer in closers:
                     closer.close()
