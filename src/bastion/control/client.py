@@ -8,6 +8,7 @@ error message.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -78,6 +79,11 @@ class AdminClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
     ) -> None:
+        # httpx logs every request at INFO; the CLI configures INFO, and its stderr must carry
+        # one line per error, not request lines (which name key and user ids).
+        httpx_log = logging.getLogger("httpx")
+        if httpx_log.getEffectiveLevel() < logging.WARNING:
+            httpx_log.setLevel(logging.WARNING)
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/admin/v1",
             headers={"authorization": f"Bearer {token}"},
