@@ -134,6 +134,12 @@ def revocation_check(store: Store, clock: Clock) -> Any:
                     return True
                 if iat < rev.not_before:
                     return True
+            client = claims.get("client_id") or claims.get("azp")
+            if rev.kind == "client" and rev.value == client:
+                if not isinstance(iat, int | float) or rev.not_before is None:
+                    return True
+                if iat < rev.not_before:
+                    return True
         return False
 
     return is_revoked

@@ -128,3 +128,18 @@ async def test_embedded_admin_api_starts_publishes_on_the_bus_and_stops(tmp_path
     bus.subscribe("control", seen.append)
     await bus_publisher(cfg, bus)({"type": "ip.blocked", "cidr": "203.0.113.0/24"})
     assert seen == [{"type": "ip.blocked", "cidr": "203.0.113.0/24"}]
+
+
+async def test_revocation_check_honours_client_bars() -> None:
+    """An application revoked by the incident action: its earlier admin tokens stop working."""
+    store = MemoryStore()
+    await store.open()
+    check = revocation_check(store, ManualClock(1000.0))
+    claims: dict[str, Any] = {"sub": "u1", "jti": "j1", "iat": 900, "client_id": "console"}
+    assert not await check(claims)
+    await store.add_revocation(Revocation("client", "console", None, 950.0, 2000.0, 1000.0))
+    assert await check(claims)
+    assert await check({"sub": "u1", "jti": "j2", "iat": 900, "azp": "console"})
+    assert not await check({**claims, "iat": 960})  # issued after the bar
+    assert not await check({**claims, "client_id": "other"})
+    assert await check({"sub": "u1", "jti": "j3", "client_id": "console"})  # no iat: closed

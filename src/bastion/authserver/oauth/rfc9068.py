@@ -134,6 +134,7 @@ class AccessTokenVerifier:
         *,
         issuer: str,
         is_revoked: Callable[[str, str, float | None], bool],
+        is_client_revoked: Callable[[str | None, float | None], bool] | None = None,
         key_cache_ttl: float = 5.0,
         cache_size: int = 10_000,
     ) -> None:
@@ -141,6 +142,9 @@ class AccessTokenVerifier:
         self._clock = clock
         self._issuer = issuer
         self._is_revoked = is_revoked
+        # A client bar (incident action "revoke an application"): every token issued to the
+        # client before it. None: no such bars here (tests of the verifier alone).
+        self._is_client_revoked = is_client_revoked
         self._ttl = key_cache_ttl
         self._keys: KeySet | None = None
         self._keys_at = -1e18
@@ -183,10 +187,14 @@ class AccessTokenVerifier:
         if claims["exp"] <= self._clock.now():
             raise InvalidAccessToken("expired")
         iat = claims.get("iat")
-        if self._is_revoked(
-            claims["sub"], claims["jti"], float(iat) if isinstance(iat, int | float) else None
-        ):
+        issued = float(iat) if isinstance(iat, int | float) else None
+        if self._is_revoked(claims["sub"], claims["jti"], issued):
             raise InvalidAccessToken("revoked")
+        client = claims.get("client_id") or claims.get("azp")
+        if self._is_client_revoked is not None and self._is_client_revoked(
+            client if isinstance(client, str) else None, issued
+        ):
+            raise InvalidAccessToken("revoked (client)")
         return claims
 
     async def _verify_signed(self, token: str) -> dict[str, Any]:

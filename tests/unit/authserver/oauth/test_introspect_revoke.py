@@ -301,3 +301,27 @@ async def test_eddsa_verification_does_not_depend_on_the_process_wide_warning_fi
         warnings.filters.insert(0, ("error", None, Warning, None, 0))
         assert (await introspect(h, s, token))["active"] is True
         assert (await introspect(h, s, await access_token(h, s)))["active"] is True
+
+
+async def test_a_client_bar_makes_earlier_tokens_of_that_client_inactive() -> None:
+    """The incident action "revoke an application" bars every token issued to the client
+    before it: introspection agrees with the gateways."""
+    h, s = await setup()
+    before = await access_token(h, s, "svc")
+    other = await access_token(h, s, "svc2")
+    assert (await introspect(h, s, before))["active"] is True
+    assert (await introspect(h, s, other, who="rs2"))["active"] is True
+    h.clock.advance(5)
+    h.ctx.revocations.apply(  # what the server's bus subscription does with the event
+        {
+            "type": "client.revoked",
+            "client_id": "svc",
+            "not_before": h.clock.now(),
+            "expires_at": h.clock.now() + 3600,
+        }
+    )
+    assert await introspect(h, s, before) == {"active": False}
+    assert (await introspect(h, s, other, who="rs2"))["active"] is True
+    h.clock.advance(1)
+    after = await access_token(h, s, "svc")
+    assert (await introspect(h, s, after))["active"] is True
