@@ -229,7 +229,8 @@ def test_postgres_down_keys_keep_working_audit_spools_and_drains(gw: Gateway) ->
             time.sleep(0.1)
         spool = gw.services.store.spool  # type: ignore[attr-defined]
         _until(lambda: spool.pending, 5, "audit records to spool")
-        revoke = bastion(gw.tmp, "keys", "revoke", "-c", str(gw.config_path), "someid")
+        unknown, _, _ = new_api_key()  # a well-formed id: the store is what fails
+        revoke = bastion(gw.tmp, "keys", "revoke", "-c", str(gw.config_path), unknown)
         assert revoke.returncode == 1
         assert "postgresql" in revoke.stderr
         assert "Traceback" not in revoke.stderr
