@@ -22,7 +22,13 @@ from rich.table import Table
 
 from bastion.cli.common import CliFailure, JsonOpt, load, out, run
 from bastion.config.types import parse_duration
-from bastion.control.client import DEFAULT_TOKEN_FILE, AdminApiError, AdminClient, read_token_file
+from bastion.control.client import (
+    DEFAULT_TOKEN_FILE,
+    AdminApiError,
+    AdminClient,
+    admin_url,
+    read_token_file,
+)
 
 T = TypeVar("T")
 
@@ -58,12 +64,10 @@ def _client(url: str | None, config: Path | None, token_file: Path | None) -> Ad
     if url is None:
         if config is None:
             raise CliFailure("name the admin API with --url or -c FILE", 2)
-        cfg = load(config)
-        section = getattr(cfg, "control", None)
-        if section is None:
-            raise CliFailure("the config has no 'control' section; use --url", 2)
-        scheme = "https" if section.tls_cert else "http"
-        url = f"{scheme}://{section.bind}"
+        try:
+            url = admin_url(getattr(load(config), "control", None))
+        except ValueError as exc:
+            raise CliFailure(str(exc), 2) from None
     path = token_file or Path(os.environ.get("BASTION_ADMIN_TOKEN_FILE", str(DEFAULT_TOKEN_FILE)))
     try:
         token = read_token_file(path)
