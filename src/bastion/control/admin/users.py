@@ -57,6 +57,26 @@ async def _user(service: UserService, user_id: str) -> UserRecord:
     return user
 
 
+async def _answer_change(
+    ctx: AdminContext,
+    call: Call,
+    service: UserService,
+    before: UserRecord,
+    **extra: Any,
+) -> Result:
+    """After a change to ``before``'s user: read it again, record before/after (plus ``extra``)
+    in the audit trail, answer the new public view."""
+    after = await _user(service, before.id)
+    await ctx.record(
+        call,
+        target_type="user",
+        target_id=before.id,
+        before=public_user(before),
+        after={**public_user(after), **extra},
+    )
+    return 200, public_user(after)
+
+
 async def _enabled_owners(service: UserService) -> list[UserRecord]:
     return [u for u in await service.list_users() if OWNER in u.roles and not u.disabled]
 
@@ -112,15 +132,7 @@ async def users_set_roles(ctx: AdminContext, call: Call) -> Result:
     # request (a password-only session stops counting) and at the next login (enrolment).
     if not await service.repo.set_roles(before.id, new_roles, now):
         raise AdminNotFound("no such user")
-    after = await _user(service, before.id)
-    await ctx.record(
-        call,
-        target_type="user",
-        target_id=before.id,
-        before=public_user(before),
-        after=public_user(after),
-    )
-    return 200, public_user(after)
+    return await _answer_change(ctx, call, service, before)
 
 
 async def users_disable(ctx: AdminContext, call: Call) -> Result:
@@ -132,45 +144,22 @@ async def users_disable(ctx: AdminContext, call: Call) -> Result:
         if not before.disabled and len(await _enabled_owners(service)) <= 1:
             raise AdminConflict("the last enabled owner cannot be disabled")
     await service.lock(before.id)
-    after = await _user(service, before.id)
-    await ctx.record(
-        call,
-        target_type="user",
-        target_id=before.id,
-        before=public_user(before),
-        after={**public_user(after), "reason": call.body.get("reason") if call.body else None},
-    )
-    return 200, public_user(after)
+    reason = call.body.get("reason") if call.body else None
+    return await _answer_change(ctx, call, service, before, reason=reason)
 
 
 async def users_enable(ctx: AdminContext, call: Call) -> Result:
     service = _users(ctx)
     before = await _user(service, call.path["user_id"])
     await service.unlock(before.id)
-    after = await _user(service, before.id)
-    await ctx.record(
-        call,
-        target_type="user",
-        target_id=before.id,
-        before=public_user(before),
-        after=public_user(after),
-    )
-    return 200, public_user(after)
+    return await _answer_change(ctx, call, service, before)
 
 
 async def users_reset_mfa(ctx: AdminContext, call: Call) -> Result:
     service = _users(ctx)
     before = await _user(service, call.path["user_id"])
     await service.reset_mfa(before.id)
-    after = await _user(service, before.id)
-    await ctx.record(
-        call,
-        target_type="user",
-        target_id=before.id,
-        before=public_user(before),
-        after=public_user(after),
-    )
-    return 200, public_user(after)
+    return await _answer_change(ctx, call, service, before)
 
 
 def revoke_tokens_on_disable(
