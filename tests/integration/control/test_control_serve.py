@@ -9,7 +9,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,48 +21,16 @@ from bastion.authserver.users.service import open_user_service
 from bastion.config.load import load_config
 from bastion.store.base import ApiKeyRecord
 from bastion.store.sqlite import SqliteStore
+from tests.support.cluster import BASTION
+from tests.support.control import free_port, write_control_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def bastion() -> list[str]:
-    script = Path(sys.executable).with_name("bastion")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "bastion.cli.main"]
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> tuple[Path, int]:
     port = free_port()
-    for name in ("pepper", "keypepper"):
-        (tmp_path / name).write_text(secrets.token_urlsafe(48))
-    (tmp_path / "kek").write_text(secrets.token_bytes(32).hex())
-    path = tmp_path / "bastion.yaml"
-    path.write_text(
-        f"""
-store: sqlite:///{tmp_path}/bastion.db
-api_keys:
-  pepper: file:{tmp_path}/keypepper
-auth:
-  issuer: http://127.0.0.1:{free_port()}
-  client_secret_pepper: file:{tmp_path}/pepper
-  keys:
-    local:
-      kek: file:{tmp_path}/kek
-  users:
-    mfa_required_roles: [owner, admin, security, auditor, developer]
-    password_hash: {{time_cost: 2, memory_cost: 19456, parallelism: 1}}
-control:
-  bind: 127.0.0.1:{port}
-  audience: urn:bastion:admin
-"""
-    )
-    return path, port
+    return write_control_config(tmp_path, port), port
 
 
 async def _prepare(path: Path) -> tuple[str, str, str]:
@@ -115,7 +82,7 @@ async def test_control_serve_end_to_end(config: tuple[Path, int]) -> None:
     path, port = config
     _, good, weak = await _prepare(path)
     proc = subprocess.Popen(
-        [*bastion(), "control", "serve", "-c", str(path)],
+        [*BASTION, "control", "serve", "-c", str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

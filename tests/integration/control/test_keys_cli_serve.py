@@ -22,36 +22,11 @@ from bastion.authserver.keys.signing import open_key_manager
 from bastion.authserver.users.service import open_user_service
 from bastion.config.load import load_config
 from bastion.store.sqlite import SqliteStore
-from tests.integration.control.test_control_serve import _wait, bastion, free_port
+from tests.integration.control.test_control_serve import _wait
+from tests.support.cluster import BASTION
+from tests.support.control import free_port, write_control_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
-
-
-def _config(tmp_path: Path, port: int) -> Path:
-    for name in ("pepper", "keypepper"):
-        (tmp_path / name).write_text(secrets.token_urlsafe(48))
-    (tmp_path / "kek").write_text(secrets.token_bytes(32).hex())
-    path = tmp_path / "bastion.yaml"
-    path.write_text(
-        f"""
-store: sqlite:///{tmp_path}/bastion.db
-api_keys:
-  pepper: file:{tmp_path}/keypepper
-auth:
-  issuer: http://127.0.0.1:{free_port()}
-  client_secret_pepper: file:{tmp_path}/pepper
-  keys:
-    local:
-      kek: file:{tmp_path}/kek
-  users:
-    mfa_required_roles: [owner, admin, security, auditor, developer]
-    password_hash: {{time_cost: 2, memory_cost: 19456, parallelism: 1}}
-control:
-  bind: 127.0.0.1:{port}
-  audience: urn:bastion:admin
-"""
-    )
-    return path
 
 
 async def _tokens(path: Path) -> dict[str, str]:
@@ -100,13 +75,13 @@ async def _tokens(path: Path) -> dict[str, str]:
 @pytest.fixture
 def served(tmp_path: Path) -> tuple[Path, int]:
     port = free_port()
-    path = _config(tmp_path, port)
+    path = write_control_config(tmp_path, port)
     return path, port
 
 
 def _run(*args: str) -> tuple[int, str, str]:
     proc = subprocess.run(
-        [*bastion(), "keys", *args],
+        [*BASTION, "keys", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -129,7 +104,7 @@ async def test_keys_cli_through_control_serve(served: tuple[Path, int], tmp_path
     owner_tf = _token_file(tmp_path, "owner", tokens["owner"])
     dev_tf = _token_file(tmp_path, "dev", tokens["dev"])
     proc = subprocess.Popen(
-        [*bastion(), "control", "serve", "-c", str(path)],
+        [*BASTION, "control", "serve", "-c", str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

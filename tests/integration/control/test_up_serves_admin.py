@@ -14,8 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.control.test_control_serve import _prepare, _wait, bastion, free_port
+from tests.integration.control.test_control_serve import _prepare, _wait
 from tests.integration.test_cluster import status, upstream
+from tests.support.cluster import BASTION
+from tests.support.control import free_port, write_control_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
@@ -24,41 +26,22 @@ __all__ = ["upstream"]  # the fixture, imported for this module's tests
 
 @pytest.fixture
 def up_config(tmp_path: Path, upstream: int) -> tuple[Path, int, int]:
-    import secrets
-
     gateway, admin = free_port(), free_port()
-    for name in ("pepper", "keypepper"):
-        (tmp_path / name).write_text(secrets.token_urlsafe(48))
-    (tmp_path / "kek").write_text(secrets.token_bytes(32).hex())
-    path = tmp_path / "bastion.yaml"
-    path.write_text(
+    path = write_control_config(
+        tmp_path,
+        admin,
         f"""
-store: sqlite:///{tmp_path}/bastion.db
 change_poll_interval: 60
 cluster:
   revocation_max_staleness: 120
 listeners:
   - bind: 127.0.0.1:{gateway}
-api_keys:
-  pepper: file:{tmp_path}/keypepper
-auth:
-  issuer: http://127.0.0.1:{free_port()}
-  client_secret_pepper: file:{tmp_path}/pepper
-  keys:
-    local:
-      kek: file:{tmp_path}/kek
-  users:
-    mfa_required_roles: [owner, admin, security, auditor, developer]
-    password_hash: {{time_cost: 2, memory_cost: 19456, parallelism: 1}}
-control:
-  bind: 127.0.0.1:{admin}
-  audience: urn:bastion:admin
 routes:
   - name: api
     path_prefix: /api
     upstream: http://127.0.0.1:{upstream}
     authn: {{methods: [api_key]}}
-"""
+""",
     )
     return path, gateway, admin
 
@@ -69,7 +52,7 @@ async def test_up_serves_the_admin_api_on_the_gateways_bus(
     path, gateway, admin = up_config
     _, good, weak = await _prepare(path)
     proc = subprocess.Popen(
-        [*bastion(), "up", "-c", str(path)],
+        [*BASTION, "up", "-c", str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
