@@ -10,10 +10,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bastion.store import PostgresStore, SqliteStore, migrations
+from bastion.store import PostgresStore, SqliteStore
 from bastion.store.base import Revocation, Store
-from bastion.store.migrations import LATEST_VERSION, MIGRATIONS, SCHEMA_TABLE, statements_for
+from bastion.store.migrations import LATEST_VERSION
 from tests.support.postgres import pg_schema
+from tests.support.schema_at import postgres_at, sqlite_at
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
@@ -45,13 +46,7 @@ async def check(store: Store) -> None:
 
 async def test_a_version_9_sqlite_file_upgrades(tmp_path: Path) -> None:
     path = str(tmp_path / "v9.db")
-    raw = sqlite3.connect(path)
-    raw.execute(SCHEMA_TABLE)
-    for m in MIGRATIONS:
-        if m.version <= 9:
-            for stmt in statements_for(m, "sqlite"):
-                raw.execute(stmt)
-            raw.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (m.version, m.name))
+    raw = sqlite_at(path, 9)
     raw.execute(ROWS)
     with pytest.raises(sqlite3.IntegrityError):
         raw.execute(CLIENT_ROW)  # not allowed before migration 10
@@ -81,9 +76,7 @@ async def test_a_version_9_sqlite_file_upgrades(tmp_path: Path) -> None:
 
 async def test_a_version_9_postgresql_database_upgrades(monkeypatch: pytest.MonkeyPatch) -> None:
     async with pg_schema("revoc9") as url:
-        with monkeypatch.context() as patch:
-            patch.setattr(migrations, "MIGRATIONS", tuple(m for m in MIGRATIONS if m.version <= 9))
-            assert await PostgresStore(url).upgrade() == (0, 9)
+        await postgres_at(url, 9, monkeypatch)
         conn = await asyncpg.connect(url)
         try:
             await conn.execute(ROWS)

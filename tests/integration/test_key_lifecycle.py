@@ -5,7 +5,6 @@ period reaches every node by push."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,13 @@ import pytest
 from bastion.config import parse_config
 from bastion.control.keys import KeyService
 from bastion.gateway.services import GatewayServices
-from bastion.store import PostgresStore, SqliteStore, migrations
+from bastion.store import PostgresStore, SqliteStore
 from bastion.store.base import ApiKeyRecord
-from bastion.store.migrations import LATEST_VERSION, MIGRATIONS, SCHEMA_TABLE, statements_for
+from bastion.store.migrations import LATEST_VERSION
 from tests.integration.test_cluster import pg_url, status, upstream, wait_until_refused
 from tests.support.cluster import Node, bastion, cluster_config, drop_prefix_sync, new_prefix
 from tests.support.postgres import pg_schema
+from tests.support.schema_at import postgres_at, sqlite_at
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
@@ -127,13 +127,7 @@ def _check_upgraded_key(rec: ApiKeyRecord | None) -> None:
 
 async def test_a_version_5_sqlite_file_keeps_its_keys_through_migration_6(tmp_path: Path) -> None:
     path = str(tmp_path / "v5.db")
-    raw = sqlite3.connect(path)
-    raw.execute(SCHEMA_TABLE)
-    for m in MIGRATIONS:
-        if m.version <= 5:
-            for stmt in statements_for(m, "sqlite"):
-                raw.execute(stmt)
-            raw.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (m.version, m.name))
+    raw = sqlite_at(path, 5)
     raw.execute("INSERT INTO clients VALUES ('acme', 'Acme', 1.0)")
     raw.execute(_V5_KEY)
     raw.commit()
@@ -154,9 +148,7 @@ async def test_a_version_5_postgresql_database_keeps_its_keys_through_migration_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with pg_schema("keylife5") as url:
-        with monkeypatch.context() as patch:
-            patch.setattr(migrations, "MIGRATIONS", tuple(m for m in MIGRATIONS if m.version <= 5))
-            assert await PostgresStore(url).upgrade() == (0, 5)
+        await postgres_at(url, 5, monkeypatch)
         conn = await asyncpg.connect(url)
         try:
             await conn.execute("INSERT INTO clients VALUES ('acme', 'Acme', 1.0)")

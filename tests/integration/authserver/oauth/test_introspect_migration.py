@@ -4,16 +4,16 @@ marker left; clients without the marker (even with look-alike text elsewhere) ga
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from bastion.authserver.oauth.repo import open_oauth_repo
-from bastion.store import PostgresStore, SqliteStore, migrations
+from bastion.store import PostgresStore, SqliteStore
 from bastion.store.base import Store
-from bastion.store.migrations import LATEST_VERSION, MIGRATIONS, SCHEMA_TABLE, statements_for
+from bastion.store.migrations import LATEST_VERSION
+from tests.support.schema_at import postgres_at, sqlite_at
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
@@ -60,13 +60,7 @@ async def check_clients(store: Store) -> None:
 
 async def test_a_version_7_sqlite_file_moves_the_marker_into_the_column(tmp_path: Path) -> None:
     path = str(tmp_path / "v7.db")
-    raw = sqlite3.connect(path)
-    raw.execute(SCHEMA_TABLE)
-    for m in MIGRATIONS:
-        if m.version <= 7:
-            for stmt in statements_for(m, "sqlite"):
-                raw.execute(stmt)
-            raw.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (m.version, m.name))
+    raw = sqlite_at(path, 7)
     for row in V7_CLIENTS:
         raw.execute(INSERT.format(p1="?1", p2="?2", p3="?3"), row)
     raw.commit()
@@ -91,9 +85,7 @@ async def test_a_version_7_postgresql_database_moves_the_marker_into_the_column(
     from tests.support.postgres import pg_schema
 
     async with pg_schema("introspect7") as url:
-        with monkeypatch.context() as patch:
-            patch.setattr(migrations, "MIGRATIONS", tuple(m for m in MIGRATIONS if m.version <= 7))
-            assert await PostgresStore(url).upgrade() == (0, 7)
+        await postgres_at(url, 7, monkeypatch)
         conn = await asyncpg.connect(url)
         try:
             for row in V7_CLIENTS:

@@ -11,10 +11,11 @@ import asyncpg
 import pytest
 
 from bastion.authserver.users.service import repo_for
-from bastion.store import PostgresStore, SqliteStore, migrations
+from bastion.store import PostgresStore, SqliteStore
 from bastion.store.base import Store
-from bastion.store.migrations import LATEST_VERSION, MIGRATIONS, SCHEMA_TABLE, statements_for
+from bastion.store.migrations import LATEST_VERSION
 from tests.support.postgres import pg_schema
+from tests.support.schema_at import postgres_at, sqlite_at
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
@@ -42,13 +43,7 @@ async def check(store: Store) -> None:
 
 async def test_a_version_8_sqlite_file_upgrades(tmp_path: Path) -> None:
     path = str(tmp_path / "v8.db")
-    raw = sqlite3.connect(path)
-    raw.execute(SCHEMA_TABLE)
-    for m in MIGRATIONS:
-        if m.version <= 8:
-            for stmt in statements_for(m, "sqlite"):
-                raw.execute(stmt)
-            raw.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (m.version, m.name))
+    raw = sqlite_at(path, 8)
     raw.execute(USER)
     raw.execute(SESSION)
     with pytest.raises(sqlite3.IntegrityError):
@@ -78,9 +73,7 @@ async def test_a_version_8_sqlite_file_upgrades(tmp_path: Path) -> None:
 
 async def test_a_version_8_postgresql_database_upgrades(monkeypatch: pytest.MonkeyPatch) -> None:
     async with pg_schema("users8") as url:
-        with monkeypatch.context() as patch:
-            patch.setattr(migrations, "MIGRATIONS", tuple(m for m in MIGRATIONS if m.version <= 8))
-            assert await PostgresStore(url).upgrade() == (0, 8)
+        await postgres_at(url, 8, monkeypatch)
         conn = await asyncpg.connect(url)
         try:
             await conn.execute(USER)
