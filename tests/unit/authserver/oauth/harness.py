@@ -201,6 +201,21 @@ class Harness:
         params = location_params(reply)
         return params["code"], verifier
 
+    async def redeem_code(
+        self, client_id: str, secret: str, redirect_uri: str, code: str, verifier: str
+    ) -> Response:
+        """POST /token with the authorization code (client_secret_basic)."""
+        return await self.post(
+            "/token",
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "code_verifier": verifier,
+            },
+            basic=(client_id, secret),
+        )
+
 
 def body(response: Response) -> Any:
     return orjson.loads(response.body)

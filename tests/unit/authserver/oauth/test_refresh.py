@@ -24,16 +24,7 @@ async def login(**cfg: Any) -> tuple[Harness, str, dict[str, Any]]:
     )
     h.users.sign_in("u1", at=h.clock.now())
     code, verifier = await h.code_flow("web", CB, scope="read write")
-    reply = await h.post(
-        "/token",
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": CB,
-            "code_verifier": verifier,
-        },
-        basic=("web", secret),
-    )
+    reply = await h.redeem_code("web", secret, CB, code, verifier)
     assert reply.status == 200
     return h, secret, body(reply)
 

@@ -56,18 +56,7 @@ async def test_sqlite_rows_hold_no_secret(tmp_path: Path) -> None:
     )
     h.users.sign_in()
     code, verifier = await h.code_flow("web", cb, scope="read")
-    doc = body(
-        await h.post(
-            "/token",
-            {
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": cb,
-                "code_verifier": verifier,
-            },
-            basic=("web", secret),
-        )
-    )
+    doc = body(await h.redeem_code("web", secret, cb, code, verifier))
     rotated = body(
         await h.post(
             "/token",
@@ -109,18 +98,7 @@ async def _race(store: SqliteStore) -> None:
     )
     h.users.sign_in()
     code, verifier = await h.code_flow("web", cb, scope="read")
-    first = body(
-        await h.post(
-            "/token",
-            {
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": cb,
-                "code_verifier": verifier,
-            },
-            basic=("web", secret),
-        )
-    )
+    first = body(await h.redeem_code("web", secret, cb, code, verifier))
     form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
     replies = await asyncio.gather(
         *(h.post("/token", form, basic=("web", secret)) for _ in range(5))
