@@ -23,7 +23,7 @@ from bastion.gateway.chain import LAYER_ORDER, Chain
 from bastion.gateway.layers.audit.layer import AuditLayer
 from bastion.gateway.layers.authn.layer import AuthnLayer
 from bastion.gateway.layers.authz.layer import AuthzLayer
-from bastion.gateway.layers.base import Layer
+from bastion.gateway.layers.base import NEEDS_IO, Layer
 from bastion.gateway.layers.cors.layer import CorsLayer
 from bastion.gateway.layers.openapi.layer import OpenApiLayer
 from bastion.gateway.layers.ratelimit.layer import RateLimitLayer
@@ -171,10 +171,34 @@ class RouteRuntime:
     async def run_request(self, ex: Exchange) -> Reply | None:
         """Run the request-side layers; a Reply answers the exchange, None forwards it."""
         ex.route_name = self.name
-        for layer in self._layers:
-            reply = await layer.on_request(ex)
-            if reply is not None:
-                return reply
+        result = self.run_sync(ex)
+        if type(result) is int:
+            return await self.run_from(ex, result)
+        return result  # type: ignore[return-value]
+
+    def run_sync(self, ex: Exchange) -> Reply | int | None:
+        """Run the layers' :meth:`~Layer.check` in order: a Reply answers, None forwards, and
+        an int is the index of the first layer that needs I/O (resume with :meth:`run_from`)."""
+        for i, layer in enumerate(self._layers):
+            result = layer.check(ex)
+            if result is not None:
+                if result is NEEDS_IO:
+                    return i
+                return result  # type: ignore[return-value]
+        return None
+
+    async def run_from(self, ex: Exchange, start: int) -> Reply | None:
+        """Await layer ``start``'s ``on_request``, then run the rest (sync where they can)."""
+        layers = self._layers
+        reply = await layers[start].on_request(ex)
+        if reply is not None:
+            return reply
+        for layer in layers[start + 1 :]:
+            result = layer.check(ex)
+            if result is NEEDS_IO:
+                result = await layer.on_request(ex)
+            if result is not None:
+                return result  # type: ignore[return-value]
         return None
 
     def response_headers(self, ex: Exchange, status: int, headers: Headers) -> None:
