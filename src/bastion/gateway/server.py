@@ -14,8 +14,8 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
@@ -42,12 +42,13 @@ from bastion.gateway.forward import (
     response_headers_from_upstream,
     upstream_request_head,
 )
+from bastion.gateway.upstream import IDEMPOTENT, StaleConnection
 
 if TYPE_CHECKING:
     from bastion.config.model import ServerConfig
     from bastion.gateway.layers.base import Layer
     from bastion.gateway.runtime import Gateway, RouteRuntime
-    from bastion.gateway.upstream import UpstreamConnection
+    from bastion.gateway.upstream import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("bastion.gateway")
 
@@ -61,6 +62,11 @@ _REASONS = {
     431: "Request Header Fields Too Large", 500: "Internal Server Error", 502: "Bad Gateway",
     503: "Service Unavailable", 504: "Gateway Timeout",
 }  # fmt: skip
+
+
+#: Continuations of requests that had to wait (layer I/O, a new upstream connection, audit
+#: backpressure); held here so the event loop's weak references are not the only ones.
+_CONTINUATIONS: set[asyncio.Task[None]] = set()
 
 
 class _Parsed:
@@ -112,6 +118,7 @@ class _ClientSink:
     __slots__ = (
         "_chunked",
         "_filters",
+        "_finished",
         "_framing",
         "_headers",
         "_held",
@@ -124,12 +131,23 @@ class _ClientSink:
         "_status",
         "ex",
         "head_sent",
+        "parsed",
+        "raw",
+        "retry",
+        "route",
+        "tries",
     )
 
-    def __init__(self, proto: HttpProtocol, ex: Exchange, route: RouteRuntime) -> None:
+    def __init__(self, proto: HttpProtocol, ex: Exchange, route: RouteRuntime, p: _Parsed) -> None:
         self._proto = proto
         self._route = route
+        self.route = route
         self.ex = ex
+        self.parsed = p
+        self.raw = b""  # the request as sent upstream
+        self.retry = False  # set when a stale reused connection makes us send it again
+        self.tries = 0
+        self._finished = False
         self._out: list[bytes] = []
         self._chunked = False
         self._replaced = False
@@ -241,8 +259,20 @@ class _ClientSink:
             self._finish_held()
         if self._chunked and not self._replaced:
             self._out.append(b"0\r\n\r\n")
+        self._finished = True
 
     def on_error(self, exc: Exception) -> None:
+        self._finished = True
+        if (
+            isinstance(exc, StaleConnection)
+            and not self.tries
+            and self._held is None
+            and not self.head_sent
+            and self.ex.request.method in IDEMPOTENT
+        ):
+            self.tries += 1
+            self.retry = True
+            return
         self._held = None  # a partial body is never filtered nor sent
         if self.head_sent:
             # Too late for an error response: the client sees a truncated response.
@@ -250,16 +280,23 @@ class _ClientSink:
             self.ex.reason = getattr(exc, "code", "upstream.error")
             self.ex.diagnosis = str(exc)
             self._proto.keep_alive_after = False
-            self.flush()
+            self._write_out()
             self._proto.abort()
             return
         err = exc if isinstance(exc, BastionError) else UpstreamError(diagnosis=str(exc))
         self._emit_reply(self.ex.deny(err))
 
-    def flush(self) -> None:
+    def _write_out(self) -> None:
         if self._out:
             self._proto.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
             self._out.clear()
+
+    def flush(self) -> None:
+        """Write what is buffered; once the response is complete, tell the connection."""
+        self._write_out()
+        if self._finished:
+            self._finished = False
+            self._proto.upstream_done(self)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -277,9 +314,10 @@ class HttpProtocol(asyncio.Protocol):
         self._header_bytes = 0
         self._body_bytes = 0
         self._queue: deque[_Parsed] = deque()
-        self._task: asyncio.Task[None] | None = None
-        self._waiter: asyncio.Future[None] | None = None  # set while the serve task is idle
         self._busy = False  # a request is being answered
+        self._in_next = False  # _next() is on the stack
+        self._reading_paused = False
+        self._auditor = gateway.services.auditor
         self.deadline = 0.0  # monotonic; 0: none (see deadlines.py)
         self._on_timeout: Callable[[], None] = self._on_idle_timeout
         self._pending_error: BastionError | None = None
@@ -305,7 +343,6 @@ class HttpProtocol(asyncio.Protocol):
         sweeper().discard(self)
         if self._upstream is not None:
             self._upstream.resume_reading()
-        self._wake()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -345,13 +382,6 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_deadline(self) -> None:
         self._on_timeout()
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
 
     def _on_idle_timeout(self) -> None:
         if self.transport is not None:
@@ -448,49 +478,61 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._queue.append(self._cur)
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        if self._task is None:
-            self._cancel_timer()
-            self._task = asyncio.get_running_loop().create_task(self._serve())
-        elif self._waiter is not None:
-            self._cancel_timer()
-            self._wake()
-        elif len(self._queue) > 8 and self.transport is not None:
-            self.transport.pause_reading()  # pipelining flood: stop reading until we catch up
+        if self._busy:
+            if len(self._queue) > 8 and self.transport is not None:
+                self.transport.pause_reading()  # pipelining flood: stop reading until we catch up
+                self._reading_paused = True
+            return
+        self._cancel_timer()
+        self._next()
 
     # -- serving --------------------------------------------------------------------------------
-    async def _serve(self) -> None:
-        """Answer queued requests in order; lives as long as the connection (one task per
-        connection, not per request)."""
-        loop = asyncio.get_running_loop()
+    # Requests on a connection are answered one at a time, in order. The common case runs
+    # without a task or a future: the layers decide synchronously (Layer.check), the request
+    # goes out on an idle pooled connection, and the upstream's callbacks write the response
+    # and hand the exchange to the audit log. Anything that must wait (a layer's I/O, a new
+    # upstream connection, a full audit buffer) continues in a task, then comes back here.
+
+    def _next(self) -> None:
+        """Answer queued requests until one has to wait or the queue is empty."""
+        if self._in_next:
+            return  # the loop below is already running further up the stack
+        self._in_next = True
         try:
-            while not self._closed:
+            while not self._busy and not self._closed:
                 if not self._queue:
-                    if self.transport is not None:
+                    if self._reading_paused and self.transport is not None:
+                        self._reading_paused = False
                         self.transport.resume_reading()
                     self._set_timer(self.limits.keepalive_timeout, self._on_idle_timeout)
-                    self._waiter = loop.create_future()
-                    await self._waiter
-                    continue
+                    return
                 parsed = self._queue.popleft()
                 self._busy = True
                 try:
-                    await self._handle(parsed)
-                finally:
-                    self._busy = False
-                if not self.keep_alive_after or parsed.error is not None:
-                    if self.transport is not None:
-                        self.transport.close()
-                    return
-        except Exception:  # never let a bug become a traceback on the wire
-            log.exception("unhandled error while serving a request")
-            if self.transport is not None:
-                self.transport.close()
+                    self._start(parsed)
+                except Exception:  # never let a bug become a traceback on the wire
+                    log.exception("unhandled error while serving a request")
+                    self._close()
         finally:
-            self._task = None
-            self._waiter = None
+            self._in_next = False
+
+    def _close(self) -> None:
+        self._closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _end(self, p: _Parsed) -> None:
+        """The exchange of ``p`` is answered and audited: go on with the next request."""
+        self._busy = False
+        if not self.keep_alive_after or p.error is not None:
+            self._close()
+            return
+        self._next()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        _CONTINUATIONS.add(task)  # a strong reference until it is done
+        task.add_done_callback(_CONTINUATIONS.discard)
 
     def _request_view(self, p: _Parsed) -> RequestView:
         return RequestView(
@@ -505,47 +547,71 @@ class HttpProtocol(asyncio.Protocol):
             client_ip=self.peer_ip,
         )
 
-    async def _handle(self, p: _Parsed) -> None:
+    def _start(self, p: _Parsed) -> None:
         gw = self.gateway
         self.keep_alive_after = p.keep_alive
         self.current_http11 = p.http_version == "1.1"
         ex = gw.new_exchange(self._request_view(p), p.started)
         route = p.route
-        if p.error is not None:
-            if route is None:
-                self._send_reply(gw.reject(ex, p.error), None, ex)
-                await gw.audit_unrouted(ex)
-            else:  # e.g. 413: the route was known from the head
-                ex.route_name = route.name
-                self._send_reply(ex.deny(p.error), route, ex)
-                await route.finish(ex)
-            return
         if route is None:
-            problem = path_problem(p.path)
-            err: BastionError = BadRequest(diagnosis=problem) if problem else NotFound()
+            err = p.error
+            if err is None:
+                problem = path_problem(p.path)
+                err = BadRequest(diagnosis=problem) if problem else NotFound()
             self._send_reply(gw.reject(ex, err), None, ex)
-            await gw.audit_unrouted(ex)
+            self._audit(ex, p)
             return
-        problem = path_problem(p.path)
-        if problem is not None:
-            ex.route_name = route.name
-            self._send_reply(ex.deny(BadRequest(diagnosis=problem)), route, ex)
-            await route.finish(ex)
+        ex.route_name = route.name
+        err = p.error  # e.g. 413: the route was known from the head
+        if err is None:
+            problem = path_problem(p.path)
+            if problem is not None:
+                err = BadRequest(diagnosis=problem)
+        if err is not None:
+            self._send_reply(ex.deny(err), route, ex)
+            self._audit(ex, p)
             return
-        reply: Reply | None
         try:
-            reply = await route.run_request(ex)
+            result = route.run_sync(ex)
+        except Exception:
+            log.exception("layer failed on route %s", route.name)
+            result = ex.deny(InternalError(diagnosis="layer failure"))
+        if result is None:
+            self._forward(ex, route, p)
+        elif type(result) is int:
+            self._spawn(self._run_layers_async(ex, route, p, result))
+        else:
+            assert isinstance(result, Reply)
+            self._send_reply(result, route, ex)
+            self._audit(ex, p)
+
+    async def _run_layers_async(
+        self, ex: Exchange, route: RouteRuntime, p: _Parsed, i: int
+    ) -> None:
+        """A layer needs I/O: await it and the rest of the chain, then go on synchronously."""
+        try:
+            reply = await route.run_from(ex, i)
         except Exception:
             log.exception("layer failed on route %s", route.name)
             reply = ex.deny(InternalError(diagnosis="layer failure"))
-        if reply is not None:
-            self._send_reply(reply, route, ex)
-        else:
-            await self._forward(ex, route)
-        await route.finish(ex)
+        try:
+            if reply is None:
+                self._forward(ex, route, p)
+            else:
+                self._send_reply(reply, route, ex)
+                self._audit(ex, p)
+        except Exception:
+            log.exception("unhandled error while serving a request")
+            self._close()
 
-    async def _forward(self, ex: Exchange, route: RouteRuntime) -> None:
+    def _forward(self, ex: Exchange, route: RouteRuntime, p: _Parsed) -> None:
         req = ex.request
+        sink = _ClientSink(self, ex, route, p)
+        pool = route.pool
+        if pool is None:  # excluded by gateway_problems() at start-up
+            sink.on_error(UpstreamUnavailable(diagnosis="route has no upstream"))
+            sink.flush()
+            return
         head = upstream_request_head(
             ex,
             target=route.upstream_target(ex),
@@ -554,25 +620,64 @@ class HttpProtocol(asyncio.Protocol):
             body_length=len(req.body),
             trusted_proxies=route.trusted_proxies,
         )
-        sink = _ClientSink(self, ex, route)
+        sink.raw = head + req.body if req.body else head
+        self._send_upstream(sink, pool)
 
-        def attach(conn: UpstreamConnection) -> None:
-            self._upstream = conn
-            if self._writing_paused:
-                conn.pause_reading()
-
-        pool = route.pool
-        if pool is None:  # excluded by gateway_problems() at start-up
-            sink.on_error(UpstreamUnavailable(diagnosis="route has no upstream"))
-            sink.flush()
+    def _send_upstream(self, sink: _ClientSink, pool: UpstreamPool) -> None:
+        conn = pool.idle_connection()
+        if conn is None:
+            self._spawn(self._connect_and_send(sink, pool))
             return
+        self._upstream = conn
+        if self._writing_paused:
+            conn.pause_reading()
+        conn.send(sink.raw, sink, sink.ex.request.method == "HEAD")
+
+    async def _connect_and_send(self, sink: _ClientSink, pool: UpstreamPool) -> None:
+        """No idle upstream connection: open one (or wait for a free one), then send."""
         try:
-            await pool.request(req.method, head + req.body if req.body else head, sink, attach)
+            conn = await pool.connection()
         except (UpstreamUnavailable, UpstreamTimeout) as exc:
             sink.on_error(exc)
-        finally:
-            self._upstream = None
-        sink.flush()
+            sink.flush()
+            return
+        except Exception:
+            log.exception("unhandled error while connecting upstream")
+            self._close()
+            return
+        self._upstream = conn
+        if self._writing_paused:
+            conn.pause_reading()
+        conn.send(sink.raw, sink, sink.ex.request.method == "HEAD")
+
+    def upstream_done(self, sink: _ClientSink) -> None:
+        """Called by the sink once its response is written (or failed)."""
+        self._upstream = None
+        if sink.retry:
+            # A reused connection died before answering an idempotent request: once more.
+            sink.retry = False
+            pool = sink.route.pool
+            assert pool is not None
+            self._send_upstream(sink, pool)
+            return
+        self._audit(sink.ex, sink.parsed)
+
+    def _audit(self, ex: Exchange, p: _Parsed) -> None:
+        """Hand the exchange to the audit log (exactly once), then go on."""
+        auditor = self._auditor
+        if auditor.full:
+            self._spawn(self._audit_when_space(ex, p))
+            return
+        auditor.submit(ex)
+        self._end(p)
+
+    async def _audit_when_space(self, ex: Exchange, p: _Parsed) -> None:
+        """Backpressure: a stalled audit sink slows requests down, it never loses a record."""
+        auditor = self._auditor
+        while auditor.full:
+            await auditor.wait_for_space()
+        auditor.submit(ex)
+        self._end(p)
 
     def render_reply(self, reply: Reply, route: RouteRuntime | None, ex: Exchange) -> bytes:
         """A gateway-made response, with the route's response headers, as bytes; records the
@@ -599,6 +704,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._closed or self.transport is None:
             return
         self.transport.pause_reading()
+        self._reading_paused = True
         cur = self._cur
         if not cur.path:
             cur.path = bytes(self._url[:256]).decode("latin-1")
@@ -608,7 +714,8 @@ class HttpProtocol(asyncio.Protocol):
             cur.started = time.monotonic()
         self._parser = httptools.HttpRequestParser(self)  # the old one is in an error state
         self._queue.append(cur)
-        self._dispatch()
+        if not self._busy:
+            self._next()
 
 
 def server_tls_context(

@@ -56,6 +56,15 @@ class _Retry(Exception):
     """A reused connection died before any response byte: safe to retry idempotent requests."""
 
 
+class StaleConnection(UpstreamError):
+    """Given to a sink's ``on_error`` (callback mode, :meth:`UpstreamConnection.send`) when a
+    reused connection died before any response byte: the request may be retried once on
+    another connection if it is idempotent."""
+
+    def __init__(self) -> None:
+        super().__init__(diagnosis="upstream closed a reused connection")
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an upstream. Used by one exchange at a time."""
 
@@ -180,9 +189,18 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- exchange control -------------------------------------------------------------------
     def start(self, request: bytes, sink: ResponseSink, head_request: bool) -> asyncio.Future[None]:
-        """Send ``request`` and deliver the response to ``sink``; the future ends with it."""
+        """Send ``request`` and deliver the response to ``sink``; the future ends with it (with
+        ``_Retry`` when a reused connection died before answering)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.send(request, sink, head_request)
+        self._waiter = waiter
+        return waiter
+
+    def send(self, request: bytes, sink: ResponseSink, head_request: bool) -> None:
+        """Send ``request`` and deliver the response to ``sink`` by callbacks only (no future,
+        no task step): ``on_end`` or ``on_error`` (a :class:`StaleConnection` when the request
+        may be retried), each followed by ``flush``."""
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
         self._sink = sink
         self._headers = []
         self._head_bytes = 0
@@ -190,10 +208,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._length = None
         self._bytes_seen = False
         self._no_body = head_request
-        self._waiter = loop.create_future()
-        self._arm_timer()
+        self._waiter = None
+        self.deadline = time.monotonic() + self._read_timeout
         self.transport.write(request)
-        return self._waiter
 
     def _finish(self) -> None:
         sink = self._sink
@@ -207,8 +224,9 @@ class UpstreamConnection(asyncio.Protocol):
         )
         if sink is not None:
             sink.on_end()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         if reusable:
             self._parser = httptools.HttpResponseParser(self)
             self._pool.release(self)
@@ -220,13 +238,19 @@ class UpstreamConnection(asyncio.Protocol):
         self._sink = None
         self._cancel_timer()
         self.close()
-        if sink is not None and not isinstance(exc, _Retry):
+        waiter = self._waiter
+        if isinstance(exc, _Retry):
+            if waiter is None:  # callback mode: the sink decides whether to retry
+                if sink is not None:
+                    sink.on_error(StaleConnection())
+                return
+            if not waiter.done():
+                waiter.set_exception(exc)
+            return
+        if sink is not None:
             sink.on_error(exc)
-        if self._waiter is not None and not self._waiter.done():
-            if isinstance(exc, _Retry):
-                self._waiter.set_exception(exc)
-            else:
-                self._waiter.set_result(None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _arm_timer(self) -> None:
         self.deadline = time.monotonic() + self._read_timeout
@@ -236,8 +260,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_deadline(self) -> None:
         """The upstream was silent for ``read_timeout`` during an exchange."""
-        if self._sink is not None:
+        sink = self._sink
+        if sink is not None:
             self._fail(UpstreamTimeout(diagnosis=f"upstream silent for {self._read_timeout:g}s"))
+            sink.flush()
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self._closed:
@@ -300,7 +326,7 @@ class UpstreamPool:
     def idle_connections(self) -> int:
         return len(self._idle)
 
-    def _idle_connection(self) -> UpstreamConnection | None:
+    def idle_connection(self) -> UpstreamConnection | None:
         """A live idle connection, without suspending (the common case under load)."""
         while self._idle:
             conn = self._idle.pop()  # most recently used: likeliest to be alive
@@ -310,8 +336,14 @@ class UpstreamPool:
             self.discard(conn)
         return None
 
+    async def connection(self) -> UpstreamConnection:
+        """An idle connection, or a new one (waiting for a free slot up to the connect
+        timeout). Raises :class:`UpstreamUnavailable`. The caller must use it for exactly one
+        exchange (:meth:`UpstreamConnection.send` or ``start``)."""
+        return await self._acquire()
+
     async def _acquire(self) -> UpstreamConnection:
-        idle = self._idle_connection()
+        idle = self.idle_connection()
         if idle is not None:
             return idle
         loop = asyncio.get_running_loop()
@@ -326,7 +358,7 @@ class UpstreamPool:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
-            idle = self._idle_connection()
+            idle = self.idle_connection()
             if idle is not None:
                 return idle
         conn = UpstreamConnection(self)
@@ -402,7 +434,7 @@ class UpstreamPool:
         request was sent are reported through ``sink.on_error``.
         """
         for attempt in (0, 1):
-            conn = self._idle_connection() or await self._acquire()
+            conn = self.idle_connection() or await self._acquire()
             if on_connection is not None:
                 on_connection(conn)
             try:
