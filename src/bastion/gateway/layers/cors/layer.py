@@ -73,7 +73,7 @@ class CorsLayer(Layer):
         origin = normalize_origin(origin.strip())
         return origin if origin in self._origins else None
 
-    async def on_request(self, ex: Exchange) -> Reply | None:
+    def check(self, ex: Exchange) -> Reply | None:
         """Answer preflights (204 or 403); every other request continues."""
         req = ex.request
         if req.method != "OPTIONS":
@@ -99,11 +99,22 @@ class CorsLayer(Layer):
         """Replace upstream CORS headers by the route's own for an allowed ``Origin``."""
         if ex.annotations.get("cors") == PREFLIGHT:
             return  # the preflight reply (or its refusal) is already complete
+        origins = ex.request.headers.get_all("origin")
+        if not origins and not self._vary_origin:
+            # The common case (no Origin, no Vary to add): only upstream CORS headers to drop.
+            items = headers.items
+            for name, _ in items:
+                if name.lower().startswith("access-control-"):
+                    headers.items = [
+                        h for h in items if not h[0].lower().startswith("access-control-")
+                    ]
+                    return
+            return
         kept: list[Header] = []
         vary_at = -1
         vary_has_origin = False
         for item in headers.items:
-            name = item[0].lower()
+            name = item[0].lower()  # defence in depth: Headers promises lower case
             if name.startswith("access-control-"):
                 continue
             if name == "vary":
@@ -112,7 +123,6 @@ class CorsLayer(Layer):
                 if vary_at < 0:
                     vary_at = len(kept)
             kept.append(item)
-        origins = ex.request.headers.get_all("origin")
         acao = self.allowed_origin(origins) if origins else None
         if acao is not None:
             kept.append((_ACAO, acao))

@@ -27,7 +27,7 @@ NO_REFERRER: Header = ("referrer-policy", "no-referrer")
 class TransportLayer(Layer):
     """Client address, IP rules and body limit in; security headers out.
 
-    ``on_request`` always sets ``ex.request.client_ip`` (also for requests it refuses, so the
+    ``check`` always sets ``ex.request.client_ip`` (also for requests it refuses, so the
     audit record names the caller) and records ``ex.annotations["xff_invalid"]`` when a
     malformed forwarded hop was ignored (client IP = peer; with IP rules the request is refused,
     as its real address is unknown). Refusals: ``IpDenied`` (403), ``PayloadTooLarge`` (413).
@@ -55,7 +55,7 @@ class TransportLayer(Layer):
                 drop = strip | {name for name, _ in added}
                 self._plans[(tls, authed)] = (drop, tuple(added))
 
-    async def on_request(self, ex: Exchange) -> Reply | None:
+    def check(self, ex: Exchange) -> Reply | None:
         """Set the client IP; refuse denied addresses and oversized bodies."""
         req = ex.request
         xff = req.headers.get_all("x-forwarded-for") if self._trusted else []
@@ -95,7 +95,7 @@ class TransportLayer(Layer):
         kept: list[Header] = []
         has_frame = has_referrer = False
         for item in headers.items:
-            name = item[0].lower()
+            name = item[0].lower()  # defence in depth: Headers promises lower case
             if name in drop:
                 continue
             if name == "x-frame-options":
