@@ -100,6 +100,10 @@ class Principal:
     issuer: str | None = None
     key_id: str | None = None  # API key id (never the secret) or JWT jti
     claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # The x-bastion-* lines sent upstream, computed on first use (gateway.forward).
+    upstream_headers: str | None = field(
+        default=None, init=False, compare=False, hash=False, repr=False
+    )
 
 
 @dataclass(slots=True)

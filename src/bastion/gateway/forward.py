@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from bastion.core.exchange import Exchange, Headers
+from bastion.core.exchange import Exchange, Header, Headers, Principal
 
 HOP_BY_HOP = frozenset(
     {
@@ -63,6 +63,38 @@ def connection_tokens(headers: Headers) -> frozenset[str]:
     return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
 
 
+_SKIP = HOP_BY_HOP | _OURS
+_SKIP_HIDING = _SKIP | _CREDENTIALS
+
+
+def identity_headers(principal: Principal) -> str:
+    """The ``x-bastion-*`` header lines that tell the upstream who called (computed once per
+    principal object: the verified-token cache and the API-key index hand out the same one)."""
+    block = principal.upstream_headers
+    if block is None:
+        lines = [
+            f"x-bastion-auth: {principal.kind}\r\n"
+            f"x-bastion-subject: {header_safe(principal.subject)}\r\n"
+        ]
+        if principal.client_id:
+            lines.append(f"x-bastion-client-id: {header_safe(principal.client_id)}\r\n")
+        if principal.scopes:
+            lines.append(f"x-bastion-scopes: {header_safe(' '.join(sorted(principal.scopes)))}\r\n")
+        if principal.kind == "api_key" and principal.key_id:
+            lines.append(f"x-bastion-key-id: {header_safe(principal.key_id)}\r\n")
+        block = "".join(lines)
+        object.__setattr__(principal, "upstream_headers", block)  # a cache, not state
+    return block
+
+
+def _client_headers(items: list[Header], skip: frozenset[str], listed: frozenset[str]) -> list[str]:
+    return [
+        f"{name}: {value}\r\n"
+        for name, value in items
+        if name not in skip and name not in listed and not name.startswith("x-bastion-")
+    ]
+
+
 def upstream_request_head(
     ex: Exchange,
     *,
@@ -78,20 +110,27 @@ def upstream_request_head(
     is dropped), else the received list plus the peer address.
     """
     req = ex.request
-    listed = connection_tokens(req.headers)
     principal = ex.principal
-    hide = hide_credentials and principal is not None
+    skip = _SKIP_HIDING if hide_credentials and principal is not None else _SKIP
     parts = [f"{req.method} {target} HTTP/1.1\r\nhost: {host_header}\r\n"]
+    host = None
+    listing = False
     for name, value in req.headers.items:
-        if (
-            name in HOP_BY_HOP
-            or name in _OURS
-            or name in listed
-            or name.startswith("x-bastion-")
-            or (hide and name in _CREDENTIALS)
-        ):
+        if name in skip:
+            if name == "host":
+                if host is None:
+                    host = value
+            elif name == "connection":
+                listing = True
+            continue
+        if name.startswith("x-bastion-"):
             continue
         parts.append(f"{name}: {value}\r\n")
+    if listing:
+        # Names the client declared hop-by-hop in Connection are not forwarded either.
+        listed = connection_tokens(req.headers) - _SKIP
+        if listed:
+            parts[1:] = _client_headers(req.headers.items, skip, listed)
     if trusted_proxies:
         # Behind trusted proxies: keep the list they built, append the hop we saw.
         received = ", ".join(req.headers.get_all("x-forwarded-for"))
@@ -103,22 +142,14 @@ def upstream_request_head(
         f"x-forwarded-proto: {'https' if req.tls else 'http'}\r\n"
         f"x-request-id: {ex.request_id}\r\n"
     )
-    host = req.headers.get("host")
     if host:
         parts.append(f"x-forwarded-host: {header_safe(host)}\r\n")
     if principal is not None:
-        parts.append(
-            f"x-bastion-auth: {principal.kind}\r\nx-bastion-subject: {header_safe(principal.subject)}\r\n"
-        )
-        if principal.client_id:
-            parts.append(f"x-bastion-client-id: {header_safe(principal.client_id)}\r\n")
-        if principal.scopes:
-            parts.append(f"x-bastion-scopes: {header_safe(' '.join(sorted(principal.scopes)))}\r\n")
-        if principal.kind == "api_key" and principal.key_id:
-            parts.append(f"x-bastion-key-id: {header_safe(principal.key_id)}\r\n")
+        parts.append(identity_headers(principal))
     if body_length or req.method in ("POST", "PUT", "PATCH"):
-        parts.append(f"content-length: {body_length}\r\n")
-    parts.append("\r\n")
+        parts.append(f"content-length: {body_length}\r\n\r\n")
+    else:
+        parts.append("\r\n")
     return "".join(parts).encode("latin-1")
 
 

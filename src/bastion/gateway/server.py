@@ -98,18 +98,14 @@ class _Parsed:
         self.started = 0.0
 
 
-def status_line(status: int) -> bytes:
-    return f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode()
+_STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n" for code, reason in _REASONS.items()}
 
 
 def serialize_head(status: int, headers: Headers, framing: str) -> bytes:
     """Status line, headers and our framing header(s), ending with the blank line."""
-    parts = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"]
-    for k, v in headers.items:
-        parts.append(f"{k}: {v}\r\n")
-    parts.append(framing)
-    parts.append("\r\n")
-    return "".join(parts).encode("latin-1")
+    line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
+    fields = "".join([f"{k}: {v}\r\n" for k, v in headers.items])
+    return f"{line}{fields}{framing}\r\n".encode("latin-1")
 
 
 class _ClientSink:
@@ -449,11 +445,14 @@ class HttpProtocol(asyncio.Protocol):
         cur.query = url.query.decode("latin-1") if url.query else ""
         host = ""
         length: int | None = None
+        expect = False
         for k, v in cur.headers:
             if k == "host":
                 host = v
             elif k == "content-length":
                 length = int(v) if v.isdigit() else None
+            elif k == "expect":
+                expect = expect or v.lower() == "100-continue"
         hostname = host[: host.find("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
         route = self.gateway.match(hostname.lower(), cur.path)
         cur.route = route
@@ -463,8 +462,7 @@ class HttpProtocol(asyncio.Protocol):
             raise self._pending_error
         if not self._busy:
             self._set_timer(self.limits.body_timeout, self._on_read_timeout)
-        for k, v in cur.headers:
-            if k == "expect" and v.lower() == "100-continue" and not self._busy:
+            if expect:
                 self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
