@@ -306,7 +306,11 @@ class HttpProtocol(asyncio.Protocol):
         self.peer_ip = ""
         self._parser = httptools.HttpRequestParser(self)
         self._cur = _Parsed()
-        self._url = bytearray()
+        self._url = b""
+        self._header_timeout = limits.header_timeout
+        self._max_url_bytes = limits.max_url_bytes
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_headers = limits.max_headers
         self._header_bytes = 0
         self._body_bytes = 0
         self._queue: deque[_Parsed] = deque()
@@ -388,29 +392,27 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self._cur = _Parsed()
-        self._cur.started = time.monotonic()
-        self._url.clear()
+        cur = self._cur = _Parsed()
+        cur.started = now = time.monotonic()
+        self._url = b""
         self._header_bytes = 0
         self._body_bytes = 0
         if not self._busy:
-            self._set_timer(self.limits.header_timeout, self._on_read_timeout)
+            self.deadline = now + self._header_timeout
+            self._on_timeout = self._on_read_timeout
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self.limits.max_url_bytes:
+        self._url = self._url + url if self._url else url
+        if len(self._url) > self._max_url_bytes:
             self._pending_error = UriTooLong(
-                diagnosis=f"URL longer than {self.limits.max_url_bytes} bytes"
+                diagnosis=f"URL longer than {self._max_url_bytes} bytes"
             )
             raise self._pending_error
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
         cur = self._cur
-        if (
-            self._header_bytes > self.limits.max_header_bytes
-            or len(cur.headers) >= self.limits.max_headers
-        ):
+        if self._header_bytes > self._max_header_bytes or len(cur.headers) >= self._max_headers:
             self._pending_error = HeadersTooLarge(diagnosis="request headers over the limit")
             raise self._pending_error
         cur.headers.append(
@@ -434,7 +436,7 @@ class HttpProtocol(asyncio.Protocol):
             raise self._pending_error
         cur.keep_alive = parser.should_keep_alive()
         try:
-            url = httptools.parse_url(bytes(self._url))
+            url = httptools.parse_url(self._url)
         except httptools.HttpParserInvalidURLError:
             self._pending_error = BadRequest(diagnosis="invalid request target")
             raise self._pending_error from None

@@ -158,16 +158,15 @@ class UpstreamConnection(asyncio.Protocol):
         if self._head_bytes > self._max_head:
             raise UpstreamError(diagnosis="upstream response headers too large")
         self._headers.append((name, value))
+        if len(name) == 14 and name.lower() == b"content-length":
+            try:
+                self._length = int(value)
+            except ValueError:
+                raise UpstreamError(diagnosis="bad upstream content-length") from None
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        length: int | None = None
-        for name, value in self._headers:
-            if len(name) == 14 and name.lower() == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise UpstreamError(diagnosis="bad upstream content-length") from None
+        length = self._length
         if status in (204, 304) or 100 <= status < 200:
             length = 0
         self._length = length
