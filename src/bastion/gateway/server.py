@@ -69,30 +69,25 @@ _REASONS = {
 _CONTINUATIONS: set[asyncio.Task[None]] = set()
 
 
-class _Parsed:
-    """A request as parsed, before an Exchange exists."""
+class _Parsed(RequestView):
+    """A request as it is parsed; once complete it is the exchange's :class:`RequestView`
+    (one object per request, not two)."""
 
-    __slots__ = (
-        "body",
-        "error",
-        "headers",
-        "http_version",
-        "keep_alive",
-        "method",
-        "path",
-        "query",
-        "route",
-        "started",
-    )
+    __slots__ = ("body_parts", "error", "header_items", "keep_alive", "route", "started")
 
-    def __init__(self) -> None:
-        self.error: BastionError | None = None
-        self.body: list[bytes] = []
-        self.headers: list[tuple[str, str]] = []
+    def __init__(self, peer_ip: str, tls: bool) -> None:  # no super(): every field set here
         self.method = ""
         self.path = ""
         self.query = ""
+        self.header_items: list[tuple[str, str]] = []
+        self.headers = Headers(self.header_items)
+        self.peer_ip = peer_ip
+        self.tls = tls
+        self.body = b""
         self.http_version = "1.1"
+        self.client_ip = peer_ip
+        self.body_parts: list[bytes] = []
+        self.error: BastionError | None = None
         self.keep_alive = True
         self.route: RouteRuntime | None = None
         self.started = 0.0
@@ -305,7 +300,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer_ip = ""
         self._parser = httptools.HttpRequestParser(self)
-        self._cur = _Parsed()
+        self._cur = _Parsed("", tls)
         self._url = b""
         self._header_timeout = limits.header_timeout
         self._max_url_bytes = limits.max_url_bytes
@@ -334,6 +329,7 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else "unknown"
         self.peer_ip = ip[7:] if ip.startswith("::ffff:") else ip
+        self._cur = _Parsed(self.peer_ip, self.tls)  # bytes before a request line still get one
         sweeper().add(self)
         self._set_timer(self.limits.keepalive_timeout, self._on_idle_timeout)
 
@@ -392,7 +388,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        cur = self._cur = _Parsed()
+        cur = self._cur = _Parsed(self.peer_ip, self.tls)
         cur.started = now = time.monotonic()
         self._url = b""
         self._header_bytes = 0
@@ -412,12 +408,11 @@ class HttpProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
         cur = self._cur
-        if self._header_bytes > self._max_header_bytes or len(cur.headers) >= self._max_headers:
+        items = cur.header_items
+        if self._header_bytes > self._max_header_bytes or len(items) >= self._max_headers:
             self._pending_error = HeadersTooLarge(diagnosis="request headers over the limit")
             raise self._pending_error
-        cur.headers.append(
-            (HEADER_NAME_CACHE.get(name) or header_name(name), value.decode("latin-1"))
-        )
+        items.append((HEADER_NAME_CACHE.get(name) or header_name(name), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         cur = self._cur
@@ -448,7 +443,7 @@ class HttpProtocol(asyncio.Protocol):
         host = ""
         length: int | None = None
         expect = False
-        for k, v in cur.headers:
+        for k, v in cur.header_items:
             if k == "host":
                 host = v
             elif k == "content-length":
@@ -474,7 +469,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._body_bytes > limit:
             self._pending_error = PayloadTooLarge(diagnosis=f"body over {limit} bytes")
             raise self._pending_error
-        cur.body.append(body)
+        cur.body_parts.append(body)
 
     def on_message_complete(self) -> None:
         self._queue.append(self._cur)
@@ -534,24 +529,14 @@ class HttpProtocol(asyncio.Protocol):
         _CONTINUATIONS.add(task)  # a strong reference until it is done
         task.add_done_callback(_CONTINUATIONS.discard)
 
-    def _request_view(self, p: _Parsed) -> RequestView:
-        return RequestView(
-            method=p.method,
-            path=p.path,
-            query=p.query,
-            headers=Headers(p.headers),
-            peer_ip=self.peer_ip,
-            tls=self.tls,
-            body=b"".join(p.body) if len(p.body) != 1 else p.body[0],
-            http_version=p.http_version,
-            client_ip=self.peer_ip,
-        )
-
     def _start(self, p: _Parsed) -> None:
         gw = self.gateway
         self.keep_alive_after = p.keep_alive
         self.current_http11 = p.http_version == "1.1"
-        ex = gw.new_exchange(self._request_view(p), p.started)
+        parts = p.body_parts
+        if parts:
+            p.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        ex = gw.new_exchange(p, p.started)
         route = p.route
         if route is None:
             err = p.error
