@@ -118,6 +118,7 @@ class TransportLayer(Layer):
         kept = [item for item in headers.items if item[0].lower() not in drop]
         has_frame = has_referrer = False
         for name, _ in kept:
+            name = name.lower()
             if name in _DEFAULTED:
                 if name[0] == "x":
                     has_frame = True
