@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
+import os
 import pstats
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -169,14 +172,14 @@ async def run_variant(
     rounds: int,
     profile: bool,
     warmup: int = 2000,
+    gc_threshold: int = 0,
+    audit: bool = True,
 ) -> list[float]:
     loop = asyncio.get_running_loop()
     jwt_material = make_jwt_material(work)
     write_openapi_spec(work)
-    doc = bastion_config(variant, port=18080, upstream_port=18081)
+    doc = bastion_config(variant, port=18080, upstream_port=18081, audit=audit)
     (work / "bastion.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
-    import os
-
     cwd = os.getcwd()
     os.chdir(work)
     try:
@@ -189,6 +192,10 @@ async def run_variant(
     for route in gateway.routes:
         if route.pool is not None:
             fake_pool(route.pool, loop)
+    gc.collect()  # as serve_forever does after start-up
+    gc.freeze()
+    if gc_threshold:
+        gc.set_threshold(gc_threshold, *gc.get_threshold()[1:])
     token = jwt_material.token if variant in ("a", "d") else None
     request = build_request(token, order_body(8))
     results: list[float] = []
@@ -208,6 +215,8 @@ async def run_variant(
             cpu0 = time.process_time()
             if prof is not None:
                 prof.enable()
+            if rnd and os.environ.get("INPROC_CALLGRIND"):  # run under valgrind: count this round
+                subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)
             for t in clients:
                 driver.send(t)
             await driver.done
@@ -217,6 +226,8 @@ async def run_variant(
                 await asyncio.sleep(0.001)
             if prof is not None:
                 prof.disable()
+            if rnd and os.environ.get("INPROC_CALLGRIND"):
+                subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True)
             cpu = time.process_time() - cpu0
             for t in clients:
                 assert t.proto is not None
@@ -240,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2000, help="requests before measuring")
     parser.add_argument("--profile", action="store_true", help="cProfile the last round")
+    parser.add_argument("--no-audit-pure", action="store_true", help="(c) without audit sinks")
+    parser.add_argument("--gc-threshold", type=int, default=0, help="gen-0 threshold to try")
     args = parser.parse_args(argv)
     for variant in args.only.split(","):
         with tempfile.TemporaryDirectory(prefix=f"bastion-inproc-{variant}-") as tmp:
@@ -252,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                     args.rounds,
                     args.profile,
                     args.warmup,
+                    args.gc_threshold,
+                    not args.no_audit_pure,
                 )
             )
         rounded = ", ".join(f"{s:.1f}" for s in samples)
