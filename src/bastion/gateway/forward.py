@@ -170,14 +170,15 @@ def header_name(raw: bytes) -> str:
 def response_headers_from_upstream(raw: list[tuple[bytes, bytes]]) -> Headers:
     """Upstream response headers as :class:`Headers`, minus hop-by-hop and framing headers."""
     items: list[tuple[str, str]] = []
-    listed: set[str] = set()
+    listed: set[str] | None = None
     names = HEADER_NAME_CACHE
     for name, value in raw:
         lname = names.get(name) or header_name(name)
-        if lname == "connection":
-            listed.update(t.strip().lower() for t in value.decode("latin-1").split(","))
-            continue
         if lname in RESPONSE_DROP:
+            if lname == "connection":
+                if listed is None:
+                    listed = set()
+                listed.update(t.strip().lower() for t in value.decode("latin-1").split(","))
             continue
         items.append((lname, value.decode("latin-1")))
     if listed:
