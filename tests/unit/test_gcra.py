@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.core.gcra import GcraResult, LocalLimiter, gcra_check
+from bastion.core.gcra import GcraResult, LocalLimiter, admit_all, gcra_check
 
 
 def burst_admitted(lim: LocalLimiter, now: float, key: object = "k") -> int:
@@ -170,3 +170,64 @@ def test_result_is_a_frozen_value() -> None:
     res = GcraResult(True, 1.0, 0.0, 1, 1.0)
     with pytest.raises(AttributeError):
         res.allowed = False  # type: ignore[misc]
+
+
+# --- admit_all: the per-request fast path -----------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    specs=st.lists(
+        st.tuples(st.integers(1, 50), st.sampled_from([0.1, 0.7, 1.0, 3.0, 60.0])),
+        min_size=1,
+        max_size=3,
+    ),
+    start=st.sampled_from([0.0, 1000.0, 12345.678, 9.99e6]),
+    gaps=st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.01, 0.1, 0.5, 2.0]), max_size=80),
+)
+def test_admit_all_decides_exactly_like_evaluate(
+    specs: list[tuple[int, float]], start: float, gaps: list[float]
+) -> None:
+    fast = [LocalLimiter(per / rate, rate) for rate, per in specs]
+    slow = [LocalLimiter(per / rate, rate) for rate, per in specs]
+    keys = [("k", i) for i in range(len(specs))]
+    now = start
+    for gap in [0.0, *gaps]:
+        now += gap
+        admitted = admit_all(fast, keys, now)
+        results = [lim.evaluate(k, now) for lim, k in zip(slow, keys, strict=True)]
+        allowed = all(r.allowed for r in results)
+        assert (admitted is not None) == allowed
+        if admitted is not None:
+            for lim, k, r in zip(slow, keys, results, strict=True):
+                lim.record(k, r)
+            i, remaining, reset = admitted
+            worst = min(
+                range(len(results)), key=lambda j: (results[j].remaining, -results[j].reset)
+            )
+            assert (remaining, reset) == (results[worst].remaining, results[worst].reset)
+            assert i == worst
+        for f, s, k in zip(fast, slow, keys, strict=True):
+            assert f._tats.get(k) == s._tats.get(k)
+
+
+def test_admit_all_records_nothing_when_one_limit_refuses() -> None:
+    a, b = LocalLimiter(1.0, 5), LocalLimiter(1.0, 1)
+    assert admit_all((a, b), ("x", "y"), 0.0) is not None
+    assert admit_all((a, b), ("x", "y"), 0.0) is None  # "y" is out
+    assert a.evaluate("x", 0.0).remaining == 3  # the refusal took nothing from "x"
+
+
+def test_admit_all_fails_closed_on_a_full_table_and_needs_one_key_per_limiter() -> None:
+    lim = LocalLimiter(1.0, 1, max_keys=1)
+    assert admit_all((lim,), ("a",), 0.0) is not None
+    assert admit_all((lim,), ("b",), 0.5) is None  # table full of a live key
+    assert admit_all((lim,), ("b",), 1.5) is not None  # "a" expired: room again
+    with pytest.raises(ValueError, match="one key per limiter"):
+        admit_all((lim,), ("b", "c"), 9.0)
+
+
+def test_admit_all_keeps_the_burst_exact_despite_float_drift() -> None:
+    # 1000.0 + 10 x 0.1 drifts above 1001.0; the slack of gcra_check must apply here too.
+    lim = LocalLimiter(0.1, 10)
+    assert sum(admit_all((lim,), ("k",), 1000.0) is not None for _ in range(15)) == 10

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from bastion.core.clock import ManualClock
 from bastion.core.exchange import Exchange, Headers, Principal, Reply, RequestView
+from bastion.core.gcra import GcraResult
+from bastion.gateway.layers.base import NEEDS_IO
+from bastion.gateway.layers.ratelimit import layer as layer_module
+from bastion.gateway.layers.ratelimit import redis_backend
 from bastion.gateway.layers.ratelimit.backend import LimitSpec, MemoryRateLimitBackend
 from bastion.gateway.layers.ratelimit.config import LimitConfig, RateLimitConfig
 from bastion.gateway.layers.ratelimit.layer import RateLimitLayer, ceil_seconds, policy_item
+from bastion.gateway.layers.ratelimit.redis_backend import RedisRateLimitBackend
 
 
 def user(sub: str) -> Principal:
@@ -276,3 +283,163 @@ async def test_backend_prunes_periodically() -> None:
 def test_backend_rejects_bad_bounds(kw: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="positive"):
         MemoryRateLimitBackend(**kw)
+
+
+# --- the synchronous contract (Layer.check) --------------------------------------------------
+
+
+class AwaitOnly:
+    """A backend that can only be awaited (like Redis): the memory backend behind
+    check_many/check, without check_many_now or prepare."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryRateLimitBackend()
+        self.calls = 0
+
+    async def check_many(
+        self, limits: Any, keys: Any, now: float, cost: int = 1
+    ) -> list[GcraResult]:
+        self.calls += 1
+        return self.inner.check_many_now(limits, keys, now, cost)
+
+    async def check(self, limit: Any, key: Any, now: float, cost: int = 1) -> GcraResult:
+        return (await self.check_many((limit,), (key,), now, cost))[0]
+
+
+def outcome(reply: Reply | None, ex: Exchange) -> tuple[Any, ...]:
+    return (
+        None if reply is None else (reply.status, reply.headers, reply.body),
+        ex.response_headers,
+        ex.annotations.get("ratelimit_shadow"),
+        ex.decision,
+        ex.diagnosis,
+    )
+
+
+MIXED = (
+    {"rate": 3, "per": 1.0, "key": "principal"},
+    {"rate": 5, "per": 1.0, "key": "ip"},
+    {"rate": 8, "per": 10.0, "key": "route"},
+)
+
+
+@pytest.mark.parametrize("cfg", [{}, {"enforce": False}, {"headers": False}])
+async def test_check_with_memory_backend_decides_synchronously_like_on_request(
+    cfg: dict[str, Any],
+) -> None:
+    sync, awaited = Rig(*MIXED, **cfg), Rig(*MIXED, **cfg)
+    users = [user("alice"), user("bob"), None]
+    ips = ["192.0.2.1", "192.0.2.2"]
+    for step in range(60):
+        kw = {"principal": users[step % 3], "ip": ips[step % 2]}
+        a, b = make_exchange(**kw), make_exchange(**kw)
+        got = sync.layer.check(a)
+        assert got is not NEEDS_IO
+        assert outcome(got, a) == outcome(await awaited.send(b), b), step  # type: ignore[arg-type]
+        if step % 7 == 6:
+            sync.clock.advance(0.35)
+            awaited.clock.advance(0.35)
+
+
+async def test_check_with_an_awaited_backend_needs_io_and_on_request_decides_alike() -> None:
+    backend = AwaitOnly()
+    clock = ManualClock()
+    config = RateLimitConfig(limits=[LimitConfig(**lim) for lim in MIXED])
+    layer = RateLimitLayer("api", config, backend, clock)  # type: ignore[arg-type]
+    memory = Rig(*MIXED)
+    for step in range(30):
+        kw = {"principal": user("alice") if step % 2 else None}
+        a, b = make_exchange(**kw), make_exchange(**kw)
+        assert layer.check(a) is NEEDS_IO
+        assert a.response_headers == []  # nothing decided, nothing recorded
+        assert outcome(await layer.on_request(a), a) == outcome(await memory.send(b), b)
+    assert backend.calls == 30
+
+
+async def test_fast_path_refusal_reports_like_the_slow_path() -> None:
+    rig = Rig({"rate": 2, "per": 1.0}, {"rate": 100, "per": 60.0, "key": "ip"})
+    assert await rig.burst(2) == 2
+    ex = make_exchange()
+    reply = rig.layer.check(ex)
+    assert isinstance(reply, Reply)
+    assert reply.status == 429
+    assert dict(ex.response_headers)["ratelimit"] == '"l0";r=0;t=1'
+    assert ex.diagnosis == "l0 2/s per principal exceeded"
+    # The refusal consumed nothing from the IP limit: 98 left after 2 admitted.
+    rig.clock.advance(1.0)
+    ex = make_exchange()
+    assert rig.layer.check(ex) is None
+    assert dict(ex.response_headers)["ratelimit"] == '"l0";r=1;t=1'
+
+
+async def test_keys_are_remembered_per_principal_object_and_ip() -> None:
+    rig = Rig({"rate": 10, "per": 1.0, "key": "principal"}, {"rate": 10, "per": 1.0, "key": "ip"})
+    alice = user("alice")
+    first = rig.layer.keys(make_exchange(principal=alice, ip="192.0.2.1"))
+    assert rig.layer.keys(make_exchange(principal=alice, ip="192.0.2.1")) is first
+    other_ip = rig.layer.keys(make_exchange(principal=alice, ip="192.0.2.2"))
+    assert other_ip[0] == first[0]
+    assert other_ip[1] == ("api", 1, "ip", "192.0.2.2")
+    # Same subject from another issuer (another Principal object): its own budget.
+    mallory = Principal(kind="jwt", subject="alice", issuer="https://evil.example")
+    keys = rig.layer.keys(make_exchange(principal=mallory, ip="192.0.2.1"))
+    assert keys[0] == ("api", 0, "sub", "jwt", "https://evil.example", "alice")
+    assert rig.layer.keys(make_exchange(principal=alice, ip="192.0.2.1"))[0] == first[0]
+    assert await rig.burst(10, principal=alice) == 10
+    assert await rig.burst(10, principal=mallory, ip="192.0.2.9") == 10
+
+
+async def test_key_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layer_module, "KEY_CACHE_SIZE", 8)
+    rig = Rig({"rate": 10, "per": 1.0, "key": "principal"})
+    for i in range(50):
+        assert await rig.send(make_exchange(principal=user(f"u{i}"), ip=f"192.0.2.{i}")) is None
+        assert await rig.send(make_exchange(ip=f"198.51.100.{i}")) is None
+    assert len(rig.layer._principal_keys) <= 8
+    assert len(rig.layer._anonymous_keys) <= 8
+
+
+def test_prepared_limits_admit_matches_check_many_now() -> None:
+    fast, slow = MemoryRateLimitBackend(), MemoryRateLimitBackend()
+    specs = (LimitSpec(0.1, 3), LimitSpec(1.0, 5), LimitSpec(0.5, 2))
+    prepared = fast.prepare(specs)
+    keys = (("a",), ("b",), ("c",))
+    now = 1000.0
+    for step in range(200):
+        admitted = prepared.admit(keys, now)
+        results = slow.check_many_now(specs, keys, now)
+        assert (admitted is not None) == all(r.allowed for r in results), step
+        if admitted is not None:
+            i, remaining, reset = admitted
+            assert remaining == min(r.remaining for r in results)
+            assert (remaining, reset) == (results[i].remaining, results[i].reset)
+        else:
+            assert prepared.details(keys, now) == results
+        now += (0.03, 0.2, 0.0, 0.45)[step % 4]
+
+
+async def test_redis_backend_admits_from_a_held_lease_synchronously() -> None:
+    # No Redis here: the lease a round trip would have granted is handed over directly.
+    mono = [100.0]
+    backend = RedisRateLimitBackend(Redis(host="127.0.0.1", port=1), monotonic=lambda: mono[0])
+    clock = ManualClock()
+    config = RateLimitConfig(limits=[LimitConfig(rate=100, per=1.0, key="ip")])
+    layer = RateLimitLayer("api", config, backend, clock)
+    ex = make_exchange()
+    assert layer.check(ex) is NEEDS_IO  # no lease yet: Redis must decide
+    keys = layer.keys(ex)
+    specs = (LimitSpec(0.01, 100),)
+    granted = [GcraResult(True, 0.0, 0.0, 63, 0.37)]
+    future = asyncio.get_running_loop().create_future()
+    backend._take_lease(redis_backend._Check(specs, keys, 0.0, 1, future, 2), 2, granted)
+    for _ in range(2):
+        ex = make_exchange()
+        assert layer.check(ex) is None  # admitted from the lease, no round trip
+        assert dict(ex.response_headers)["ratelimit"] == '"l0";r=63;t=1'
+    assert backend.leased == 2
+    assert layer.check(make_exchange()) is NEEDS_IO  # the lease is used up
+    backend._take_lease(redis_backend._Check(specs, keys, 0.0, 1, future, 2), 1, granted)
+    mono[0] += redis_backend.LEASE_TTL
+    assert layer.check(make_exchange()) is NEEDS_IO  # expired: check_many gives it back
+    assert backend.check_leased_now(specs, keys) is None
+    assert backend.round_trips == 0

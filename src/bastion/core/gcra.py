@@ -11,6 +11,7 @@ no window-boundary burst (a fixed window would admit ``2b`` across a boundary).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import inf, ulp
 from typing import NamedTuple
 
@@ -63,7 +64,7 @@ class LocalLimiter:
     lookup per new key, not a scan (no CPU amplification by an attacker holding many keys).
     """
 
-    __slots__ = ("_max", "_next_expiry", "_tats", "burst", "interval")
+    __slots__ = ("_max", "_next_expiry", "_slack_cap", "_tats", "_tau", "burst", "interval")
 
     def __init__(self, interval: float, burst: int, max_keys: int = 1_000_000) -> None:
         if interval <= 0 or burst <= 0:
@@ -72,6 +73,9 @@ class LocalLimiter:
             raise ValueError("max_keys must be positive")
         self.interval = interval
         self.burst = burst
+        # gcra_check's tolerance and slack cap, computed once for admit_all.
+        self._tau = interval * burst
+        self._slack_cap = interval * _MAX_SLACK
         self._max = max_keys
         self._tats: dict[object, float] = {}
         # No stored TAT is earlier than this: pruning before then cannot free anything.
@@ -132,3 +136,68 @@ class LocalLimiter:
 
     def __len__(self) -> int:
         return len(self._tats)
+
+
+def admit_all(
+    limiters: Sequence[LocalLimiter], keys: Sequence[object], now: float
+) -> tuple[int, int, float] | None:
+    """One unit from ``limiters[i]`` for ``keys[i]``, for every ``i``, all or nothing.
+
+    Decides exactly as :meth:`LocalLimiter.evaluate` with ``cost=1`` would, without building a
+    :class:`GcraResult` per limit (the per-request fast path of the in-memory rate limiter).
+    When every limiter allows, records them all and returns ``(i, remaining, reset)`` of the
+    limit with the fewest remaining units (ties: the later reset, then the first); when one
+    refuses, records nothing and returns None (ask :meth:`LocalLimiter.evaluate` for details).
+    ``keys`` has one key per limiter; keys must be distinct per limiter.
+    """
+    # Written for speed (it runs for every request): no zip/enumerate/min/max calls, one list.
+    new_tats: list[float] = []
+    worst = -1
+    worst_remaining = 0
+    worst_reset = 0.0
+    i = 0
+    for lim in limiters:
+        key = keys[i]
+        tats = lim._tats
+        tat = tats.get(key)
+        if tat is None:
+            if len(tats) >= lim._max and not lim._make_room(now):
+                return None
+            base = now
+        else:
+            base = now if tat < now else tat
+        interval = lim.interval
+        tau = lim._tau
+        new_tat = base + interval
+        allow_at = new_tat - tau
+        # The same test, slack and arithmetic as gcra_check (cost 1). The slack is >= 0, so it
+        # only needs computing when allow_at > now.
+        if allow_at > now:
+            slack = (lim.burst + 1) * ulp(new_tat)
+            cap = lim._slack_cap
+            if allow_at > now + (slack if slack < cap else cap):
+                return None
+        reset = new_tat - now
+        remaining = int((tau - reset) / interval + 1e-9)
+        if remaining < 0:
+            remaining = 0
+        if (
+            worst < 0
+            or remaining < worst_remaining
+            or (remaining == worst_remaining and reset > worst_reset)
+        ):
+            worst, worst_remaining, worst_reset = i, remaining, reset
+        new_tats.append(new_tat)
+        i += 1
+    if i != len(keys):
+        raise ValueError("one key per limiter")
+    i = 0
+    for lim in limiters:  # an index, not zip(): zip costs more than this whole loop body
+        key = keys[i]
+        new_tat = new_tats[i]
+        i += 1  # noqa: SIM113
+        tats = lim._tats
+        if new_tat < lim._next_expiry and key not in tats:
+            lim._next_expiry = new_tat
+        tats[key] = new_tat
+    return worst, worst_remaining, worst_reset

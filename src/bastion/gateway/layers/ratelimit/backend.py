@@ -4,7 +4,9 @@ The layer asks for several limits at once through :meth:`RateLimitBackend.check_
 all-or-nothing: a request refused by one limit consumes nothing from the others. The method is
 ``async`` so that a shared backend (Redis, distributed mode) can answer with one pipelined round
 trip; :class:`MemoryRateLimitBackend` answers without ever suspending, so awaiting it costs no
-event-loop turn.
+event-loop turn, and also synchronously: :meth:`MemoryRateLimitBackend.check_many_now`, and for
+the layer's per-request path :meth:`MemoryRateLimitBackend.prepare`, whose
+:meth:`PreparedLimits.admit` decides one request without building a result per limit.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import NamedTuple, Protocol
 
-from bastion.core.gcra import GcraResult, LocalLimiter
+from bastion.core.gcra import GcraResult, LocalLimiter, admit_all
 
 Key = tuple[Hashable, ...]
 """Whose budget: e.g. ``(route, limit_index, "ip", "192.0.2.1")``."""
@@ -65,14 +67,31 @@ class MemoryRateLimitBackend:
         self._prune_every = prune_every
         self._next_prune: float | None = None
 
-    def check_many_now(
-        self, limits: Sequence[LimitSpec], keys: Sequence[Key], now: float, cost: int = 1
-    ) -> list[GcraResult]:
-        """Synchronous :meth:`check_many`, for callers outside the event loop."""
+    def _tick(self, now: float) -> None:
+        """Prune when it is time (the first call only schedules the first prune)."""
         if self._next_prune is None:
             self._next_prune = now + self._prune_every
         elif now >= self._next_prune:
             self.prune(now)
+
+    def limiter(self, spec: LimitSpec) -> LocalLimiter:
+        """The limiter holding every key of ``spec`` (created on first use, kept for good)."""
+        lim = self._limiters.get(spec)
+        if lim is None:
+            lim = self._limiters[spec] = LocalLimiter(spec.interval, spec.burst, self._max_keys)
+        return lim
+
+    def prepare(self, limits: Sequence[LimitSpec]) -> PreparedLimits:
+        """``limits`` resolved once to their limiters, for :meth:`PreparedLimits.admit`."""
+        return PreparedLimits(self, limits)
+
+    def check_many_now(
+        self, limits: Sequence[LimitSpec], keys: Sequence[Key], now: float, cost: int = 1
+    ) -> list[GcraResult]:
+        """Synchronous :meth:`check_many` (the backend never needs I/O)."""
+        nxt = self._next_prune
+        if nxt is None or now >= nxt:
+            self._tick(now)
         table = self._limiters
         used: list[LocalLimiter] = []
         results: list[GcraResult] = []
@@ -80,7 +99,7 @@ class MemoryRateLimitBackend:
         for spec, key in zip(limits, keys, strict=True):
             lim = table.get(spec)
             if lim is None:
-                lim = table[spec] = LocalLimiter(spec.interval, spec.burst, self._max_keys)
+                lim = self.limiter(spec)
             res = lim.evaluate(key, now, cost)
             all_allowed = all_allowed and res.allowed
             used.append(lim)
@@ -108,3 +127,35 @@ class MemoryRateLimitBackend:
     def __len__(self) -> int:
         """Live keys over all limits."""
         return sum(len(lim) for lim in self._limiters.values())
+
+
+class PreparedLimits:
+    """A fixed list of limits of one :class:`MemoryRateLimitBackend`, resolved to their
+    limiters once (a route's limits): the rate limiter's per-request fast path."""
+
+    __slots__ = ("_backend", "_limiters", "limits")
+
+    def __init__(self, backend: MemoryRateLimitBackend, limits: Sequence[LimitSpec]) -> None:
+        self._backend = backend
+        self.limits = tuple(limits)
+        self._limiters = tuple(backend.limiter(spec) for spec in self.limits)
+
+    def admit(self, keys: Sequence[Key], now: float) -> tuple[int, int, float] | None:
+        """One request (cost 1) for ``keys[i]`` under every limit, all or nothing.
+
+        Decides as :meth:`MemoryRateLimitBackend.check_many_now` does. Allowed: recorded, and
+        ``(i, remaining, reset)`` of the limit with the fewest remaining units (ties: the later
+        reset) is returned. Refused by any limit: nothing is recorded and None is returned;
+        ``check_many_now`` with the same arguments then gives every limit's result.
+        """
+        backend = self._backend
+        nxt = backend._next_prune
+        if nxt is None or now >= nxt:
+            backend._tick(now)
+        return admit_all(self._limiters, keys, now)
+
+    def details(self, keys: Sequence[Key], now: float) -> list[GcraResult]:
+        """Every limit's result for ``keys`` (recorded only if all allow), as
+        :meth:`MemoryRateLimitBackend.check_many_now` gives them: after :meth:`admit` refused,
+        the same refusal, with the waits and remaining counts to report."""
+        return self._backend.check_many_now(self.limits, keys, now)

@@ -23,7 +23,9 @@ Failure: when Redis errs or exceeds the client's timeout, the batch, and every c
 next ``retry_after`` seconds, is decided by a local in-memory limiter holding ``1/nodes`` of
 each limit, so the cluster as a whole stays near the configured rate, never unlimited. The
 switch is logged once each way. There is deliberately no ``check_many_now``: the layer must
-await this backend.
+await this backend, except for an admission from a lease this node holds
+(:meth:`RedisRateLimitBackend.check_leased_now`, the first step of ``check_many``, which needs no
+round trip).
 """
 
 from __future__ import annotations
@@ -228,6 +230,20 @@ class RedisRateLimitBackend:
         future: asyncio.Future[list[GcraResult]] = asyncio.get_running_loop().create_future()
         self._enqueue(_Check(limits, keys, now, cost, future, want))
         return await future
+
+    def check_leased_now(
+        self, limits: Sequence[LimitSpec], keys: Sequence[Key], cost: int = 1
+    ) -> list[GcraResult] | None:
+        """The first step of :meth:`check_many`, without I/O: when this node holds a live lease
+        for ``(limits, keys)`` with ``cost`` units left, admit from it (as ``check_many``
+        would) and return its results; otherwise None, and ``check_many`` decides (it also
+        gives back an expired lease)."""
+        lease = self._leases.get((tuple(limits), tuple(keys)))
+        if lease is None or lease.units < cost or self._monotonic() >= lease.expires:
+            return None
+        lease.units -= cost
+        self.leased += 1
+        return lease.results
 
     def _enqueue(self, check: _Check) -> None:
         self._queue.append(check)
