@@ -300,3 +300,63 @@ def test_short_pepper_is_refused(clock: ManualClock) -> None:
 def test_repr_never_shows_the_pepper(clock: ManualClock) -> None:
     index = ApiKeyIndex(FakeStore([]), PEPPER, clock)  # type: ignore[arg-type]
     assert "ppp" not in repr(index)
+
+
+# --- verify_now: the index's synchronous answers ----------------------------------------------
+
+
+async def test_verify_now_answers_every_key_held_in_memory_like_verify(clock: ManualClock) -> None:
+    good, good_key = make_key(clock.now())
+    revoked, revoked_key = make_key(clock.now())
+    expired, expired_key = make_key(clock.now(), expires_in=10)
+    index, store = await _index(clock, good, revoked, expired)
+    index.apply({"type": "api_key.revoked", "key_id": revoked.id, "at": clock.now()})
+    clock.advance(60)
+    wrong = good_key[:-1] + ("A" if good_key[-1] != "A" else "B")
+    for presented, reason in [
+        (good_key, ""),
+        (wrong, "api_key: wrong secret"),
+        (revoked_key, "api_key: revoked"),
+        (expired_key, "api_key: expired"),
+        ("bsk_nope", "api_key: malformed"),
+    ]:
+        now = index.verify_now(presented)
+        assert now is not None
+        assert now[1] == reason
+        assert now == await index.verify(presented)
+    assert store.get_calls == 0
+
+
+async def test_verify_now_defers_only_ids_the_store_must_be_asked_about(
+    clock: ManualClock,
+) -> None:
+    index, store = await _index(clock)
+    rec, full = make_key(clock.now())
+    assert index.verify_now(full) is None  # not in memory: only the store can tell
+    assert store.get_calls == 0
+    assert await index.verify(full) == (None, "api_key: unknown id")
+    assert index.verify_now(full) == (None, "api_key: unknown id")  # negative cache
+    clock.advance(3)  # past negative_ttl: ask the store again
+    assert index.verify_now(full) is None
+    store.records[rec.id] = rec
+    principal, reason = await index.verify(full)
+    assert reason == ""
+    assert principal is not None
+    assert index.verify_now(full) == (principal, "")  # loaded: answered in memory from now on
+    assert store.get_calls == 2
+
+
+async def test_index_accepts_exactly_what_secret_matches_accepts(clock: ManualClock) -> None:
+    rec, full = make_key(clock.now())
+    _, secret = parse_api_key(full) or ("", "")
+    upper = replace(rec, id="b" * 16, secret_hash=rec.secret_hash.upper())
+    damaged = replace(rec, id="c" * 16, secret_hash="\u00e9" * 64)
+    index, _ = await _index(clock, rec, upper, damaged)
+    assert secret_matches(PEPPER, secret, rec.secret_hash)
+    accepted = index.verify_now(full)
+    assert accepted is not None
+    assert accepted[0] is not None
+    assert accepted[1] == ""
+    for other in (upper, damaged):
+        assert not secret_matches(PEPPER, secret, other.secret_hash)
+        assert index.verify_now(f"bsk_{other.id}_{secret}") == (None, "api_key: wrong secret")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from joserfc.jwk import OctKey
 
 from bastion.core.apikeys import hash_secret, new_api_key
 from bastion.core.clock import ManualClock
-from bastion.core.exchange import Exchange, Headers, Reply, RequestView
+from bastion.core.exchange import Exchange, Headers, Principal, Reply, RequestView
 from bastion.core.gcra import LocalLimiter
 from bastion.core.revocation import RevocationState
 from bastion.errors import ConfigError, StoreError
@@ -18,6 +22,7 @@ from bastion.gateway.layers.authn.apikeys import ApiKeyIndex
 from bastion.gateway.layers.authn.config import AuthnConfig
 from bastion.gateway.layers.authn.jwt import JwtVerifier
 from bastion.gateway.layers.authn.layer import AuthnLayer, credential_in_query
+from bastion.gateway.layers.base import NEEDS_IO
 from bastion.store.base import ApiKeyRecord
 from tests.unit.jwt_factory import HMAC_SECRET, NOW, issuer_config, sign
 
@@ -366,3 +371,221 @@ async def test_node_side_failures_refuse_but_never_lock_the_client_out(env: Env)
         reply = await run(layer, exchange(bearer("wrong")))
         assert reply is not None
         assert reply.status == expected
+
+
+# --- the synchronous contract (Layer.check) --------------------------------------------------
+
+
+def decide(layer: AuthnLayer, ex: Exchange) -> Reply | None:
+    """check() alone; fails the test if it wanted I/O."""
+    result = layer.check(ex)
+    assert result is not NEEDS_IO
+    return result  # type: ignore[return-value]
+
+
+async def run_like_the_runner(layer: AuthnLayer, ex: Exchange) -> tuple[bool, Reply | None]:
+    """(whether check() needed I/O, the decision) — check, then on_request only on NEEDS_IO."""
+    result = layer.check(ex)
+    if result is NEEDS_IO:
+        return True, await layer.on_request(ex)
+    return False, result  # type: ignore[return-value]
+
+
+async def test_check_decides_a_jwt_cache_hit_without_the_budget(env: Env) -> None:
+    layer = env.layer(verify_limit={"rate": 1, "per": 60, "burst": 1})
+    token = env.token()
+    first = exchange(bearer(token))
+    assert decide(layer, first) is None  # verified on the spot: its key is known
+    assert first.principal is not None
+    for _ in range(5):  # cache hits: the budget of one signature check is never touched again
+        ex = exchange(bearer(token))
+        assert decide(layer, ex) is None
+        assert ex.principal is first.principal
+    ex = exchange(bearer(env.token(jti="other")))
+    assert decide(layer, ex) is not None
+    assert ex.diagnosis == "jwt: verify budget exceeded"
+
+
+async def test_check_still_checks_revocation_and_expiry_on_a_cache_hit(env: Env) -> None:
+    layer = env.layer()
+    token = env.token()
+    assert decide(layer, exchange(bearer(token))) is None
+    env.jwt._revocations.raise_not_before("user-1", None, NOW + 1)
+    ex = exchange(bearer(token))
+    reply = decide(layer, ex)
+    assert reply is not None
+    assert reply.status == 401
+    assert ex.diagnosis == "jwt: revoked"
+
+
+async def test_check_decides_an_api_key_held_in_memory(env: Env) -> None:
+    for headers in ([("x-api-key", env.api_key)], bearer(env.api_key)):
+        ex = exchange(headers)
+        assert decide(env.layer(), ex) is None
+        assert ex.principal is not None
+        assert ex.principal.key_id == env.record.id
+
+
+async def test_check_needs_io_only_when_the_store_must_be_asked(env: Env) -> None:
+    layer = env.layer()
+    unknown = new_api_key()[2]
+    ex = exchange([("x-api-key", unknown)])
+    assert layer.check(ex) is NEEDS_IO
+    assert ex.decision == "allow"  # nothing decided yet
+    reply = await layer.on_request(ex)
+    assert reply is not None
+    assert ex.diagnosis == "api_key: unknown id"
+    # The store said no: the negative cache answers the next attempt synchronously.
+    again = exchange([("x-api-key", unknown)])
+    reply = decide(layer, again)
+    assert reply is not None
+    assert again.diagnosis == "api_key: unknown id"
+
+
+class _Guarded(ApiKeyIndex):
+    """Like the gateway's GuardedApiKeyIndex: verify() adds a check, verify_now does not."""
+
+    __slots__ = ("stale",)
+
+    async def verify(self, presented: str) -> tuple[Principal | None, str]:
+        if self.stale:
+            return None, "api_key: revocation state not current"
+        return await super().verify(presented)
+
+
+async def test_a_subclass_guarding_only_verify_is_always_awaited(env: Env) -> None:
+    keys = _Guarded(FakeStore([env.record]), PEPPER, env.clock)  # type: ignore[arg-type]
+    await keys.load()
+    keys.stale = True
+    layer = AuthnLayer(AuthnConfig(methods=["api_key"]), jwt=None, api_keys=keys, clock=env.clock)
+    ex = exchange([("x-api-key", env.api_key)])
+    needed_io, reply = await run_like_the_runner(layer, ex)
+    assert needed_io  # the synchronous twin would skip the guard
+    assert reply is not None
+    assert ex.diagnosis == "api_key: revocation state not current"
+    keys.stale = False
+    needed_io, reply = await run_like_the_runner(layer, exchange([("x-api-key", env.api_key)]))
+    assert needed_io
+    assert reply is None
+
+
+async def test_check_and_on_request_decide_alike(env: Env) -> None:
+    wrong_secret = env.api_key[:-1] + ("A" if env.api_key[-1] != "A" else "B")
+    valid = env.token()
+    cases: dict[str, tuple[list[tuple[str, str]], str]] = {
+        "jwt": (bearer(valid), ""),
+        "jwt again (cache hit)": (bearer(valid), ""),
+        "api key": ([("x-api-key", env.api_key)], ""),
+        "api key as bearer": ([("authorization", f"Bearer  {env.api_key} ")], ""),
+        "lower-case scheme": ([("authorization", f"bearer {valid}")], ""),
+        "missing": ([], ""),
+        "garbage bearer": (bearer("garbage"), ""),
+        "tab after scheme": ([("authorization", f"Bearer\t{valid}")], ""),
+        "space inside": (bearer("abc def"), ""),
+        "empty bearer": ([("authorization", "Bearer   ")], ""),
+        "basic scheme": ([("authorization", "Basic dXNlcjpwYXNz")], ""),
+        "expired jwt": (bearer(env.token(exp=int(NOW) - 3600)), ""),
+        "forged jwt": (bearer(valid[:-3] + "AAA"), ""),
+        "wrong audience": (bearer(env.token(aud="elsewhere")), ""),
+        "wrong secret": ([("x-api-key", wrong_secret)], ""),
+        "unknown key": ([("x-api-key", new_api_key()[2])], ""),
+        "malformed key": ([("x-api-key", "bsk_nope")], ""),
+        "both headers": ([*bearer(valid), ("x-api-key", env.api_key)], ""),
+        "query": ([("x-api-key", env.api_key)], f"api_key={env.api_key}"),
+        "encoded query": ([("x-api-key", env.api_key)], "q=%62sk_x"),
+        "innocent query": ([("x-api-key", env.api_key)], "page=2&sort=asc"),
+    }
+    sync_layer = env.layer(failed_attempts_limit={"rate": 1000, "per": 1})
+    other = await Env().start()  # the same credentials must work there: share the key index
+    other.keys = env.keys
+    other.jwt = env.jwt
+    awaited_layer = other.layer(failed_attempts_limit={"rate": 1000, "per": 1})
+    for name, (headers, query) in cases.items():
+        a, b = exchange(headers, query=query), exchange(headers, query=query)
+        _, got = await run_like_the_runner(sync_layer, a)
+        want = await awaited_layer.on_request(b)
+        assert (got is None) == (want is None), name
+        if got is not None and want is not None:
+            assert (got.status, got.body) == (want.status, want.body), name
+        assert (a.diagnosis, a.principal) == (b.diagnosis, b.principal), name
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "page=2",
+        "a&b",
+        "api_key",
+        "API%5FKEY=1",
+        "x=1&ApiKey=2",
+        "access_token",
+        "q=bsk_1",
+        "q=+bsk_1",
+        "t=eyJhbGciOi.x.",
+        "t=+eyJa.b.",
+        "&&&",
+        "=",
+        "sort=name&order=asc&limit=10",
+    ],
+)
+def test_credential_in_query_fast_path_agrees_with_parsing_every_field(query: str) -> None:
+    assert credential_in_query(query) == _credential_in_query_by_parsing(query)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "a",
+                "p",
+                "i",
+                "A",
+                "P",
+                "I",
+                "_",
+                "-",
+                "=",
+                "&",
+                "+",
+                "%",
+                "5F",
+                "bsk_",
+                "eyJ",
+                "x",
+                ".",
+                "key",
+                "access",
+                "token",
+                " ",
+                "\u212a",
+                "1",
+            ]
+        ),
+        max_size=30,
+    ).map("".join)
+)
+def test_credential_in_query_agrees_with_parsing_every_field_on_any_query(query: str) -> None:
+    assert credential_in_query(query) == _credential_in_query_by_parsing(query)
+
+
+def _credential_in_query_by_parsing(query: str) -> bool:
+    """The reference: every field parsed, as before the fast path existed."""
+    if not query:
+        return False
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=1000)
+    except ValueError:
+        return True
+    for name, value in pairs:
+        if name.strip().lower() in {"access_token", "api_key", "apikey", "api-key", "x-api-key"}:
+            return True
+        v = value.strip()
+        if v.startswith("bsk_") or re.match(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.", v, re.ASCII):
+            return True
+    return False
+
+
+def test_a_long_bare_query_still_counts_as_suspicious() -> None:
+    assert credential_in_query("&" * 1000)
+    assert not credential_in_query("&" * 998)

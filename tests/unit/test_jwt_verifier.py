@@ -579,3 +579,91 @@ async def test_key_whose_curve_does_not_fit_the_alg_is_refused(
     assert await rejected(v, f"{header}.{payload}.{b64(b'x' * 64)}", crypto) == (
         "jwt: key rejected for alg"
     )
+
+
+# --- verify_now: the same decisions without awaiting -----------------------------------------
+
+
+def now_or_rejected(v: JwtVerifier, token: str, crypto: Crypto | None, **kw: Any) -> Any:
+    """verify_now's principal, None, or the reason it raised."""
+    try:
+        return v.verify_now(
+            token,
+            kw.get("audience"),
+            kw.get("issuers"),
+            crypto.before_crypto if crypto is not None else None,
+        )
+    except TokenRejected as exc:
+        return exc.reason
+
+
+async def test_verify_now_answers_a_cache_hit_without_the_budget(
+    make: Make, key: ECKey, crypto: Crypto, clock: ManualClock
+) -> None:
+    v = await make()
+    token = sign(key)
+    assert now_or_rejected(v, token, None) is None  # not cached, and no budget given: not verified
+    assert crypto.decodes == 0
+    first = await check(v, token, crypto)
+    assert crypto.decodes == 1
+    assert now_or_rejected(v, token, None) is first  # the very same Principal object
+    assert crypto.decodes == crypto.budget_calls == 1
+    assert now_or_rejected(v, token, None, audience="other") == "jwt: wrong audience"
+    assert now_or_rejected(v, token, None, issuers=frozenset({"x"})) == (
+        "jwt: issuer not allowed on route"
+    )
+    v._revocations.revoke_jti("jti-1", NOW + 3600)
+    assert now_or_rejected(v, token, None) == "jwt: revoked"
+    clock.advance(600 + 61)
+    assert now_or_rejected(v, token, None) == "jwt: expired"
+
+
+async def test_verify_now_verifies_a_new_token_whose_key_is_known(
+    make: Make, key: ECKey, crypto: Crypto
+) -> None:
+    v = await make()
+    principal = now_or_rejected(v, sign(key), crypto)
+    assert principal.subject == "user-1"
+    assert crypto.decodes == crypto.budget_calls == 1
+    assert v.cache_len == 1
+    crypto.budget_ok = False
+    assert now_or_rejected(v, sign(key, jti="2"), crypto) == "jwt: verify budget exceeded"
+    assert crypto.decodes == 1
+
+
+@pytest.mark.parametrize(
+    ("token_of", "reason"),
+    [
+        (lambda k: "not-a-jwt", "jwt: malformed"),
+        (lambda k: sign(k, iss="https://unknown.test"), "jwt: unknown issuer"),
+        (lambda k: sign(k, exp=int(NOW) - 3600), "jwt: expired"),
+        (lambda k: sign(k)[:-4] + "AAAA", "jwt: bad signature"),
+        (lambda k: "x" * 9000, "jwt: too large"),
+    ],
+)
+async def test_verify_now_and_verify_refuse_alike(
+    make: Make, key: ECKey, crypto: Crypto, token_of: Callable[[ECKey], str], reason: str
+) -> None:
+    v = await make()
+    token = token_of(key)
+    assert now_or_rejected(v, token, crypto) == reason
+    assert await rejected(v, token, crypto) == reason
+
+
+async def test_verify_now_needs_io_only_for_a_kid_a_refetch_may_bring(
+    server: JwksServer, clock: ManualClock, crypto: Crypto
+) -> None:
+    v = await url_verifier(server, clock)
+    try:
+        forged = sign(ec_key("forged-1"))
+        assert now_or_rejected(v, forged, crypto) is None  # a refetch may know the kid
+        assert server.hits == 1  # ... but verify_now never fetched
+        assert await rejected(v, forged, crypto) == "jwt: unknown kid"
+        assert server.hits == 2
+        # Inside the cooldown no refetch would happen: refused at once, synchronously.
+        assert now_or_rejected(v, sign(ec_key("forged-2")), crypto) == "jwt: unknown kid"
+        assert crypto.decodes == 0
+        clock.advance(30)
+        assert now_or_rejected(v, sign(ec_key("forged-3")), crypto) is None
+    finally:
+        await v.aclose()

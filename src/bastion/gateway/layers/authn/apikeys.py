@@ -6,6 +6,10 @@ event of a rotation shortens the old key to the end of its grace period). A key 
 has not seen is looked up in the store once; ids the store does not know go into a bounded,
 short-lived negative cache, so replaying one unknown id does not reach the store again.
 
+:meth:`ApiKeyIndex.verify_now` decides every key it holds in memory (and every id in the negative
+cache) without I/O; only an id it has never seen needs :meth:`ApiKeyIndex.verify`, which asks the
+store. Both decide alike.
+
 Expiry needs no event and no write: a key whose ``expires_at``, grace period or ``max_age``
 has passed is refused by comparing with the clock. A successful check is counted in memory
 (:class:`~bastion.gateway.layers.authn.key_usage.KeyUsage`), never written per request.
@@ -13,11 +17,13 @@ has passed is refused by comparing with the clock. A successful check is counted
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import math
 from typing import Any
 
-from bastion.core.apikeys import effective_expiry, parse_api_key, secret_matches
+from bastion.core.apikeys import effective_expiry, parse_api_key
 from bastion.core.clock import Clock
 from bastion.core.exchange import Principal
 from bastion.gateway.layers.authn.key_usage import KeyUsage
@@ -36,6 +42,12 @@ STORE_UNAVAILABLE = "api_key: store unavailable"
 #: The node cannot vouch for its key cache (distributed mode, outage): fail closed.
 STATE_NOT_CURRENT = "api_key: revocation state not current"
 
+_MALFORMED: tuple[None, str] = (None, MALFORMED)
+_UNKNOWN: tuple[None, str] = (None, UNKNOWN)
+_WRONG_SECRET: tuple[None, str] = (None, WRONG_SECRET)
+_REVOKED: tuple[None, str] = (None, REVOKED)
+_EXPIRED: tuple[None, str] = (None, EXPIRED)
+
 
 def _principal(rec: ApiKeyRecord) -> Principal:
     return Principal(
@@ -45,6 +57,11 @@ def _principal(rec: ApiKeyRecord) -> Principal:
         scopes=frozenset(rec.scopes),
         key_id=rec.id,
     )
+
+
+def _hash_bytes(rec: ApiKeyRecord) -> bytes:
+    # As core.apikeys.secret_matches compares: a non-ASCII hash from a damaged row never matches.
+    return rec.secret_hash.encode("utf-8", "replace")
 
 
 class ApiKeyIndex:
@@ -59,12 +76,13 @@ class ApiKeyIndex:
 
     __slots__ = (
         "_clock",
+        "_hashes",
         "_keys",
+        "_mac",
         "_max_age",
         "_max_negative",
         "_negative",
         "_negative_ttl",
-        "_pepper",
         "_principals",
         "_revoked",
         "_shortened",
@@ -87,12 +105,16 @@ class ApiKeyIndex:
         if len(pepper) < 32:
             raise ValueError("the API-key pepper must be at least 32 bytes")
         self._store = store
-        self._pepper = pepper
+        # HMAC-SHA256 keyed with the pepper once; each check copies it (core.apikeys.hash_secret
+        # computes the same value, keying it per call).
+        self._mac = hmac.new(pepper, digestmod=hashlib.sha256)
         self._clock = clock
         self._negative_ttl = negative_ttl
         self._max_negative = max_negative
         self._keys: dict[str, ApiKeyRecord] = {}
         self._principals: dict[str, Principal] = {}
+        # Stored secret hashes as bytes, for the constant-time comparison.
+        self._hashes: dict[str, bytes] = {}
         # Ids revoked by an event. Kept even for ids not loaded yet, so a store replica that
         # lags behind the event cannot bring a revoked key back.
         self._revoked: set[str] = set()
@@ -110,6 +132,7 @@ class ApiKeyIndex:
         records = await self._store.list_api_keys()
         self._keys = {rec.id: rec for rec in records}
         self._principals = {rec.id: _principal(rec) for rec in records}
+        self._hashes = {rec.id: _hash_bytes(rec) for rec in records}
         self._until = {rec.id: self._end_of(rec) for rec in records}
         self._negative.clear()
 
@@ -156,6 +179,21 @@ class ApiKeyIndex:
         until = effective_expiry(rec.created_at, rec.expires_at, self._max_age)
         return min(until, self._shortened.get(rec.id, math.inf))
 
+    def verify_now(self, presented: str) -> tuple[Principal | None, str] | None:
+        """:meth:`verify` without I/O: ``(principal, "")``, ``(None, reason)``, or None when
+        the key id is not in memory and only the store can tell (await :meth:`verify`)."""
+        parsed = parse_api_key(presented)
+        if parsed is None:
+            return _MALFORMED
+        key_id, secret = parsed
+        rec = self._keys.get(key_id)
+        if rec is None:
+            until = self._negative.get(key_id)
+            if until is not None and until > self._clock.monotonic():
+                return _UNKNOWN
+            return None
+        return self._check(rec, key_id, secret)
+
     async def verify(self, presented: str) -> tuple[Principal | None, str]:
         """Check a presented key: ``(principal, "")`` if valid, else ``(None, reason)``.
 
@@ -163,24 +201,31 @@ class ApiKeyIndex:
         and never contains the key. The secret is always compared in constant time, and before
         the key's state, so "revoked" or "expired" is only ever said to a holder of the secret.
         """
+        done = self.verify_now(presented)
+        if done is not None:
+            return done
         parsed = parse_api_key(presented)
-        if parsed is None:
-            return None, MALFORMED
+        if parsed is None:  # verify_now answered every malformed key already
+            return _MALFORMED
         key_id, secret = parsed
-        rec = self._keys.get(key_id)
+        rec, reason = await self._lookup(key_id)
         if rec is None:
-            rec, reason = await self._lookup(key_id)
-            if rec is None:
-                return None, reason
-        if not secret_matches(self._pepper, secret, rec.secret_hash):
-            return None, WRONG_SECRET
+            return None, reason
+        return self._check(rec, key_id, secret)
+
+    def _check(self, rec: ApiKeyRecord, key_id: str, secret: str) -> tuple[Principal | None, str]:
+        """The secret (constant time, first), then revocation and expiry."""
+        mac = self._mac.copy()
+        mac.update(secret.encode("utf-8"))
+        if not hmac.compare_digest(mac.hexdigest().encode("ascii"), self._hashes[key_id]):
+            return _WRONG_SECRET
         if key_id in self._revoked:
-            return None, REVOKED
+            return _REVOKED
         now = self._clock.now()
         if rec.revoked_at is not None and rec.revoked_at <= now:
-            return None, REVOKED
+            return _REVOKED
         if self._until[key_id] <= now:
-            return None, EXPIRED
+            return _EXPIRED
         usage = self.usage
         if usage is not None:
             usage.hit(key_id, now)
@@ -205,6 +250,7 @@ class ApiKeyIndex:
             return None, UNKNOWN
         self._keys[key_id] = rec
         self._principals[key_id] = _principal(rec)
+        self._hashes[key_id] = _hash_bytes(rec)
         self._until[key_id] = self._end_of(rec)
         return rec, ""
 

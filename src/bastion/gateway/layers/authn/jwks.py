@@ -180,6 +180,16 @@ class JwksKeys:
             return next(iter(keys.values())) if len(keys) == 1 else None
         return keys.get(kid)
 
+    def refetch_possible(self) -> bool:
+        """Whether :meth:`refetch_for_unknown_kid` would fetch (or join a fetch) now, rather
+        than return False at once (no URL, or inside the cooldown)."""
+        if self._url is None:
+            return False
+        if self._inflight is not None:
+            return True
+        last = self._last_unknown_kid_fetch
+        return last is None or self._clock.monotonic() - last >= self.config.unknown_kid_cooldown
+
     async def refetch_for_unknown_kid(self) -> bool:
         """Fetch again because a token named an unknown ``kid``; True if a fetch succeeded.
 

@@ -20,6 +20,10 @@ signature, ~115 µs, so everything an attacker controls for free is checked befo
 
 Every failure raises :class:`TokenRejected` whose ``reason`` is a short internal diagnosis for
 the audit record (never the token, never key material).
+
+:meth:`JwtVerifier.verify_now` runs the same steps synchronously and returns None only where
+I/O is needed (an unknown ``kid`` that a JWKS refetch may resolve); :meth:`JwtVerifier.verify`
+awaits that refetch. Both decide alike.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from joserfc.errors import (
     JoseError,
     MissingClaimError,
 )
+from joserfc.jwk import Key
 from joserfc.jws import JWSRegistry
 
 from bastion.core.clock import Clock
@@ -189,6 +194,61 @@ class JwtVerifier:
     def cache_len(self) -> int:
         return len(self._cache)
 
+    def verify_now(
+        self,
+        token: str,
+        audience: str | None,
+        allowed_issuers: frozenset[str] | None,
+        before_crypto: Callable[[], bool] | None = None,
+    ) -> Principal | None:
+        """:meth:`verify` without I/O: the principal, TokenRejected, or None when only a JWKS
+        refetch (an unknown ``kid``) can decide (await :meth:`verify` then).
+
+        ``before_crypto`` None: a token that is not in the cache is not verified here either
+        (None is returned for it, the verified-token cache hit being the only fast path asked
+        for); otherwise as in :meth:`verify`.
+        """
+        if len(token) > self._max_bytes:
+            raise TokenRejected("jwt: too large")
+        entry = self._cache.get(token)
+        if entry is not None:
+            principal, expires, deadline, issuer, auds, iat = entry
+            now = self._clock.now()
+            if now < deadline:
+                # The route's issuers and audience, the keys and the revocation lists are
+                # checked on every hit (inline: this is the per-request path).
+                if allowed_issuers is not None and principal.issuer not in allowed_issuers:
+                    raise TokenRejected("jwt: issuer not allowed on route")
+                if not issuer.keys.available():
+                    raise TokenRejected(KEYS_UNAVAILABLE)
+                if audience is not None:
+                    if audience not in auds:
+                        raise TokenRejected("jwt: wrong audience")
+                elif issuer.audiences and issuer.audiences.isdisjoint(auds):
+                    raise TokenRejected("jwt: wrong audience")
+                revocations = self._revocations
+                if not revocations.current():
+                    raise TokenRejected(STATE_NOT_CURRENT)
+                if revocations.is_token_revoked(
+                    principal.issuer, principal.subject, principal.key_id, iat
+                ) or revocations.is_client_revoked(principal.client_id, iat):
+                    raise TokenRejected("jwt: revoked")
+                return principal
+            self._cache.pop(token, None)
+            if now >= expires:
+                raise TokenRejected("jwt: expired")
+        if before_crypto is None:
+            return None
+        raw, header, issuer, alg = self._inspect(token, allowed_issuers)
+        keys = issuer.keys
+        kid = header.get("kid")
+        key = keys.key_for(kid)
+        if key is None:
+            if keys.refetch_possible():
+                return None
+            raise TokenRejected("jwt: unknown kid")
+        return self._verify_signed(token, raw, issuer, alg, key, audience, before_crypto)
+
     async def verify(
         self,
         token: str,
@@ -204,24 +264,9 @@ class JwtVerifier:
         ``before_crypto`` is called right before a signature check; False rejects the token
         (the per-IP verify budget). It is not called on a cache hit.
         """
-        if len(token) > self._max_bytes:
-            raise TokenRejected("jwt: too large")
-        entry = self._cache.get(token)
-        if entry is not None:
-            principal, expires, deadline, issuer, auds, iat = entry
-            now = self._clock.now()
-            if now < deadline:
-                if allowed_issuers is not None and principal.issuer not in allowed_issuers:
-                    raise TokenRejected("jwt: issuer not allowed on route")
-                if not issuer.keys.available():
-                    raise TokenRejected(KEYS_UNAVAILABLE)
-                if not _audience_ok(auds, audience, issuer):
-                    raise TokenRejected("jwt: wrong audience")
-                self._check_revocation(principal, iat)
-                return principal
-            self._cache.pop(token, None)
-            if now >= expires:
-                raise TokenRejected("jwt: expired")
+        principal = self.verify_now(token, audience, allowed_issuers)
+        if principal is not None:
+            return principal
         return await self._verify_uncached(token, audience, allowed_issuers, before_crypto)
 
     def _check_revocation(self, principal: Principal, issued_at: float | None) -> None:
@@ -233,13 +278,12 @@ class JwtVerifier:
         ) or revocations.is_client_revoked(principal.client_id, issued_at):
             raise TokenRejected("jwt: revoked")
 
-    async def _verify_uncached(
-        self,
-        token: str,
-        audience: str | None,
-        allowed_issuers: frozenset[str] | None,
-        before_crypto: Callable[[], bool],
-    ) -> Principal:
+    def _inspect(
+        self, token: str, allowed_issuers: frozenset[str] | None
+    ) -> tuple[bytes, dict[str, Any], _Issuer, str]:
+        """Everything checked before a key is looked up (no cryptography): structure, ``alg``,
+        issuer, size, ``typ``, header parameters and key availability. Returns the raw token,
+        its (unverified) header, its issuer and ``alg``."""
         if _COMPACT_JWS.fullmatch(token) is None:
             raise TokenRejected("jwt: malformed")
         raw = token.encode("ascii")
@@ -272,26 +316,48 @@ class JwtVerifier:
             not isinstance(typ, str) or typ.lower() not in _ACCESS_TOKEN_TYP
         ):
             raise TokenRejected("jwt: not an access token (typ)")
-        registry = issuer.registries[alg]
         try:
-            registry.check_header(header)
+            issuer.registries[alg].check_header(header)
         except JoseError:
             raise TokenRejected("jwt: unsupported header") from None
-
-        keys = issuer.keys
-        if not keys.available():
+        if not issuer.keys.available():
             raise TokenRejected(KEYS_UNAVAILABLE)
+        return raw, header, issuer, alg
+
+    async def _verify_uncached(
+        self,
+        token: str,
+        audience: str | None,
+        allowed_issuers: frozenset[str] | None,
+        before_crypto: Callable[[], bool],
+    ) -> Principal:
+        raw, header, issuer, alg = self._inspect(token, allowed_issuers)
+        keys = issuer.keys
         kid = header.get("kid")
         key = keys.key_for(kid)
         if key is None and await keys.refetch_for_unknown_kid():
             key = keys.key_for(kid)
         if key is None:
             raise TokenRejected("jwt: unknown kid")
+        return self._verify_signed(token, raw, issuer, alg, key, audience, before_crypto)
+
+    def _verify_signed(
+        self,
+        token: str,
+        raw: bytes,
+        issuer: _Issuer,
+        alg: str,
+        key: Key,
+        audience: str | None,
+        before_crypto: Callable[[], bool],
+    ) -> Principal:
+        """From the key on: key type, verify budget, signature, claims, revocation, cache."""
         if key.key_type != _KEY_TYPE_FOR_ALG.get(alg):
             raise TokenRejected("jwt: key type does not match alg")
 
         if not before_crypto():
             raise TokenRejected("jwt: verify budget exceeded")
+        registry = issuer.registries[alg]
         try:
             claims = jose_jwt.decode(raw, key, algorithms=[alg], registry=registry).claims
         except BadSignatureError:
