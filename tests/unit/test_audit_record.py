@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 
 import orjson
 import pytest
 
 from bastion.audit.record import (
     MAX_FIELD_CHARS,
+    AuditEntry,
     build_record,
     entry,
     iso_timestamp,
@@ -204,3 +206,48 @@ def test_minimal_entry_keeps_only_own_values() -> None:
     assert e.record["bastion"]["render_error"] is True
     assert b"secret-agent" not in e.line
     assert e.line.count(b"\n") == 1
+
+
+def test_entry_is_an_immutable_pair_of_record_and_line() -> None:
+    e = entry(snapshot(make_exchange(), 100.5), Redactor())
+    assert isinstance(e, AuditEntry)
+    record, line = e
+    assert (record, line) == (e.record, e.line)
+    assert orjson.loads(line) == record
+    with pytest.raises(AttributeError):
+        e.line = b""  # type: ignore[misc]
+
+
+def test_record_keys_keep_their_order() -> None:
+    p = Principal("jwt", "alice", client_id="app", key_id="jti-9", issuer="https://id")
+    ex = make_exchange(principal=p)
+    ex.reason, ex.diagnosis = "x.y", "jwt: nope"
+    rec = entry(snapshot(ex, 100.5), Redactor()).record
+    assert list(rec) == [
+        "@timestamp",
+        "event",
+        "http",
+        "url",
+        "source",
+        "user",
+        "client",
+        "user_agent",
+        "bastion",
+    ]
+    assert list(rec["event"]) == ["action", "outcome", "duration", "reason"]
+    assert list(rec["bastion"]) == [
+        "route",
+        "decision",
+        "tls",
+        "diagnosis",
+        "upstream_status",
+        "upstream_ms",
+        "token_id",
+    ]
+
+
+@pytest.mark.parametrize("wall", [0.0, 1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.0005])
+def test_iso_timestamp_millis(wall: float) -> None:
+    seconds, ms = divmod(int(wall * 1000), 1000)
+    assert iso_timestamp(wall).endswith(f".{ms:03d}Z")
+    assert iso_timestamp(wall).startswith(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))

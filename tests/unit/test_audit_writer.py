@@ -317,3 +317,28 @@ async def test_a_render_bug_costs_detail_not_the_record(
     assert record["http"]["response"]["status_code"] == 200
     assert PASSWORD not in caplog.text
     assert "could not be rendered" in caplog.text
+
+
+async def test_file_sink_writes_a_batch_that_fits_in_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.audit import sinks
+
+    writes: list[int] = []
+    real_write = sinks.os.write
+
+    def counting(fd: int, data: Any) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(sinks.os, "write", counting)
+    sink = sinks.FileSink(str(tmp_path / "audit.log"), max_bytes=10_000, backups=1)
+    await sink.open()
+    lines = [b'{"n":%d}\n' % i for i in range(50)]
+    sink._write_lines(lines)
+    assert writes == [sum(map(len, lines))]
+    assert (tmp_path / "audit.log").read_bytes() == b"".join(lines)
+    sink._write_lines(lines * 30)  # does not fit: rotated, never past max_bytes
+    assert (tmp_path / "audit.log").stat().st_size <= 10_000
+    assert (tmp_path / "audit.log.1").exists()
+    await sink.aclose()

@@ -281,3 +281,50 @@ def test_headers_other_values_are_redacted_text_and_joined() -> None:
 )
 def test_diagnosis_keeps_its_tag(diagnosis: str, expected: str) -> None:
     assert Redactor().redact_diagnosis(diagnosis) == expected
+
+
+# --- ids: hex digits and dashes take a shortcut ------------------------------------------------
+
+
+def test_no_hint_can_occur_in_a_hex_id() -> None:
+    # redact_text lets hex-and-dash strings skip the detectors and the name=value scan: that is
+    # only right while every hint and every pair needs some other character.
+    hex_chars = set("0123456789abcdef-")
+    for det in DETECTORS:
+        for hint in det.hints:
+            assert not set(hint) <= hex_chars, (det.name, hint)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["0", "1", "4", "5", "9", "a", "F", "-", "--", "411111", "123-45-6789"]),
+        max_size=24,
+    ).map("".join)
+)
+def test_hex_ids_are_redacted_exactly_like_any_text(s: str) -> None:
+    assert Redactor().redact_text(s) == Redactor()._redact(s)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("5f3a9c1e-1f3a0", "5f3a9c1e-1f3a0"),
+        ("123456789012-1", "123456789012-1"),  # 13 digits, but not a card (Luhn)
+        ("4111-1111-1111-1111", "****1111"),
+        ("4111111111111111", "****1111"),
+        ("123-45-6789", "***-**-****"),
+        ("550e8400-e29b-41d4-a716-446655440000", "550e8400-e29b-41d4-a716-446655440000"),
+    ],
+)
+def test_hex_ids_keep_cards_and_ssns_masked(text: str, expected: str) -> None:
+    assert Redactor().redact_text(text) == expected
+
+
+def test_unique_ids_do_not_evict_remembered_strings() -> None:
+    r = Redactor()
+    assert r.redact_text("/api/echo") == "/api/echo"
+    for i in range(10_000):
+        r.redact_text(f"5f3a9c1e-{i:x}")
+    assert "/api/echo" in r._clean
+    assert len(r._clean) == 1

@@ -16,8 +16,7 @@ password, an API key's secret, a header value other than the User-Agent.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -59,12 +58,18 @@ Snapshot = tuple[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """A rendered record and its serialised line (ending in ``\\n``), as sinks receive them."""
+class AuditEntry(NamedTuple):
+    """A rendered record and its serialised line (ending in ``\\n``), as sinks receive them.
+
+    An immutable tuple: one is built per request (a frozen dataclass costs several times more).
+    """
 
     record: dict[str, Any]
     line: bytes
+
+
+# AuditEntry(record, line) without the named tuple's Python-level __new__ (one per request).
+_new_entry = tuple.__new__
 
 
 def snapshot(ex: Exchange, finished: float) -> Snapshot:
@@ -104,10 +109,11 @@ def iso_timestamp(wall: float) -> str:
     if cached[0] != seconds:  # one strftime per second, not per record
         cached = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds)))
         globals()["_second_prefix"] = cached
-    return f"{cached[1]}{ms:03d}Z"
+    return cached[1] + _MILLIS[ms]
 
 
 _second_prefix: tuple[int, str] = (-1, "")
+_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
 
 
 def _cap(value: str) -> str:
@@ -139,16 +145,26 @@ def render(snap: Snapshot, redactor: Redactor) -> dict[str, Any]:
         upstream_ms,
         http_version,
     ) = snap
+    # Runs once per request (off the request path, but on the same core): literal dicts, and
+    # _cap called only for the rare long value.
     text = redactor.redact_text
-    success = decision == "allow" and 0 < status < 400
+    path = text(path)
+    if len(path) > MAX_FIELD_CHARS:
+        path = _cap(path)
+    request_id = text(request_id)
+    if len(request_id) > MAX_FIELD_CHARS:
+        request_id = _cap(request_id)
+    if len(method) > MAX_FIELD_CHARS:
+        method = _cap(method)
+    nanos = int(duration * 1e9)
     event: dict[str, Any] = {
         "action": "http_request",
-        "outcome": "success" if success else "failure",
-        "duration": max(0, int(duration * 1e9)),
+        "outcome": "success" if decision == "allow" and 0 < status < 400 else "failure",
+        "duration": nanos if nanos > 0 else 0,
     }
     if reason:
         event["reason"] = reason
-    url: dict[str, Any] = {"path": _cap(text(path))}
+    url: dict[str, Any] = {"path": path}
     if query:
         url["query"] = _cap(redactor.redact_query(query))
     bastion: dict[str, Any] = {"route": route, "decision": decision, "tls": tls}
@@ -164,7 +180,7 @@ def render(snap: Snapshot, redactor: Redactor) -> dict[str, Any]:
         "http": {
             "version": http_version,
             "route": route,
-            "request": {"method": _cap(method), "id": _cap(text(request_id))},
+            "request": {"method": method, "id": request_id},
             "response": {"status_code": status, "bytes": bytes_out},
         },
         "url": url,
@@ -197,12 +213,12 @@ def to_line(record: dict[str, Any]) -> bytes:
     Strings that are not valid UTF-8 (lone surrogates) are escaped rather than dropping the
     record.
     """
-    return _serialise(record)[1]
+    return _serialise(record).line
 
 
 def entry(snap: Snapshot, redactor: Redactor) -> AuditEntry:
     """Render and serialise one snapshot; the entry's record is always serialisable."""
-    return AuditEntry(*_serialise(render(snap, redactor)))
+    return _serialise(render(snap, redactor))
 
 
 def minimal_entry(snap: Snapshot) -> AuditEntry:
@@ -213,10 +229,10 @@ def minimal_entry(snap: Snapshot) -> AuditEntry:
         "http": {"response": {"status_code": snap[11]}},
         "bastion": {"decision": snap[12], "render_error": True},
     }
-    return AuditEntry(*_serialise(record))
+    return _serialise(record)
 
 
-def _serialise(record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+def _serialise(record: dict[str, Any]) -> AuditEntry:
     try:
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:
@@ -225,7 +241,7 @@ def _serialise(record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     if not line.isascii():
         for raw, escaped in _RAW_BREAKS:
             line = line.replace(raw, escaped)
-    return record, line
+    return _new_entry(AuditEntry, (record, line))
 
 
 def _scrub(value: Any) -> Any:

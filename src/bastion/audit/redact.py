@@ -208,7 +208,13 @@ _DIGITS = re.compile(r"(?<!\d)(?<!bsk_)\d(?:[ -]?\d){12,}(?!\d)", re.ASCII)
 _GROUP_SPLIT = re.compile(r"[ -]")
 _SSN = re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])", re.ASCII)
 _DIAGNOSIS_TAG = re.compile(r"([A-Za-z][\w .-]{0,39}): ")
-_NOT_DIGITS = bytes(b for b in range(256) if not 48 <= b <= 57)
+# Byte -> 1 for an ASCII digit, 0 otherwise: translate(_DIGIT_FLAGS).count(1) counts the digits
+# (translate's delete argument rebuilds a table on every call).
+_DIGIT_FLAGS = bytes(1 if 48 <= b <= 57 else 0 for b in range(256))
+# Hex digits and dashes only (request and trace ids, UUIDs): no detector hint and no
+# ``name=value`` pair can occur in such a string (every hint holds another character; a test
+# keeps it so), so only digit runs can need masking.
+_HEXISH = re.compile(r"[0-9A-Fa-f-]+", re.ASCII).fullmatch
 #: Strings of at most this length found clean are remembered (up to _CLEAN_CACHE_MAX of them):
 #: user agents and routes repeat, and a hit costs a set lookup instead of a scan.
 _CLEAN_CACHE_LEN = 512
@@ -299,6 +305,13 @@ class Redactor:
         """``s`` with every secret this module knows masked (see the module docstring)."""
         if not s or s in self._clean:
             return s
+        if _HEXISH(s) is not None:
+            # An id (unique per request: never remembered, it would only evict what repeats).
+            # Clean for sure without a card's 13 digits or an SSN's two dashes; else scanned.
+            digits = s.encode("ascii").translate(_DIGIT_FLAGS).count(1)
+            if digits < 13 and (digits < 9 or s.count("-") < 2):
+                return s
+            return self._redact(s)
         out = self._redact(s)
         if out == s:
             _remember(self._clean, s)
@@ -315,7 +328,7 @@ class Redactor:
                         break
         if ("=" in s or ":" in s) and self._name_hints.search(lower):
             s = _PAIR.sub(self._mask_pair, s)
-        digits = len(s.encode("utf-8", "surrogatepass").translate(None, _NOT_DIGITS))
+        digits = s.encode("utf-8", "surrogatepass").translate(_DIGIT_FLAGS).count(1)
         if digits >= 13:
             s = _DIGITS.sub(_mask_card_run, s)
         if digits >= 9 and "-" in s:

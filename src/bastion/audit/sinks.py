@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import os
 import sys
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ from bastion.store.base import Store
 
 #: Audit files hold personal data: owner read/write only, whatever the umask.
 FILE_MODE = 0o600
+
+_LINE = operator.attrgetter("line")
 
 
 class AuditSink(Protocol):
@@ -66,7 +69,7 @@ class FileSink:
 
     async def write(self, entries: Sequence[AuditEntry]) -> None:
         """Append the batch's lines (rotating as needed) in a worker thread."""
-        await asyncio.to_thread(self._write_lines, [e.line for e in entries])
+        await asyncio.to_thread(self._write_lines, list(map(_LINE, entries)))
 
     async def aclose(self) -> None:
         """Close the file."""
@@ -91,6 +94,10 @@ class FileSink:
     def _write_lines(self, lines: list[bytes]) -> None:
         if self._fd < 0:
             self._open_file()
+        data = b"".join(lines)
+        if self._size + len(data) <= self.max_bytes:  # the usual case: no rotation in the batch
+            self._write_chunk([data])
+            return
         chunk: list[bytes] = []
         chunk_bytes = 0
         for line in lines:
