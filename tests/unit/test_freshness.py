@@ -123,6 +123,26 @@ async def test_guarded_key_index_refuses_cached_keys_while_stale() -> None:
     assert await index.verify(full) == (None, STALE)
 
 
+async def test_guarded_key_index_sync_path_refuses_alike_while_stale() -> None:
+    # The authn layer answers from verify_now when it can: the guard must hold there too.
+    clock = ManualClock()
+    store = MemoryStore()
+    fresh = Freshness(clock, 5.0, store_grace=30.0)
+    index = GuardedApiKeyIndex(store, PEPPER, clock, fresh)
+    full = await _key(store, clock)
+    await index.load()
+    fresh.confirm()
+    now = index.verify_now(full)
+    assert now is not None
+    assert now[0] is not None
+    clock.advance(6)
+    assert index.verify_now(full) == (None, STALE)
+    fresh.confirm()
+    now = index.verify_now(full)
+    assert now is not None
+    assert now[0] is not None
+
+
 def _config(tmp_path: Path) -> dict[str, object]:
     return {
         "store": "memory://",

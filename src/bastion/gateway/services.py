@@ -88,6 +88,13 @@ class GuardedApiKeyIndex(ApiKeyIndex):
             return None, STALE
         return await super().verify(presented)
 
+    def verify_now(self, presented: str) -> tuple[Principal | None, str] | None:
+        """:meth:`verify` without I/O (same guard); None when only the store can answer."""
+        fresh = self._freshness
+        if fresh.stale() or fresh.store_outage_exceeded():
+            return None, STALE
+        return super().verify_now(presented)
+
 
 @dataclass
 class GatewayServices:
