@@ -23,6 +23,7 @@ from bastion.events.bus import EventBus
 from bastion.gateway.layers.authz.config import AuthzConfig
 from bastion.gateway.layers.authz.layer import AuthzLayer, policy_for
 from bastion.gateway.layers.authz.resolvers import CachedResolver, ResolverError, as_text
+from bastion.gateway.layers.base import NEEDS_IO, NeedsIo
 from bastion.gateway.layers.openapi.config import OpenApiConfig
 from bastion.gateway.layers.openapi.layer import OpenApiLayer
 from bastion.openapi.spec import OpenApiSpec, load_spec
@@ -601,3 +602,92 @@ def test_ids_compare_as_text() -> None:
         None,
         None,
     ]
+
+
+# -- the synchronous contract ---------------------------------------------------------------------
+def decided(result: Reply | NeedsIo | None) -> int:
+    """The status ``check`` decided (0: continue); fails when it asked for I/O."""
+    assert not isinstance(result, NeedsIo)
+    return status(result)
+
+
+def _matched(s: Setup, method: str, target: str, who: Principal | None) -> Exchange:
+    path, _, query = target.partition("?")
+    view = RequestView(method, path, query, Headers([]), "203.0.113.9")
+    ex = Exchange(view, "rid", time.monotonic(), time.time(), route_name="bank")
+    ex.principal = who
+    assert s.openapi.check(ex) is None
+    return ex
+
+
+async def test_check_decides_scopes_roles_and_claims_without_io(spec: OpenApiSpec) -> None:
+    s = Setup(spec)
+    cases = [
+        ("GET", "/v1/health", None, 0),
+        ("GET", "/v1/accounts/me", None, 401),
+        ("GET", "/v1/accounts/me", principal(scopes="other"), 403),
+        ("GET", "/v1/admin/users", principal(roles=("support",)), 0),
+        ("GET", "/v1/admin/users", principal(roles=("user",)), 403),
+        ("GET", "/v1/accounts/alice", principal("alice"), 0),
+        ("GET", "/v1/accounts/bob", principal("alice"), 403),  # BOLA by claim: no lookup
+    ]
+    for method, target, who, expected in cases:
+        ex = _matched(s, method, target, who)
+        result = s.authz.check(ex)
+        assert decided(result) == expected, target
+        again = _matched(s, method, target, who)
+        assert status(await s.authz.on_request(again)) == expected
+        assert ex.annotations.get("bola_denied") == again.annotations.get("bola_denied")
+    assert len(s.events) == 2  # one bola_denied event per denied request, check or on_request
+
+
+async def test_check_answers_owners_from_the_resolver_cache_and_needs_io_on_a_miss(
+    spec: OpenApiSpec, invoices_db: Path
+) -> None:
+    clock = ManualClock()
+    s = Setup(spec, clock, resolvers=[sql_resolver(invoices_db, cache_ttl=30, negative_ttl=5)])
+    alice = principal("alice")
+    try:
+        ex = _matched(s, "GET", "/v1/invoices/1", alice)
+        assert s.authz.check(ex) is NEEDS_IO  # not cached yet: the runner awaits on_request
+        assert await s.authz.on_request(ex) is None
+        assert s.authz.check(_matched(s, "GET", "/v1/invoices/1", alice)) is None  # cached
+        ex = _matched(s, "GET", "/v1/invoices/2", alice)
+        assert s.authz.check(ex) is NEEDS_IO
+        assert status(await s.authz.on_request(ex)) == 403
+        ex = _matched(s, "GET", "/v1/invoices/2", alice)
+        assert decided(s.authz.check(ex)) == 403  # the denial, from the cache
+        assert ex.annotations["bola_denied"] == {"param": "path.invoice_id", "object_id": "2"}
+        # A list: 1 is cached and ours, 3 is not cached: nothing is recorded before the lookup.
+        ex = _matched(s, "GET", "/v1/batch/invoices?ids=1,3", alice)
+        events = len(s.events)
+        assert s.authz.check(ex) is NEEDS_IO
+        assert "bola_denied" not in ex.annotations
+        assert len(s.events) == events
+        assert await s.authz.on_request(ex) is None
+        assert s.authz.check(_matched(s, "GET", "/v1/batch/invoices?ids=3,1", alice)) is None
+        # The first id that is not ours decides, before ids that would need a lookup.
+        ex = _matched(s, "GET", "/v1/batch/invoices?ids=2,9", alice)
+        assert decided(s.authz.check(ex)) == 403
+        assert ex.annotations["bola_denied"]["object_id"] == "2"
+        clock.advance(31)  # expired: looked up again
+        assert s.authz.check(_matched(s, "GET", "/v1/invoices/1", alice)) is NEEDS_IO
+    finally:
+        await s.authz.aclose()
+
+
+async def test_on_request_without_a_cache_looks_each_id_up_once(
+    spec: OpenApiSpec, invoices_db: Path
+) -> None:
+    s = Setup(spec, resolvers=[sql_resolver(invoices_db, cache_ttl=0, negative_ttl=0)])
+    alice = principal("alice")
+    try:
+        ex = _matched(s, "GET", "/v1/batch/invoices?ids=1,3,1", alice)
+        assert s.authz.check(ex) is NEEDS_IO
+        assert await s.authz.on_request(ex) is None
+        ex = _matched(s, "GET", "/v1/batch/invoices?ids=1,3,2", alice)
+        assert status(await s.authz.on_request(ex)) == 403
+        assert ex.annotations["bola_denied"]["object_id"] == "2"
+        assert s.authz.check(_matched(s, "GET", "/v1/invoices/1", alice)) is NEEDS_IO
+    finally:
+        await s.authz.aclose()

@@ -428,3 +428,53 @@ def test_config_validation() -> None:
     with pytest.raises(ValidationError, match="spec must be"):
         OpenApiConfig(spec=" ")
     assert OpenApiConfig(spec="x", base_path="/v1/").base_path == "/v1"
+
+
+# -- the synchronous contract ---------------------------------------------------------------------
+SYNC_CASES: list[tuple[str, str, list[tuple[str, str]], bytes | dict[str, Any]]] = [
+    ("GET", "/v1/accounts/acc-1", [], b""),
+    ("GET", "/v1/internal/debug", [], b""),
+    ("DELETE", "/v1/accounts/acc-1", [], b""),
+    ("GET", "/v1/health?x=1", [], b""),
+    ("PATCH", "/v1/accounts/acc-1", JSON, {"name": "n"}),
+    ("PATCH", "/v1/accounts/acc-1", JSON, {"name": "n", "is_admin": True}),
+    ("PATCH", "/v1/accounts/acc-1", JSON, b"{not json"),
+    ("PATCH", "/v1/accounts/acc-1", [("content-type", "text/plain")], b"x"),
+    ("PATCH", "/v1/accounts/acc-1", [], b""),
+]
+
+
+@pytest.mark.parametrize(("method", "target", "headers", "body"), SYNC_CASES)
+async def test_check_decides_without_io_as_on_request_does(
+    spec: OpenApiSpec,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes | dict[str, Any],
+) -> None:
+    from bastion.gateway.layers.base import Layer
+
+    lay = layer(spec)
+    assert type(lay).on_request is Layer.on_request  # never needs I/O: check only
+    ex1, ex2 = exchange(method, target, headers, body), exchange(method, target, headers, body)
+    sync = lay.check(ex1)
+    awaited = await lay.on_request(ex2)
+    assert (sync is None) == (awaited is None)
+    if sync is not None and awaited is not None:
+        assert (sync.status, sync.body) == (awaited.status, awaited.body)
+    assert ex1.annotations.keys() == ex2.annotations.keys()
+    assert (ex1.reason, ex1.diagnosis) == (ex2.reason, ex2.diagnosis)
+
+
+def test_content_type_spellings_and_a_bounded_memo(spec: OpenApiSpec) -> None:
+    lay = layer(spec)
+    body = {"name": "n"}
+    for ct in ("application/json", "Application/JSON; charset=utf-8", " application/json "):
+        ex = exchange("PATCH", "/v1/accounts/acc-1", [("content-type", ct)], body)
+        assert lay.check(ex) is None, ct
+    for i in range(600):  # client-chosen values: the memo stays bounded, answers stay right
+        ex = exchange("PATCH", "/v1/accounts/acc-1", [("content-type", f"text/x-{i}")], body)
+        refused(lay.check(ex), 415, "openapi.unsupported_media_type")
+    assert len(lay._media_types) <= 256
+    ex = exchange("PATCH", "/v1/accounts/acc-1", [("content-type", "application/json")], body)
+    assert lay.check(ex) is None

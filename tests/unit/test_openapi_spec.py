@@ -434,6 +434,43 @@ def test_unknown_path_and_method(bank: OpenApiSpec) -> None:
     assert head.operation.method == "GET"
 
 
+STATIC_PROBES = [
+    "/health",
+    "/health/",
+    "/accounts/me",
+    "/accounts/m%65",
+    "/accounts/acc-1",
+    "/accounts",
+    "/folders",
+    "/files/report.json",
+    "/",
+    "",
+    "//health",
+    "/HEALTH",
+    "/nope",
+]
+
+
+@pytest.mark.parametrize("path", STATIC_PROBES)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PATCH", "DELETE"])
+def test_paths_without_expressions_are_one_dict_lookup_with_the_matchers_answer(
+    bank: OpenApiSpec, method: str, path: str
+) -> None:
+    """The shortcut for literal templates finds what the path tree finds (same plan, params,
+    Allow list), for every method, with and without percent-encoding."""
+    plan, params, allowed = bank.lookup(method, path)
+    methods, tree_params = bank._matcher.match(path)
+    if methods is None:
+        assert (plan, params, allowed) == (None, {}, ())
+        return
+    expected = methods.get(method) or (methods.get("GET") if method == "HEAD" else None)
+    assert plan is expected
+    assert params == (tree_params if plan is not None else {})
+    assert bool(allowed) == (plan is None)
+    if "{" not in path and "%" not in path and path in bank._static:
+        assert bank._static[path] == methods  # the shortcut was taken, and agrees
+
+
 def test_matcher_backtracks_from_literal_to_template() -> None:
     m: PathMatcher[str] = PathMatcher()
     m.add("/users/me", "me")

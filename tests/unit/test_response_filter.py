@@ -568,3 +568,188 @@ def test_fast_path_passes_only_what_the_walk_leaves_alone(value: Any, which: int
         )
         walk.run(orjson.loads(orjson.dumps(value)), plan)
         assert not walk.findings, (value, walk.findings)
+
+
+# -- cached head decisions and the clean fast path ------------------------------------------------
+ACK_ITEM = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "sku": {"type": "string", "maxLength": 32},
+        "quantity": {"type": "integer", "minimum": 0},
+        "ok": {"type": "boolean"},
+    },
+}
+ACK = {  # the gateway benchmark's response schema (bench/bastion_target.py)
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "status", "items"],
+    "properties": {
+        "id": {"type": "string", "maxLength": 64},
+        "status": {"type": "string", "enum": ["accepted", "rejected"]},
+        "items": {"type": "array", "items": ACK_ITEM},
+    },
+}
+
+
+def ack(n: int = 20) -> dict[str, Any]:
+    items = [{"sku": f"SKU-{i:04d}", "quantity": i % 5 + 1, "ok": True} for i in range(n)]
+    return {"id": "ord_0123456789abcdef", "status": "accepted", "items": items}
+
+
+def test_the_benchmark_body_is_clean_and_sent_as_is_every_time() -> None:
+    lay, op = layer(), operation(ACK)
+    raw = orjson.dumps(ack())
+    for _ in range(3):  # the head decision is cached after the first response
+        out, ex = respond(lay, raw, op=op)
+        assert out is raw
+        assert ANNOTATION not in ex.annotations
+    assert len(lay._heads) == 1
+
+
+@pytest.mark.parametrize(
+    ("where", "planted", "expected"),
+    [
+        ("id", CARD, "****1111"),
+        ("id", f"ord {SSN}", "[REDACTED]"),
+        ("sku", "DE89370400440532013000", "[REDACTED]"),
+        ("sku", BCRYPT[:32], None),  # too short for a bcrypt hash: no finding, kept
+        ("quantity", 4111111111111111, None),  # a card as a number: nulled
+        ("quantity", 4.111111111111111e15, None),
+    ],
+)
+def test_a_secret_planted_in_a_benchmark_like_body_is_still_masked(
+    where: str, planted: Any, expected: Any
+) -> None:
+    body = ack()
+    target = body if where == "id" else body["items"][7]
+    target[where] = planted
+    out, ex = respond(layer(), body, op=operation(ACK))
+    result = doc(out)
+    got = result[where] if where == "id" else result["items"][7][where]
+    if where == "sku" and expected is None:
+        assert got == planted
+        assert ANNOTATION not in ex.annotations
+        return
+    assert got == expected
+    assert result["items"][6] == ack()["items"][6]  # the rest untouched
+    assert ex.annotations[ANNOTATION]["sensitive_count"] == 1
+
+
+def test_an_undeclared_property_in_a_benchmark_like_body_is_still_removed() -> None:
+    body = ack()
+    body["items"][19]["cost_cents"] = 150
+    body["internal"] = {"margin": 0.31}
+    out, ex = respond(layer(), body, op=operation(ACK))
+    assert doc(out) == ack()
+    assert ex.annotations[ANNOTATION]["undeclared"] == ["/items/19/cost_cents", "/internal"]
+
+
+def test_cached_head_decisions_still_record_and_check_every_response() -> None:
+    lay, op = layer(undeclared_status="report"), operation(ACK)
+    raw = orjson.dumps(ack(2))
+    for _ in range(2):
+        out, ex = respond(lay, raw, op=op, status=418)  # undeclared status: recorded each time
+        assert out is raw
+        assert ex.annotations[ANNOTATION]["undeclared_response"] == "status 418 is not declared"
+        # A Content-Encoding is read per response, not cached with the head.
+        out, ex = respond(lay, raw, op=op, headers=[("content-encoding", "gzip")])
+        assert problem(out) == "response.blocked"
+        assert ex.diagnosis == "response_filter: gzip-encoded JSON cannot be checked"
+        out, _ = respond(lay, raw, op=op, headers=[("content-encoding", " Identity ")])
+        assert out is raw
+    blocking, shadow = layer(), layer(enforce=False)
+    for _ in range(2):
+        out, ex = respond(blocking, raw, op=op, status=418)
+        assert problem(out) == "response.blocked"
+        out, ex = respond(shadow, raw, op=op, status=418)
+        assert out is None  # shadow: streamed, and what would have happened is recorded
+        note = ex.annotations[ANNOTATION]
+        assert note["would_block"] == "undeclared response: status 418 is not declared"
+        out, ex = respond(shadow, raw, op=op, headers=[("content-encoding", "br")])
+        assert out is None
+        assert ex.annotations[ANNOTATION]["would_block"] == "br-encoded JSON cannot be checked"
+
+
+def test_the_head_memo_is_bounded_and_keyed_by_the_operation_itself() -> None:
+    from bastion.gateway.layers.response_filter.layer import MAX_HEADS
+
+    lay = layer(undeclared_status="report")
+    raw = orjson.dumps(ack(1))
+    for i in range(MAX_HEADS + 10):  # upstream-chosen content types
+        respond(lay, raw, op=operation(ACK), content_type=f"application/x{i}+json")
+    assert len(lay._heads) <= MAX_HEADS
+    # Two operations alive at once never share a decision (one declares 200, one 201).
+    a, b = operation(ACK), operation(ACK, status="201")
+    assert respond(lay, raw, op=a)[0] is raw
+    _, ex = respond(lay, raw, op=b)
+    assert ex.annotations[ANNOTATION]["undeclared_response"] == "status 200 is not declared"
+
+
+def test_check_asks_for_identity_once() -> None:
+    lay = layer()
+    for sent in ([], [("accept-encoding", "gzip, br")], [("accept-encoding", "gzip")] * 2):
+        view = RequestView("GET", "/", "", Headers([("host", "x"), *sent]), "10.0.0.1")
+        ex = Exchange(view, "rid", 0.0, 0.0)
+        assert lay.check(ex) is None
+        assert ex.request.headers.items == [("host", "x"), ("accept-encoding", "identity")]
+
+
+_WALK_SCHEMAS = [
+    *_SCHEMAS,
+    ACK,
+    {"type": "array", "items": ORDER},
+    {
+        "type": "object",
+        "properties": {
+            "meta": {"type": "object", "additionalProperties": ITEM},
+            "items": {"type": "array", "prefixItems": [ITEM, {"type": "array"}], "items": ORDER},
+            "note": {"x-bastion-sensitive": True, "x-bastion-sensitive-roles": ["auditor"]},
+            "x": {"type": "object", "x-bastion-sensitive": True, "properties": {"id": {}}},
+        },
+    },
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    value=_JSON,
+    which=st.integers(min_value=0, max_value=len(_WALK_SCHEMAS) - 1),
+    roles=st.sampled_from([(), ("auditor",)]),
+    cfg=st.sampled_from([{}, {"undeclared": "report"}, {"sensitive": "remove"}]),
+)
+def test_subtrees_proven_clean_are_skipped_without_changing_the_result(
+    value: Any, which: int, roles: tuple[str, ...], cfg: dict[str, str]
+) -> None:
+    """The walk asks, for each object and array below the root, a validator of the values it
+    would leave alone; skipping those must give the same body and the same findings."""
+    lay = layer(**cfg)
+    compiled = lay._prepare(MediaSchema("application/json", _WALK_SCHEMAS[which]))[0]
+    results = []
+    for clean in (None, lay._clean_check):
+        walk = BodyFilter(
+            lay._scanner,
+            remove_undeclared=lay._remove_undeclared,
+            action=lay._action,
+            roles=frozenset(roles),
+            default_roles=frozenset(),
+            clean=clean,
+        )
+        out = walk.run(orjson.loads(orjson.dumps(value)), compiled.plan)
+        f = walk.findings
+        results.append((orjson.dumps(out), f.removed, f.masked, f.removed_count, f.masked_count))
+    assert results[0] == results[1]
+
+
+def test_a_large_array_with_one_planted_secret_is_walked_where_it_matters() -> None:
+    lay, op = layer(), operation(ACK)
+    body = ack(300)
+    body["items"][150]["sku"] = CARD
+    body["items"][299]["cost_cents"] = 1
+    out, ex = respond(lay, body, op=op)
+    expected = ack(300)
+    expected["items"][150]["sku"] = "****1111"
+    assert doc(out) == expected
+    note = ex.annotations[ANNOTATION]
+    assert note["undeclared"] == ["/items/299/cost_cents"]
+    assert note["sensitive"] == [{"path": "/items/150/sku", "by": "card_number"}]

@@ -7,6 +7,8 @@ import re
 
 import jsonschema_rs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from joserfc import jwe, jws
 from joserfc.jwk import OctKey
 
@@ -351,3 +353,49 @@ def test_register_adds_a_detector_once() -> None:
         del DETECTORS["test_token"]
     with pytest.raises(ValueError, match="exists already"):
         register(ValueDetector(FIELD_NAME, "", re.compile("x"), hint="x", min_length=1))
+
+
+_HINT_TEXT = st.text(
+    alphabet=st.sampled_from(
+        list("0123456789 -$_:.eyJbskBEGINargonscryptpbkdfAZDEGBé\u00a0\u0661")
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_HINT_TEXT)
+def test_the_hint_search_agrees_with_pythons_reading_of_the_hint(text: str) -> None:
+    """scan_string searches the hint with jsonschema-rs's engine: it must match wherever
+    Python's ``re`` matches (else a finding could be missed) — and it does exactly there."""
+    scanner = SensitiveScanner()
+    python = re.compile(scanner.value_hint).search(text) is not None
+    assert scanner.hint_matches(text) == python
+    for detector in DETECTORS.values():
+        if re.search(detector.hint, text):
+            assert scanner.hint_matches(text)
+
+
+def test_a_string_that_is_not_utf8_is_still_scanned() -> None:
+    scanner = SensitiveScanner()
+    assert scanner.scan_string("\ud800 4111 1111 1111 1111") == ("card_number",)
+    assert scanner.scan_string("\ud800 nothing to see here") == ()
+    assert not SensitiveScanner([]).hint_matches("4111111111111111")
+
+
+def _luhn_reference(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(digits=st.text(alphabet="0123456789", max_size=25))
+def test_luhn_matches_the_digit_by_digit_definition(digits: str) -> None:
+    assert luhn_valid(digits) == _luhn_reference(digits)

@@ -6,9 +6,10 @@ CompiledSpec`) or raises :class:`~bastion.errors.ConfigError` listing every prob
 ``location: message`` — bad YAML, an unresolved ``$ref``, an invalid schema, duplicate
 ``operationId``s, a templated path parameter that is not declared, an unsupported style.
 
-At run time :meth:`OpenApiSpec.lookup` costs a walk down the path tree (a dict lookup per
-literal segment) and a dict lookup for the method; every schema is already a compiled
-``jsonschema-rs`` validator.
+At run time :meth:`OpenApiSpec.lookup` costs one dict lookup for a path without template
+expressions (``/orders``), else a walk down the path tree (a dict lookup per literal segment),
+and a dict lookup for the method; every schema is already a compiled ``jsonschema-rs``
+validator.
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ class OpenApiSpec:
         self.version = version
         self._base_path = base_path
         self._matcher = matcher
+        # Paths whose template has no expression, as written: one dict lookup finds what the
+        # matcher would (its greedy descent takes the literal segment first at every level).
+        self._static: dict[str, dict[str, OperationPlan]] = {}
+        for plan in plans:
+            template = plan.operation.path_template
+            if "{" not in template and "%" not in template:
+                self._static.setdefault(template, {})[plan.operation.method] = plan
         self._plans = tuple(plans)
         self._operations = tuple(p.operation for p in plans)
         self.source = source
@@ -112,9 +120,13 @@ class OpenApiSpec:
         """``(plan, path params, methods of the path)``: the methods are empty when the path
         is unknown, and name what ``Allow`` should say when the method is not declared. HEAD
         uses the GET operation when the document declares no HEAD."""
-        methods, params = self._matcher.match(path)
-        if methods is None:
-            return None, {}, ()
+        methods = self._static.get(path) if "%" not in path else None
+        if methods is not None:
+            params: dict[str, str] = {}
+        else:
+            methods, params = self._matcher.match(path)
+            if methods is None:
+                return None, {}, ()
         plan = methods.get(method)
         if plan is None and method == "HEAD":
             plan = methods.get("GET")

@@ -16,11 +16,15 @@ It reads the operation the ``openapi`` layer matched (``ex.annotations``) and ch
 An operation without a ``security`` declaration needs a principal (fail closed); ``bastion
 config check`` warns about it. With ``enforce: false`` nothing is refused and
 ``ex.annotations["authz_shadow"]`` says what would have been.
+
+Everything is decided synchronously in :meth:`AuthzLayer.check` except an owner that a
+resolver's cache does not hold: then ``check`` answers NEEDS_IO and
+:meth:`AuthzLayer.on_request` decides again with the lookups awaited.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bastion.audit.record import iso_timestamp
@@ -38,7 +42,7 @@ from bastion.events.bus import EventBus
 from bastion.gateway.layers.authn.layer import WWW_AUTHENTICATE
 from bastion.gateway.layers.authz.config import AuthzConfig
 from bastion.gateway.layers.authz.resolvers import CachedResolver, ResolverError, as_text
-from bastion.gateway.layers.base import Layer
+from bastion.gateway.layers.base import NEEDS_IO, Layer, NeedsIo
 from bastion.openapi.model import (
     BODY_ANNOTATION,
     OPERATION_ANNOTATION,
@@ -64,10 +68,28 @@ class OperationPolicy:
     requirements: tuple[frozenset[str], ...]  # any one must be a subset of the scopes
     roles: frozenset[str] | None
     owner_rules: tuple[OwnerRule, ...]
+    #: Whether a request without a principal is refused (see :attr:`needs_principal`).
+    principal_needed: bool = field(init=False)
+    #: The requirements checked against the principal's scopes (none when public).
+    scopes_needed: tuple[frozenset[str], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        needed = not self.public or self.roles is not None or bool(self.owner_rules)
+        object.__setattr__(self, "principal_needed", needed)
+        object.__setattr__(self, "scopes_needed", () if self.public else self.requirements)
 
     @property
     def needs_principal(self) -> bool:
-        return not self.public or self.roles is not None or bool(self.owner_rules)
+        return self.principal_needed
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """An owner answer the caches do not hold: ask ``resolver`` about ``object_id``."""
+
+    resolver: str
+    object_id: Any
+    key: str
 
 
 def policy_for(op: Operation) -> OperationPolicy:
@@ -157,8 +179,38 @@ class AuthzLayer(Layer):
         ex.annotations["authz_shadow"] = f"{err.code}: {err.diagnosis or err.detail or ''}"
         return None
 
+    def check(self, ex: Exchange) -> Reply | NeedsIo | None:
+        """Check the matched operation's requirements: 401/403/404 or continue; NEEDS_IO when
+        an ownership resolver has no cached answer for an object (see :meth:`on_request`)."""
+        # Without ``fetched`` a missing owner is NEEDS_IO, never a _Lookup.
+        return self._decide(ex, None)  # type: ignore[return-value]
+
     async def on_request(self, ex: Exchange) -> Reply | None:
-        """Check the matched operation's requirements; 401/403/404/503 or continue."""
+        """:meth:`check`, with the resolver lookups it could not answer from the caches
+        (503 ``authz.resolver_unavailable`` when one fails). Decides as ``check`` does."""
+        fetched: dict[tuple[str, str], frozenset[str]] = {}
+        while True:
+            miss = self._decide(ex, fetched)
+            if not isinstance(miss, _Lookup):
+                return miss  # type: ignore[return-value]  # never NEEDS_IO with ``fetched``
+            try:
+                owners = await self._resolvers[miss.resolver].owners(miss.object_id, miss.key)
+            except ResolverError as exc:
+                diagnosis = f"authz: resolver {miss.resolver}: {exc}"
+                err: BastionError = (
+                    Forbidden(diagnosis=diagnosis)
+                    if self._resolver_403
+                    else ResolverUnavailable(diagnosis=diagnosis)
+                )
+                return self._refuse(ex, err)
+            fetched[(miss.resolver, miss.key)] = owners
+
+    def _decide(
+        self, ex: Exchange, fetched: dict[tuple[str, str], frozenset[str]] | None
+    ) -> Reply | NeedsIo | _Lookup | None:
+        """The decision; for an owner the caches cannot give: NEEDS_IO (``fetched`` None, from
+        ``check``), else the :class:`_Lookup` to await before deciding again with its answer
+        in ``fetched``. Nothing is recorded before a decision that needs no more lookups."""
         op = ex.annotations.get(OPERATION_ANNOTATION)
         if op is None:
             return None  # the openapi layer refused, or let an unknown operation pass (shadow)
@@ -167,16 +219,20 @@ class AuthzLayer(Layer):
             return self._refuse(ex, Forbidden(diagnosis="authz: operation of another document"))
         principal = ex.principal
         if principal is None:
-            if policy.needs_principal:
+            if policy.principal_needed:
                 err = AuthenticationFailed(
                     diagnosis=f"authz: {policy.label} needs a principal", headers=[WWW_AUTHENTICATE]
                 )
                 return self._refuse(ex, err)
             return None
-        if not policy.public and policy.requirements:
+        requirements = policy.scopes_needed
+        if requirements:
             scopes = principal.scopes
-            if not any(req <= scopes for req in policy.requirements):
-                wanted = " or ".join(" ".join(sorted(r)) for r in policy.requirements)
+            for req in requirements:
+                if req <= scopes:
+                    break
+            else:
+                wanted = " or ".join(" ".join(sorted(r)) for r in requirements)
                 return self._refuse(
                     ex, Forbidden(diagnosis=f"authz: {policy.label} needs scopes {wanted}")
                 )
@@ -186,12 +242,16 @@ class AuthzLayer(Layer):
                 ex, Forbidden(diagnosis=f"authz: {policy.label} needs a role of {roles}")
             )
         if policy.owner_rules:
-            return await self._owners(ex, policy, principal)
+            return self._owners(ex, policy, principal, fetched)
         return None
 
-    async def _owners(
-        self, ex: Exchange, policy: OperationPolicy, principal: Principal
-    ) -> Reply | None:
+    def _owners(
+        self,
+        ex: Exchange,
+        policy: OperationPolicy,
+        principal: Principal,
+        fetched: dict[tuple[str, str], frozenset[str]] | None,
+    ) -> Reply | NeedsIo | _Lookup | None:
         for rule in policy.owner_rules:
             value = _param_value(ex, rule)
             if value is _MISSING:
@@ -218,16 +278,11 @@ class AuthzLayer(Layer):
                 if rule.resolver is None:
                     ok = key in allowed
                 else:
-                    try:
-                        owners = await self._resolvers[rule.resolver].owners(obj, key)
-                    except ResolverError as exc:
-                        diagnosis = f"authz: resolver {rule.resolver}: {exc}"
-                        err: BastionError = (
-                            Forbidden(diagnosis=diagnosis)
-                            if self._resolver_403
-                            else ResolverUnavailable(diagnosis=diagnosis)
-                        )
-                        return self._refuse(ex, err)
+                    owners = fetched.get((rule.resolver, key)) if fetched else None
+                    if owners is None:
+                        owners = self._resolvers[rule.resolver].cached(key)
+                    if owners is None:
+                        return NEEDS_IO if fetched is None else _Lookup(rule.resolver, obj, key)
                     ok = not owners.isdisjoint(allowed)
                 if not ok:
                     return self._deny_object(ex, policy, rule, key, "not the owner")

@@ -290,16 +290,24 @@ class CachedResolver:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def cached(self, key: str) -> frozenset[str] | None:
+        """The cached owners of the object ``key``, or None when they must be looked up
+        (never cached, or expired: the entry is dropped)."""
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        if self._clock.monotonic() < hit[1]:
+            self._cache.move_to_end(key)
+            return hit[0]
+        del self._cache[key]
+        return None
+
     async def owners(self, object_id: Any, key: str) -> frozenset[str]:
         """Owners of the object ``key`` (its id as text; ``object_id`` is passed to the
         backend). ResolverError when the backend fails or times out."""
-        now = self._clock.monotonic()
-        hit = self._cache.get(key)
+        hit = self.cached(key)
         if hit is not None:
-            if now < hit[1]:
-                self._cache.move_to_end(key)
-                return hit[0]
-            del self._cache[key]
+            return hit
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)

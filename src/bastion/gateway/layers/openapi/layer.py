@@ -1,7 +1,8 @@
 """The openapi layer: a request must be a declared operation with valid parameters and body.
 
-Per request: strip the route prefix (with ``strip_prefix``) and the document's base path, find
-the operation (404 ``openapi.operation_unknown`` for an undeclared path, 405
+Per request, synchronously (:meth:`OpenApiLayer.check`; it never needs I/O): strip the route
+prefix (with ``strip_prefix``) and the document's base path, find the operation (404
+``openapi.operation_unknown`` for an undeclared path, 405
 ``openapi.method_not_allowed`` + ``Allow`` for an undeclared method — both marked
 ``ex.annotations["shadow_endpoint"]``), then check path, query, header and cookie parameters
 (coerced from strings to the schema's types) and the body: its Content-Type must be declared
@@ -49,6 +50,8 @@ __all__ = ["OpenApiLayer"]
 log = logging.getLogger("bastion.openapi")
 
 MAX_QUERY_FIELDS = 1000
+#: Content-Type values remembered with their media type (cleared when full).
+MAX_MEDIA_TYPES = 256
 FORM = "application/x-www-form-urlencoded"
 _ARRAY = frozenset({"array"})
 
@@ -150,6 +153,7 @@ class OpenApiLayer(Layer):
         ):
             if weakened:
                 log.warning("openapi %s for %s", setting, config.spec)
+        self._media_types: dict[str, str] = {}
         # Form bodies: property name → types, per declared form schema (by identity).
         self._form_types: dict[int, dict[str, frozenset[str] | None]] = {}
         for plan in spec.plans:
@@ -169,8 +173,9 @@ class OpenApiLayer(Layer):
         ex.annotations["openapi_shadow"] = f"{err.code}: {err.detail or err.diagnosis or ''}"
         return None
 
-    async def on_request(self, ex: Exchange) -> Reply | None:
-        """Match the operation, check parameters and body; answer 400/404/405/415 or continue."""
+    def check(self, ex: Exchange) -> Reply | None:
+        """Match the operation, check parameters and body; answer 400/404/405/415 or continue.
+        Never needs I/O."""
         req = ex.request
         path = req.path
         strip = self._strip
@@ -201,8 +206,10 @@ class OpenApiLayer(Layer):
         ann = ex.annotations
         ann[OPERATION_ANNOTATION] = plan.operation
         ann[PATH_PARAMS_ANNOTATION] = path_params
-        problem = self._parameters(ex, plan, path_params)
-        if problem is None:
+        problem = None
+        if req.query or plan.params:
+            problem = self._parameters(ex, plan, path_params)
+        if problem is None and (req.body or plan.operation.request_body_required):
             problem = self._body(ex, plan)
         if problem is None:
             return None
@@ -289,7 +296,12 @@ class OpenApiLayer(Layer):
         content_type = req.headers.get("content-type")
         if content_type is None:
             return UnsupportedMediaType("content-type: required")
-        media_type = content_type.split(";", 1)[0].strip().lower()
+        media_type = self._media_types.get(content_type)
+        if media_type is None:
+            media_type = content_type.split(";", 1)[0].strip().lower()
+            if len(self._media_types) >= MAX_MEDIA_TYPES:
+                self._media_types.clear()  # bounded: the header is client input
+            self._media_types[content_type] = media_type
         media = plan.body_for(media_type)
         if media is None:
             declared = ", ".join(sorted(plan.bodies))

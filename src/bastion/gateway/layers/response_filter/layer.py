@@ -11,8 +11,12 @@ cannot read (malformed, or compressed despite the ``Accept-Encoding: identity`` 
 upstream) is blocked, like an oversized body unless ``oversize: pass``.
 
 The common case costs one ``orjson.loads`` and one compiled ``jsonschema-rs`` check (see
-``plan.fast_schema``): a clean body is sent as the upstream wrote it. Only bodies that need
-changes are walked in Python and re-serialised. What was removed, masked or blocked goes to
+``plan.fast_schema``): a clean body is sent as the upstream wrote it. What the head decides
+(schema, block, stream) is computed once per (operation, status, Content-Type) and reused.
+Only bodies that need changes are walked in Python, and the walk skips every object or array
+that its own compiled check (``plan.subtree_schema``) proves clean, so one bad item of a large
+array costs a walk of that item; a body is re-serialised only when something was removed or
+masked. What was removed, masked or blocked goes to
 ``ex.annotations["response_filter"]`` as JSON pointers and detector names, never values.
 """
 
@@ -31,7 +35,13 @@ from bastion.core.sensitive import SensitiveScanner
 from bastion.errors import ConfigError, ResponseBlocked, ResponseTooLarge
 from bastion.gateway.layers.base import Layer
 from bastion.gateway.layers.response_filter.config import ResponseFilterConfig
-from bastion.gateway.layers.response_filter.plan import OPEN, Node, build_plan, fast_schema
+from bastion.gateway.layers.response_filter.plan import (
+    OPEN,
+    Node,
+    build_plan,
+    fast_schema,
+    subtree_schema,
+)
 from bastion.gateway.layers.response_filter.walk import BodyFilter, Findings, SensitiveAction
 from bastion.openapi.model import OPERATION_ANNOTATION, MediaSchema, Operation, Validator
 
@@ -43,6 +53,8 @@ log = logging.getLogger("bastion.gateway.response_filter")
 ANNOTATION = "response_filter"
 #: Per-request decision taken on the response head, read when the body is complete.
 _DECISION = "response_filter.decision"
+#: Head decisions remembered per (operation, status, Content-Type) (cleared when full).
+MAX_HEADS = 1024
 
 
 def is_json(media_type: str) -> bool:
@@ -60,6 +72,21 @@ class CompiledPlan:
 
     plan: Node
     fast: Validator | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """The decision on a response head, per (operation, status, Content-Type): the limit
+    :meth:`ResponseFilterLayer.wants_response_body` returns, the decision it leaves for the
+    body (a plan, a block reason, or None), what it records, and whether a Content-Encoding
+    other than identity blocks (JSON to filter). ``op`` guards the cache keyed by its id."""
+
+    op: object
+    limit: int
+    decision: CompiledPlan | str | None = None
+    undeclared: str | None = None  # recorded as "undeclared_response"
+    would_block: str | None = None  # shadow mode: recorded as "would_block"
+    check_encoding: bool = False
 
 
 class ResponseFilterLayer(Layer):
@@ -80,6 +107,9 @@ class ResponseFilterLayer(Layer):
         if config.enforce and config.sensitive != "block":
             self._action = config.sensitive
         self._plans: dict[int, tuple[MediaSchema, CompiledPlan]] = {}
+        self._heads: dict[tuple[int, int, str | None], _Head] = {}
+        # Per plan node and guarded flag: the validator of values the walk leaves alone.
+        self._subtrees: dict[tuple[int, bool], tuple[Node, Validator | None]] = {}
         self.detect_only = self._compile(OPEN)
         problems: list[str] = []
         for op in operations:
@@ -100,6 +130,18 @@ class ResponseFilterLayer(Layer):
         fast = jsonschema_rs.Draft202012Validator(schema) if schema is not None else None
         return CompiledPlan(plan, fast)
 
+    def _clean_check(self, node: Node, guarded: bool) -> Validator | None:
+        """The validator of :func:`subtree_schema` for ``node`` (compiled on first use; the
+        nodes are those of this layer's plans, so the memo is bounded by the documents)."""
+        key = (id(node), guarded)
+        found = self._subtrees.get(key)
+        if found is not None and found[0] is node:
+            return found[1]
+        schema = subtree_schema(node, self._scanner, guarded)
+        validator = jsonschema_rs.Draft202012Validator(schema) if schema is not None else None
+        self._subtrees[key] = (node, validator)
+        return validator
+
     def _prepare(self, media: MediaSchema) -> tuple[CompiledPlan, list[str]]:
         found = self._plans.get(id(media))
         if found is not None and found[0] is media:
@@ -110,42 +152,74 @@ class ResponseFilterLayer(Layer):
         return compiled, problems
 
     # -- request and response head ----------------------------------------------------------
-    async def on_request(self, ex: Exchange) -> Reply | None:
-        # A compressed body cannot be read: ask the upstream for the identity encoding.
-        ex.request.headers.set("accept-encoding", "identity")
+    def check(self, ex: Exchange) -> None:
+        """A compressed body cannot be read: ask the upstream for the identity encoding."""
+        headers = ex.request.headers
+        for name, _ in headers.items:
+            if name == "accept-encoding":
+                headers.set("accept-encoding", "identity")
+                return None
+        headers.items.append(("accept-encoding", "identity"))
         return None
 
     def wants_response_body(self, ex: Exchange, status: int, headers: Headers) -> int:
-        media = _media_type(headers.get("content-type"))
-        op = ex.annotations.get(OPERATION_ANNOTATION)
+        content_type = encoding = None  # the first of each, read in one pass
+        for name, value in headers.items:
+            if name == "content-type":
+                if content_type is None:
+                    content_type = value
+            elif name == "content-encoding" and encoding is None:
+                encoding = value
+        ann = ex.annotations
+        op = ann.get(OPERATION_ANNOTATION)
+        key = (id(op), status, content_type)
+        head = self._heads.get(key)
+        if head is None or head.op is not op:
+            head = self._head(op, status, content_type)
+            if len(self._heads) >= MAX_HEADS:
+                self._heads.clear()  # bounded: status and Content-Type come from the upstream
+            self._heads[key] = head
+        if head.undeclared is not None:
+            note = self._note(ex)
+            note["undeclared_response"] = head.undeclared
+            if head.would_block is not None:
+                note["would_block"] = head.would_block
+        if head.check_encoding and encoding:
+            encoding = encoding.strip().lower()
+            if encoding != "identity":
+                return self._decide_block(ex, f"{encoding}-encoded JSON cannot be checked")
+        if head.decision is not None:
+            ann[_DECISION] = head.decision
+        return head.limit
+
+    def _head(self, op: object, status: int, content_type: str | None) -> _Head:
+        """What :meth:`wants_response_body` does for responses with this operation, status and
+        Content-Type (the same every time: cached)."""
+        media = _media_type(content_type)
         compiled = self.detect_only
         if isinstance(op, Operation):
             declared = op.response_schemas(status)
             if declared is None:
-                return self._undeclared(ex, f"status {status} is not declared", media)
+                return self._undeclared(op, f"status {status} is not declared", media)
             chosen = _select(declared, media)
             if chosen is None:
                 if not declared and not media:
-                    return 0  # no body declared, none announced
-                return self._undeclared(ex, f"{media or 'no content type'} for {status}", media)
+                    return _Head(op, 0)  # no body declared, none announced
+                return self._undeclared(op, f"{media or 'no content type'} for {status}", media)
             compiled = self._prepare(chosen)[0]
         if not is_json(media):
-            return 0
-        encoding = (headers.get("content-encoding") or "identity").strip().lower()
-        if encoding != "identity":
-            return self._decide_block(ex, f"{encoding}-encoded JSON cannot be checked")
-        ex.annotations[_DECISION] = compiled
-        return self._limit
+            return _Head(op, 0)
+        return _Head(op, self._limit, compiled, check_encoding=True)
 
-    def _undeclared(self, ex: Exchange, what: str, media: str) -> int:
-        note = self._note(ex)
-        note["undeclared_response"] = what
+    def _undeclared(self, op: object, what: str, media: str) -> _Head:
         if self._cfg.undeclared_status == "block":
-            return self._decide_block(ex, f"undeclared response: {what}")
+            reason = f"undeclared response: {what}"
+            if not self._enforce:
+                return _Head(op, 0, undeclared=what, would_block=reason)
+            return _Head(op, 1, reason, undeclared=what)  # never sent: hold as little as possible
         if not is_json(media):
-            return 0
-        ex.annotations[_DECISION] = self.detect_only
-        return self._limit
+            return _Head(op, 0, undeclared=what)
+        return _Head(op, self._limit, self.detect_only, undeclared=what)
 
     def _decide_block(self, ex: Exchange, reason: str) -> int:
         if not self._enforce:
@@ -159,6 +233,8 @@ class ResponseFilterLayer(Layer):
         self, ex: Exchange, status: int, headers: Headers, body: bytes
     ) -> bytes | Reply:
         decision = ex.annotations.pop(_DECISION, None)
+        if decision is None:
+            return body
         if isinstance(decision, str):
             return self._blocked(ex, decision)
         if not isinstance(decision, CompiledPlan) or not body or body.isspace():
@@ -177,6 +253,7 @@ class ResponseFilterLayer(Layer):
             action=self._action,
             roles=principal.roles if principal is not None else frozenset(),
             default_roles=self._default_roles,
+            clean=self._clean_check,
         )
         try:
             out = walk.run(doc, decision.plan)

@@ -263,17 +263,23 @@ def fast_schema(root: Node, scanner: SensitiveScanner) -> dict[str, Any] | None:
     dialects might disagree on a key; a body marked sensitive as a whole)."""
     if root.sensitive is True:
         return None
-    stack, seen = [root], {id(root)}
+    return subtree_schema(root, scanner, True)
+
+
+def subtree_schema(node: Node, scanner: SensitiveScanner, guarded: bool) -> dict[str, Any] | None:
+    """The JSON Schema only values satisfy that the walk, reaching ``node`` with ``guarded``
+    (detectors on), would leave untouched and not report; None when the plan below ``node``
+    has ``patternProperties``. The caller handles ``node``'s own ``x-bastion-sensitive``."""
+    stack, seen = [node], {id(node)}
     while stack:
-        for child in stack.pop().children():
-            if child.patterns:
-                return None
+        current = stack.pop()
+        if current.patterns:
+            return None
+        for child in current.children():
             if id(child) not in seen:
                 seen.add(id(child))
                 stack.append(child)
-    if root.patterns:
-        return None
-    return _FastSchema(scanner, _recursive_nodes(root)).document(root)
+    return _FastSchema(scanner, _recursive_nodes(node)).document(node, guarded)
 
 
 class _FastSchema:
@@ -285,8 +291,8 @@ class _FastSchema:
         keys = scanner.key_hint
         self._key_guard = {"not": {"pattern": keys}} if keys else None
 
-    def document(self, root: Node) -> dict[str, Any]:
-        body = self._schema(root, True)
+    def document(self, root: Node, guarded: bool = True) -> dict[str, Any]:
+        body = self._schema(root, guarded)
         out: dict[str, Any] = {"allOf": [body]} if isinstance(body, bool) else dict(body)
         out["$defs"] = {**out.get("$defs", {}), **self._defs}
         return out

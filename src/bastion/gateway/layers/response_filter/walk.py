@@ -10,6 +10,7 @@ keys and length with every leaf masked; booleans and nulls stay. ``remove`` dele
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from bastion.core.sensitive import (
     child_pointer,
 )
 from bastion.gateway.layers.response_filter.plan import OPEN, Node
+from bastion.openapi.model import Validator
 
 #: The reason recorded for a field masked because its schema says ``x-bastion-sensitive``.
 SENSITIVE_MARK = "x-bastion-sensitive"
@@ -28,8 +30,12 @@ SENSITIVE_MARK = "x-bastion-sensitive"
 MAX_PATHS = 20
 #: Keys shorter than this cannot hold a value any detector finds.
 _MIN_KEY_SCAN = 11
+#: Array items in a row that fail their clean check before the walk stops checking them.
+_MAX_MISSES = 8
 
 SensitiveAction = Literal["mask", "remove"] | None
+#: A validator only values the walk leaves alone satisfy, for (plan node, guarded), or None.
+CleanCheck = Callable[[Node, bool], Validator | None]
 
 
 @dataclass(slots=True)
@@ -59,10 +65,13 @@ class BodyFilter:
     """Filters one body. ``remove_undeclared``: delete undeclared properties (else only record
     them). ``action``: what to do with sensitive values (None: only record). ``roles`` are the
     caller's; ``default_roles`` may see ``x-bastion-sensitive`` fields without roles of their
-    own."""
+    own. ``clean``, when given, returns for a plan node and a guarded flag a validator that only
+    values this walk would leave alone satisfy (``plan.subtree_schema``), or None: an object or
+    array below the root that satisfies it is not walked."""
 
     __slots__ = (
         "_action",
+        "_clean",
         "_default_roles",
         "_min_length",
         "_remove",
@@ -80,6 +89,7 @@ class BodyFilter:
         action: SensitiveAction,
         roles: frozenset[str],
         default_roles: frozenset[str],
+        clean: CleanCheck | None = None,
     ) -> None:
         self._scanner = scanner
         self._remove = remove_undeclared
@@ -88,6 +98,7 @@ class BodyFilter:
         self._default_roles = default_roles
         self._min_length = scanner.min_length
         self._sensitive_name = scanner.is_sensitive_name
+        self._clean = clean
         self.findings = Findings()
 
     def run(self, doc: Any, plan: Node) -> Any:
@@ -97,42 +108,32 @@ class BodyFilter:
             if self._action == "mask":
                 return self._masked(doc)
             return None if self._action == "remove" else doc
-        holder = [doc]
-        self._item(holder, 0, "", doc, plan, "", plan.sensitive is None)
-        return holder[0]
+        guarded = plan.sensitive is None
+        kind = type(doc)
+        if kind is dict:
+            self._object(doc, plan, "", guarded)
+        elif kind is list:
+            self._array(doc, plan, "", guarded)
+        elif guarded:
+            holder = [doc]
+            self._leaf(holder, 0, doc, "")
+            return holder[0]
+        return doc
 
     # -- one value --------------------------------------------------------------------------
-    def _item(
-        self,
-        container: Any,
-        key: Any,
-        seg: str | int,
-        value: Any,
-        node: Node,
-        at: str,
-        guarded: bool,
-    ) -> None:
-        """Filter ``container[key]``. ``at`` is the container's pointer and ``seg`` the
-        value's segment in it ("" for the root); the value's own pointer is built only when it
-        is a container or a finding."""
+    def _leaf(self, container: Any, key: Any, value: Any, where: str) -> None:
+        """Scan the guarded string or number ``container[key]`` (at ``where``)."""
         kind = type(value)
-        if kind is dict:
-            self._object(value, node, child_pointer(at, seg) if seg != "" else at, guarded)
-        elif kind is list:
-            self._array(value, node, child_pointer(at, seg) if seg != "" else at, guarded)
-        elif not guarded:
-            return
-        elif kind is str:
-            if len(value) >= self._min_length:
-                found = self._scanner.scan_string(value)
-                if found:
-                    where = child_pointer(at, seg) if seg != "" else at
-                    self._withhold(container, key, where, ",".join(found), found)
+        if kind is str:
+            if len(value) < self._min_length:
+                return
+            found = self._scanner.scan_string(value)
         elif (kind is int or kind is float) and not -CARD_NUMBER_FLOOR < value < CARD_NUMBER_FLOOR:
             found = self._scanner.scan_number(value)
-            if found:
-                where = child_pointer(at, seg) if seg != "" else at
-                self._withhold(container, key, where, ",".join(found), found)
+        else:
+            return
+        if found:
+            self._withhold(container, key, where, ",".join(found), found)
 
     def _segment(self, key: str) -> str:
         """A key as a recorded pointer may show it: never a value a detector flags."""
@@ -187,58 +188,116 @@ class BodyFilter:
 
     def _object(self, obj: dict[str, Any], node: Node, at: str, guarded: bool) -> None:
         props = node.props
+        write_only = node.write_only
+        named = node.named
+        is_open = node.open
+        min_length = self._min_length
+        clean = self._clean
         for key, value in list(obj.items()):
-            child: Node | None
-            seg = key
-            if node.open:
-                child, dynamic, seg = OPEN, True, "*"  # a map key may be data: not recorded
+            seg: str = key
+            dynamic = False
+            if is_open:
+                child = OPEN
+                seg, dynamic = "*", True  # a map key may be data: not recorded
             else:
-                child, dynamic = props.get(key), False
-                if child is None:
-                    child = next((n for p, n in node.patterns if p.search(key)), node.additional)
-                    dynamic, seg = True, "*"
-                if child is None or key in node.write_only:
-                    seg = self._segment(key)  # the undeclared name is what the record is about
-                    self.findings.undeclared(child_pointer(at, seg))
-                    if self._remove:
-                        del obj[key]
-                        continue
-                    child, dynamic = OPEN, True  # kept (report, block, shadow): still scanned
+                declared = props.get(key)
+                if declared is not None and key not in write_only:
+                    child = declared
+                else:
+                    if declared is None:
+                        declared = next(
+                            (n for p, n in node.patterns if p.search(key)), node.additional
+                        )
+                        seg, dynamic = "*", True
+                    if declared is None or key in write_only:
+                        seg = self._segment(key)  # the undeclared name is what is recorded
+                        self.findings.undeclared(child_pointer(at, seg))
+                        if self._remove:
+                            del obj[key]
+                            continue
+                        declared, dynamic = OPEN, True  # kept (report, block, shadow): scanned
+                    child = declared
             mark = child.sensitive
-            if mark is True and not self._may_see(child):
+            if mark is None:
+                child_guarded = guarded
+            elif mark is True and not self._may_see(child):
                 self._withhold(obj, key, child_pointer(at, seg), SENSITIVE_MARK)
                 continue
-            child_guarded = guarded and mark is None
+            else:
+                child_guarded = False
             if child_guarded:
                 if dynamic:
                     if self._key_flagged(obj, key, at):
                         continue
-                elif key in node.named:
+                elif key in named:
                     self._withhold(obj, key, child_pointer(at, key), FIELD_NAME)
                     continue
-            if self._worth(value, child_guarded):
-                self._item(obj, key, seg, value, child, at, child_guarded)
+            kind = type(value)
+            if kind is dict or kind is list:
+                if clean is not None:
+                    check = clean(child, child_guarded)
+                    if check is not None and check.is_valid(value):
+                        continue
+                if kind is dict:
+                    self._object(value, child, child_pointer(at, seg), child_guarded)
+                else:
+                    self._array(value, child, child_pointer(at, seg), child_guarded)
+            elif not child_guarded:
+                continue
+            elif kind is str:
+                if len(value) >= min_length:
+                    self._leaf(obj, key, value, child_pointer(at, seg))
+            elif (kind is int or kind is float) and not (
+                -CARD_NUMBER_FLOOR < value < CARD_NUMBER_FLOOR
+            ):
+                self._leaf(obj, key, value, child_pointer(at, seg))
 
     def _array(self, items: list[Any], node: Node, at: str, guarded: bool) -> None:
         each = OPEN if node.open or node.items is None else node.items
         prefix = () if node.open else node.prefix
+        first = len(prefix)  # items from here on are `each`
+        hidden = each.sensitive is True and not self._may_see(each)
+        each_guarded = guarded and each.sensitive is None
+        clean = None
+        if self._clean is not None and not hidden:
+            clean = self._clean(each, each_guarded)
+        misses = 0
+        min_length = self._min_length
         for i, value in enumerate(items):
-            child = prefix[i] if i < len(prefix) else each
-            if child.sensitive is True and not self._may_see(child):
+            child = each
+            child_guarded = each_guarded
+            if i < first:
+                child = prefix[i]
+                if child.sensitive is True and not self._may_see(child):
+                    self._withhold(items, i, child_pointer(at, i), SENSITIVE_MARK)
+                    continue
+                child_guarded = guarded and child.sensitive is None
+            elif hidden:
                 self._withhold(items, i, child_pointer(at, i), SENSITIVE_MARK)
                 continue
-            child_guarded = guarded and child.sensitive is None
-            if self._worth(value, child_guarded):
-                self._item(items, i, i, value, child, at, child_guarded)
-
-    def _worth(self, value: Any, guarded: bool) -> bool:
-        """Whether ``value`` may hold anything to change: a container, or (guarded) a string
-        long enough or a number large enough for a detector."""
-        kind = type(value)
-        if kind is dict or kind is list:
-            return True
-        if not guarded:
-            return False
-        if kind is str:
-            return len(value) >= self._min_length
-        return (kind is int or kind is float) and not -CARD_NUMBER_FLOOR < value < CARD_NUMBER_FLOOR
+            kind = type(value)
+            if kind is dict or kind is list:
+                if i < first:
+                    check = self._clean(child, child_guarded) if self._clean else None
+                    if check is not None and check.is_valid(value):
+                        continue
+                elif clean is not None:
+                    if clean.is_valid(value):
+                        misses = 0
+                        continue
+                    misses += 1
+                    if misses == _MAX_MISSES:
+                        clean = None  # every item needs the walk: stop asking
+                if kind is dict:
+                    self._object(value, child, child_pointer(at, i), child_guarded)
+                else:
+                    self._array(value, child, child_pointer(at, i), child_guarded)
+            elif not child_guarded:
+                continue
+            elif kind is str:
+                if len(value) >= min_length:
+                    self._leaf(items, i, value, child_pointer(at, i))
+            elif (kind is int or kind is float) and not (
+                -CARD_NUMBER_FLOOR < value < CARD_NUMBER_FLOOR
+            ):
+                self._leaf(items, i, value, child_pointer(at, i))
