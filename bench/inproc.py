@@ -93,7 +93,7 @@ def fake_pool(pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
         conn.reused = False
         return conn
 
-    pool._acquire = acquire  # type: ignore[method-assign]
+    pool.connection = acquire  # type: ignore[method-assign]
 
 
 class _ClientTransport:

@@ -118,7 +118,6 @@ class _ClientSink:
         "_out",
         "_proto",
         "_replaced",
-        "_route",
         "_status",
         "ex",
         "head_sent",
@@ -131,7 +130,6 @@ class _ClientSink:
 
     def __init__(self, proto: HttpProtocol, ex: Exchange, route: RouteRuntime, p: _Parsed) -> None:
         self._proto = proto
-        self._route = route
         self.route = route
         self.ex = ex
         self.parsed = p
@@ -156,7 +154,7 @@ class _ClientSink:
         ex = self.ex
         ex.upstream_status = status
         ex.upstream_ms = (time.monotonic() - ex.started) * 1000
-        if status >= 500 and not self._route.expose_upstream_errors:
+        if status >= 500 and not self.route.expose_upstream_errors:
             # Upstream 5xx bodies may hold stack traces: replace them by a generic problem.
             self._replaced = True
             reply = ex.deny(UpstreamError(diagnosis=f"upstream answered {status}"))
@@ -164,7 +162,7 @@ class _ClientSink:
             self._emit_reply(reply)
             return
         headers = response_headers_from_upstream(raw)
-        self._route.response_headers(ex, status, headers)
+        self.route.response_headers(ex, status, headers)
         keep = self._proto.keep_alive_after
         if ex.request.method == "HEAD" or length is not None:
             framing = f"content-length: {length or 0}\r\n" if length is not None else ""
@@ -177,7 +175,7 @@ class _ClientSink:
         if not keep and "connection: close" not in framing:
             framing += "connection: close\r\n"
         ex.status = status
-        filters, limit = self._route.body_filters(ex, status, headers)
+        filters, limit = self.route.body_filters(ex, status, headers)
         if filters:
             self._filters, self._limit = filters, limit
             self._held, self._status, self._headers, self._framing = [], status, headers, framing
@@ -199,7 +197,7 @@ class _ClientSink:
         held, self._held = self._held or [], None
         assert self._headers is not None
         body = b"".join(held)
-        result = self._route.filter_body(self._filters, self.ex, self._status, self._headers, body)
+        result = self.route.filter_body(self._filters, self.ex, self._status, self._headers, body)
         if isinstance(result, Reply):
             self._replaced = True
             self._emit_reply(result)
@@ -214,7 +212,7 @@ class _ClientSink:
         self.head_sent = True
 
     def _emit_reply(self, reply: Reply) -> None:
-        self._out.append(self._proto.render_reply(reply, self._route, self.ex))
+        self._out.append(self._proto.render_reply(reply, self.route, self.ex))
         self.head_sent = True
 
     def on_body(self, chunk: bytes) -> None:
@@ -226,7 +224,7 @@ class _ClientSink:
             self._held_bytes += len(chunk)
             if self._held_bytes > self._limit:
                 assert self._headers is not None
-                reply = self._route.body_too_large(
+                reply = self.route.body_too_large(
                     self._filters, self.ex, self._status, self._headers
                 )
                 if reply is not None:

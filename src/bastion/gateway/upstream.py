@@ -339,9 +339,6 @@ class UpstreamPool:
         """An idle connection, or a new one (waiting for a free slot up to the connect
         timeout). Raises :class:`UpstreamUnavailable`. The caller must use it for exactly one
         exchange (:meth:`UpstreamConnection.send` or ``start``)."""
-        return await self._acquire()
-
-    async def _acquire(self) -> UpstreamConnection:
         idle = self.idle_connection()
         if idle is not None:
             return idle
@@ -433,7 +430,7 @@ class UpstreamPool:
         request was sent are reported through ``sink.on_error``.
         """
         for attempt in (0, 1):
-            conn = self.idle_connection() or await self._acquire()
+            conn = self.idle_connection() or await self.connection()
             if on_connection is not None:
                 on_connection(conn)
             try:
