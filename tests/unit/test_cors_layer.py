@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from bastion.core.exchange import Exchange, Headers, RequestView
+from bastion.gateway.forward import response_headers_from_upstream
 from bastion.gateway.layers.cors.config import CorsConfig, normalize_origin
 from bastion.gateway.layers.cors.layer import CorsLayer
 
@@ -72,7 +73,8 @@ def lower(items: list[tuple[str, str]]) -> dict[str, list[str]]:
 def respond(
     layer: CorsLayer, ex: Exchange, upstream: list[tuple[str, str]] | None = None
 ) -> dict[str, list[str]]:
-    headers = Headers(list(upstream or []))
+    # As the front end hands them over: raw upstream headers, names lower-cased once there.
+    headers = response_headers_from_upstream([(k.encode(), v.encode()) for k, v in upstream or []])
     layer.on_response(ex, 200, headers)
     return lower(headers.items)
 

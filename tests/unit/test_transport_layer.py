@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from bastion.core.exchange import Exchange, Headers, Principal, RequestView
+from bastion.gateway.forward import response_headers_from_upstream
 from bastion.gateway.layers.transport.config import HstsConfig, TransportConfig
 from bastion.gateway.layers.transport.layer import TransportLayer
 
@@ -165,7 +166,8 @@ async def test_odd_declared_lengths_never_crash(declared: str, status: int | Non
 
 
 def respond(t: TransportLayer, upstream: list[tuple[str, str]], **kw: Any) -> list[tuple[str, str]]:
-    headers = Headers(list(upstream))
+    # As the front end hands them over: raw upstream headers, names lower-cased once there.
+    headers = response_headers_from_upstream([(k.encode(), v.encode()) for k, v in upstream])
     t.on_response(make_exchange(**kw), 200, headers)
     return headers.items
 

@@ -151,7 +151,7 @@ class BastionMiddleware:
             await route.finish(ex)
 
     async def _reply(self, send: Send, reply: Reply, ex: Exchange, route: RouteRuntime) -> None:
-        headers = Headers(list(reply.headers))
+        headers = Headers([(k.lower(), v) for k, v in reply.headers])  # names: lower case
         route.response_headers(ex, reply.status, headers)
         reply.headers = headers.items
         await _send_reply(send, reply, ex)

@@ -128,10 +128,15 @@ class RouteRuntime:
         self.prefix = cfg.path_prefix
         self.chain = build_chain(cfg, services)
         self._layers = self.chain.layers
-        self._response_layers = tuple(reversed(self._layers))
+        self._checks = tuple(layer.check for layer in self._layers)  # bound once
+        response_order = tuple(reversed(self._layers))
+        # Only the layers that override a response hook are called for it.
+        self._response_layers = tuple(
+            layer for layer in response_order if type(layer).on_response is not Layer.on_response
+        )
         self._body_layers = tuple(
             layer
-            for layer in self._response_layers
+            for layer in response_order
             if type(layer).wants_response_body is not Layer.wants_response_body
         )
         self.audit = AuditLayer(services.auditor)
@@ -179,11 +184,11 @@ class RouteRuntime:
     def run_sync(self, ex: Exchange) -> Reply | int | None:
         """Run the layers' :meth:`~Layer.check` in order: a Reply answers, None forwards, and
         an int is the index of the first layer that needs I/O (resume with :meth:`run_from`)."""
-        for i, layer in enumerate(self._layers):
-            result = layer.check(ex)
+        for check in self._checks:
+            result = check(ex)
             if result is not None:
                 if result is NEEDS_IO:
-                    return i
+                    return self._checks.index(check)
                 return result  # type: ignore[return-value]
         return None
 

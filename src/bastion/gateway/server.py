@@ -665,7 +665,7 @@ class HttpProtocol(asyncio.Protocol):
     def render_reply(self, reply: Reply, route: RouteRuntime | None, ex: Exchange) -> bytes:
         """A gateway-made response, with the route's response headers, as bytes; records the
         status on the exchange. A HEAD request gets the head only."""
-        headers = Headers(list(reply.headers))
+        headers = Headers([(k.lower(), v) for k, v in reply.headers])  # names: lower case
         if route is not None:
             route.response_headers(ex, reply.status, headers)
         ex.status = reply.status

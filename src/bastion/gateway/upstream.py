@@ -120,9 +120,17 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self._bytes_seen = True
-        self._arm_timer()
+        self.deadline = time.monotonic() + self._read_timeout
+        if not self._head_done:
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
+            if not self._head_done and self._head_bytes > self._max_head:
+                # Still no end of head: sizes are checked exactly once it is complete, this
+                # bounds what an upstream can make us hold before that.
+                raise UpstreamError(diagnosis="upstream response headers too large")
+        except UpstreamError as exc:
+            self._fail(exc)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._fail(cause if isinstance(cause, Exception) else UpstreamError(diagnosis=str(exc)))
@@ -154,19 +162,21 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self._max_head:
-            raise UpstreamError(diagnosis="upstream response headers too large")
-        self._headers.append((name, value))
-        if len(name) == 14 and name.lower() == b"content-length":
-            try:
-                self._length = int(value)
-            except ValueError:
-                raise UpstreamError(diagnosis="bad upstream content-length") from None
+        self._headers.append((name, value))  # sizes and framing: on_headers_complete
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        length = self._length
+        size = 0
+        length = None
+        for name, value in self._headers:
+            size += len(name) + len(value) + 4
+            if len(name) == 14 and name.lower() == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise UpstreamError(diagnosis="bad upstream content-length") from None
+        if size > self._max_head:
+            raise UpstreamError(diagnosis="upstream response headers too large")
         if status in (204, 304) or 100 <= status < 200:
             length = 0
         self._length = length
@@ -227,8 +237,7 @@ class UpstreamConnection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         if reusable:
-            self._parser = httptools.HttpResponseParser(self)
-            self._pool.release(self)
+            self._pool.release(self)  # the parser goes on with the next response
         else:
             self.close()
 

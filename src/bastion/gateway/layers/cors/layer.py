@@ -104,17 +104,15 @@ class CorsLayer(Layer):
             # The common case (no Origin, no Vary to add): only upstream CORS headers to drop.
             items = headers.items
             for name, _ in items:
-                if name.lower().startswith("access-control-"):
-                    headers.items = [
-                        h for h in items if not h[0].lower().startswith("access-control-")
-                    ]
+                if name.startswith("access-control-"):  # Headers names are lower case
+                    headers.items = [h for h in items if not h[0].startswith("access-control-")]
                     return
             return
         kept: list[Header] = []
         vary_at = -1
         vary_has_origin = False
         for item in headers.items:
-            name = item[0].lower()  # defence in depth: Headers promises lower case
+            name = item[0]  # Headers names are lower case
             if name.startswith("access-control-"):
                 continue
             if name == "vary":

@@ -114,16 +114,18 @@ class TransportLayer(Layer):
         and framing/referrer defaults the upstream did not choose. One pass over the headers."""
         plans = self._plans_tls if ex.request.tls else self._plans_plain
         drop, added = plans[ex.principal is not None]
-        # Names are lower-cased again: defence in depth, Headers promises lower case.
-        kept = [item for item in headers.items if item[0].lower() not in drop]
+        kept: list[Header] = []
         has_frame = has_referrer = False
-        for name, _ in kept:
-            name = name.lower()
+        for item in headers.items:
+            name = item[0]
+            if name in drop:
+                continue
             if name in _DEFAULTED:
                 if name[0] == "x":
                     has_frame = True
                 else:
                     has_referrer = True
+            kept.append(item)
         kept += added
         if not has_frame:
             kept.append(FRAME_DENY)
