@@ -97,7 +97,6 @@ def _client_headers(items: list[Header], skip: frozenset[str], listed: frozenset
 
 def upstream_request_head(
     ex: Exchange,
-    *,
     target: str,
     host_header: str,
     hide_credentials: bool,

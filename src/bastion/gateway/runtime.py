@@ -20,6 +20,7 @@ from bastion.core.exchange import Exchange, Headers, Reply, RequestView
 from bastion.core.paths import route_matches
 from bastion.errors import BastionError
 from bastion.gateway.chain import LAYER_ORDER, Chain
+from bastion.gateway.forward import upstream_request_head
 from bastion.gateway.layers.audit.layer import AuditLayer
 from bastion.gateway.layers.authn.layer import AuthnLayer
 from bastion.gateway.layers.authz.layer import AuthzLayer
@@ -252,20 +253,24 @@ class RouteRuntime:
                 return reply
         return None
 
-    def upstream_target(self, ex: Exchange) -> str:
-        """Path and query to request from the upstream."""
-        path = ex.request.path
+    def request_head(self, ex: Exchange) -> bytes:
+        """The request line and headers to send upstream for ``ex`` (see
+        :func:`~bastion.gateway.forward.upstream_request_head`)."""
+        req = ex.request
+        path = req.path
         if self.cfg.strip_prefix and path.startswith(self.prefix):
             path = path[len(self.prefix) :]
             if not path.startswith("/"):
                 path = "/" + path
         target = self.base_path + path
-        return f"{target}?{ex.request.query}" if ex.request.query else target
-
-    def host_header(self, ex: Exchange) -> str:
+        if req.query:
+            target = f"{target}?{req.query}"
+        host = self.upstream_host_header
         if self.preserve_host:
-            return ex.request.headers.get("host") or self.upstream_host_header
-        return self.upstream_host_header
+            host = req.headers.get("host") or host
+        return upstream_request_head(
+            ex, target, host, self.hide_credentials, len(req.body), self.trusted_proxies
+        )
 
     async def finish(self, ex: Exchange) -> None:
         """Hand the completed exchange to the audit log (exactly once per request)."""

@@ -40,7 +40,6 @@ from bastion.gateway.forward import (
     HEADER_NAME_CACHE,
     header_name,
     response_headers_from_upstream,
-    upstream_request_head,
 )
 from bastion.gateway.upstream import IDEMPOTENT, StaleConnection
 
@@ -128,6 +127,13 @@ class _ClientSink:
         "tries",
     )
 
+    _filters: tuple[Layer, ...]
+    _limit: int
+    _held_bytes: int
+    _status: int
+    _headers: Headers
+    _framing: str
+
     def __init__(self, proto: HttpProtocol, ex: Exchange, route: RouteRuntime, p: _Parsed) -> None:
         self._proto = proto
         self.route = route
@@ -142,13 +148,9 @@ class _ClientSink:
         self._replaced = False
         self.head_sent = False
         # Body filtering (response_filter layers): the body is held until it is complete.
-        self._filters: tuple[Layer, ...] = ()
-        self._limit = 0
+        # _filters, _limit, _held_bytes, _status, _headers and _framing are set by on_head
+        # when it starts holding, and read only while _held is not None.
         self._held: list[bytes] | None = None
-        self._held_bytes = 0
-        self._status = 0
-        self._headers: Headers | None = None
-        self._framing = ""
 
     def on_head(self, status: int, raw: list[tuple[bytes, bytes]], length: int | None) -> None:
         ex = self.ex
@@ -177,7 +179,7 @@ class _ClientSink:
         ex.status = status
         filters, limit = self.route.body_filters(ex, status, headers)
         if filters:
-            self._filters, self._limit = filters, limit
+            self._filters, self._limit, self._held_bytes = filters, limit, 0
             self._held, self._status, self._headers, self._framing = [], status, headers, framing
             return
         self._out.append(serialize_head(status, headers, framing))
@@ -186,7 +188,6 @@ class _ClientSink:
     def _release_held(self) -> None:
         """Give up filtering: send the head as the upstream framed it, then what was held."""
         held, self._held = self._held or [], None
-        assert self._headers is not None
         self._out.append(serialize_head(self._status, self._headers, self._framing))
         self.head_sent = True
         for chunk in held:
@@ -195,7 +196,6 @@ class _ClientSink:
     def _finish_held(self) -> None:
         """The whole body is here: filter it and send it with its new length."""
         held, self._held = self._held or [], None
-        assert self._headers is not None
         body = b"".join(held)
         result = self.route.filter_body(self._filters, self.ex, self._status, self._headers, body)
         if isinstance(result, Reply):
@@ -223,7 +223,6 @@ class _ClientSink:
             held.append(chunk)
             self._held_bytes += len(chunk)
             if self._held_bytes > self._limit:
-                assert self._headers is not None
                 reply = self.route.body_too_large(
                     self._filters, self.ex, self._status, self._headers
                 )
@@ -301,10 +300,15 @@ class HttpProtocol(asyncio.Protocol):
         self._cur = _Parsed("", tls)
         self._url = b""
         self._header_timeout = limits.header_timeout
+        self._body_timeout = limits.body_timeout
+        self._keepalive_timeout = limits.keepalive_timeout
         self._max_url_bytes = limits.max_url_bytes
         self._max_header_bytes = limits.max_header_bytes
         self._max_headers = limits.max_headers
-        self._header_bytes = 0
+        self._max_head_read = limits.max_url_bytes + limits.max_header_bytes + 8192
+        self._read_len = 0  # length of the read being parsed
+        self._head_reads = 0  # bytes of the reads the current head came in
+        self._in_head = False  # between on_message_begin and on_headers_complete
         self._body_bytes = 0
         self._queue: deque[_Parsed] = deque()
         self._busy = False  # a request is being answered
@@ -312,7 +316,10 @@ class HttpProtocol(asyncio.Protocol):
         self._reading_paused = False
         self._auditor = gateway.services.auditor
         self.deadline = 0.0  # monotonic; 0: none (see deadlines.py)
-        self._on_timeout: Callable[[], None] = self._on_idle_timeout
+        # Bound once: arming a deadline is then two attribute stores.
+        self._idle_cb: Callable[[], None] = self._on_idle_timeout
+        self._read_cb: Callable[[], None] = self._on_read_timeout
+        self._on_timeout = self._idle_cb
         self._pending_error: BastionError | None = None
         self._closed = False
         self._writing_paused = False
@@ -349,6 +356,15 @@ class HttpProtocol(asyncio.Protocol):
             self._upstream.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        self._read_len = n = len(data)
+        if self._in_head:
+            # The head began in an earlier read and is still incomplete: this read counts
+            # against the head limit (exact sizes are checked once the head is complete).
+            self._head_reads += n
+            if self._head_reads > self._max_head_read and not self._closed:
+                self._in_head = False
+                self._fail_parse(HeadersTooLarge(diagnosis="request head over the limit"))
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -389,11 +405,12 @@ class HttpProtocol(asyncio.Protocol):
         cur = self._cur = _Parsed(self.peer_ip, self.tls)
         cur.started = now = time.monotonic()
         self._url = b""
-        self._header_bytes = 0
+        self._head_reads = self._read_len  # bytes of the reads holding this head, at most
+        self._in_head = True
         self._body_bytes = 0
         if not self._busy:
             self.deadline = now + self._header_timeout
-            self._on_timeout = self._on_read_timeout
+            self._on_timeout = self._read_cb
 
     def on_url(self, url: bytes) -> None:
         self._url = self._url + url if self._url else url
@@ -404,15 +421,14 @@ class HttpProtocol(asyncio.Protocol):
             raise self._pending_error
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        cur = self._cur
-        items = cur.header_items
-        if self._header_bytes > self._max_header_bytes or len(items) >= self._max_headers:
-            self._pending_error = HeadersTooLarge(diagnosis="request headers over the limit")
-            raise self._pending_error
-        items.append((HEADER_NAME_CACHE.get(name) or header_name(name), value.decode("latin-1")))
+        # Sizes and count are checked once the head is complete (exactly, when the reads it
+        # came in could exceed the limit), and data_received bounds a head that spans reads.
+        self._cur.header_items.append(
+            (HEADER_NAME_CACHE.get(name) or header_name(name), value.decode("latin-1"))
+        )
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         cur = self._cur
         parser = self._parser
         cur.method = parser.get_method().decode("ascii", "replace")
@@ -438,10 +454,17 @@ class HttpProtocol(asyncio.Protocol):
             raise self._pending_error
         cur.path = url.path.decode("latin-1") if url.path else ""
         cur.query = url.query.decode("latin-1") if url.query else ""
+        items = cur.header_items
+        if self._head_reads > self._max_header_bytes or len(items) > self._max_headers:
+            # The reads holding this head could exceed a limit: count exactly.
+            size = sum([len(k) + len(v) + 4 for k, v in items])
+            if size > self._max_header_bytes or len(items) > self._max_headers:
+                self._pending_error = HeadersTooLarge(diagnosis="request headers over the limit")
+                raise self._pending_error
         host = ""
         length: int | None = None
         expect = False
-        for k, v in cur.header_items:
+        for k, v in items:
             if k == "host":
                 host = v
             elif k == "content-length":
@@ -456,7 +479,8 @@ class HttpProtocol(asyncio.Protocol):
             self._pending_error = PayloadTooLarge(diagnosis=f"content-length {length} > {limit}")
             raise self._pending_error
         if not self._busy:
-            self._set_timer(self.limits.body_timeout, self._on_read_timeout)
+            self.deadline = time.monotonic() + self._body_timeout
+            self._on_timeout = self._read_cb
             if expect:
                 self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -497,7 +521,8 @@ class HttpProtocol(asyncio.Protocol):
                     if self._reading_paused and self.transport is not None:
                         self._reading_paused = False
                         self.transport.resume_reading()
-                    self._set_timer(self.limits.keepalive_timeout, self._on_idle_timeout)
+                    self.deadline = time.monotonic() + self._keepalive_timeout
+                    self._on_timeout = self._idle_cb
                     return
                 parsed = self._queue.popleft()
                 self._busy = True
@@ -595,14 +620,7 @@ class HttpProtocol(asyncio.Protocol):
             sink.on_error(UpstreamUnavailable(diagnosis="route has no upstream"))
             sink.flush()
             return
-        head = upstream_request_head(
-            ex,
-            target=route.upstream_target(ex),
-            host_header=route.host_header(ex),
-            hide_credentials=route.hide_credentials,
-            body_length=len(req.body),
-            trusted_proxies=route.trusted_proxies,
-        )
+        head = route.request_head(ex)
         sink.raw = head + req.body if req.body else head
         self._send_upstream(sink, pool)
 
@@ -684,6 +702,7 @@ class HttpProtocol(asyncio.Protocol):
         closes after it (and after any earlier pipelined responses)."""
         self._cancel_timer()
         self._pending_error = None
+        self._in_head = False
         if self._closed or self.transport is None:
             return
         self.transport.pause_reading()

@@ -31,6 +31,7 @@ import httptools
 
 from bastion.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from bastion.gateway.deadlines import sweeper
+from bastion.gateway.forward import HEADER_NAME_CACHE, header_name
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -166,17 +167,20 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        size = 0
+        headers = self._headers
+        # Counted exactly only when the reads holding this head exceed the limit.
+        if self._head_bytes > self._max_head and (
+            sum([len(n) + len(v) + 4 for n, v in headers]) > self._max_head
+        ):
+            raise UpstreamError(diagnosis="upstream response headers too large")
         length = None
-        for name, value in self._headers:
-            size += len(name) + len(value) + 4
-            if len(name) == 14 and name.lower() == b"content-length":
+        names = HEADER_NAME_CACHE
+        for name, value in headers:
+            if (names.get(name) or header_name(name)) == "content-length":
                 try:
                     length = int(value)
                 except ValueError:
                     raise UpstreamError(diagnosis="bad upstream content-length") from None
-        if size > self._max_head:
-            raise UpstreamError(diagnosis="upstream response headers too large")
         if status in (204, 304) or 100 <= status < 200:
             length = 0
         self._length = length
@@ -336,9 +340,11 @@ class UpstreamPool:
 
     def idle_connection(self) -> UpstreamConnection | None:
         """A live idle connection, without suspending (the common case under load)."""
-        while self._idle:
-            conn = self._idle.pop()  # most recently used: likeliest to be alive
-            if conn.usable:
+        idle = self._idle
+        while idle:
+            conn = idle.pop()  # most recently used: likeliest to be alive
+            t = conn.transport
+            if not conn._closed and t is not None and not t.is_closing():  # usable, inlined
                 conn.reused = True
                 return conn
             self.discard(conn)
@@ -390,12 +396,14 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Return a healthy connection after a complete response."""
-        if self._closing or not conn.usable:
+        t = conn.transport
+        if self._closing or conn._closed or t is None or t.is_closing():  # not usable
             conn.close()
             return
         conn.idle_since = self._clock()
         self._idle.append(conn)
-        self._wake()
+        if self._waiters:
+            self._wake()
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().call_later(
                 max(1.0, self.idle_timeout / 2), self._reap
