@@ -173,3 +173,36 @@ def test_response_headers_drop_hop_by_hop_and_listed() -> None:
         ]
     )
     assert h.items == [("content-type", "application/json"), ("set-cookie", "a=1")]
+
+
+def test_per_name_decisions_are_the_same_on_repeated_and_mixed_requests() -> None:
+    # The per-name decision cache must not carry one request's choice into another's: the
+    # same names, with and without a principal, and a forged identity header every time.
+    alice = Principal("jwt", "alice", scopes=frozenset({"read"}))
+    hdrs = [
+        ("authorization", "Bearer t"),
+        ("x-bastion-subject", "admin"),
+        ("host", "public.example"),
+        ("accept", "*/*"),
+    ]
+    for _ in range(3):
+        anonymous = head(exchange(list(hdrs)))
+        assert anonymous["authorization"] == ["Bearer t"]  # nothing to hide without a principal
+        assert "x-bastion-subject" not in anonymous
+        assert anonymous["x-forwarded-host"] == ["public.example"]
+        signed_in = head(exchange(list(hdrs), alice))
+        assert "authorization" not in signed_in
+        assert signed_in["x-bastion-subject"] == ["alice"]
+        assert signed_in["accept"] == ["*/*"]
+        shown = head(exchange(list(hdrs), alice), hide=False)
+        assert shown["authorization"] == ["Bearer t"]
+
+
+def test_plain_connection_values_keep_every_other_response_header() -> None:
+    for value in (b"keep-alive", b"close", b"Keep-Alive"):
+        h = response_headers_from_upstream(
+            [(b"Connection", value), (b"Keep-Alive", b"timeout=5"), (b"ETag", b'"1"')]
+        )
+        assert h.items == [("etag", '"1"')]
+    h = response_headers_from_upstream([(b"Connection", b"keep-alive, ETag"), (b"ETag", b'"1"')])
+    assert h.items == []

@@ -95,6 +95,30 @@ def _client_headers(items: list[Header], skip: frozenset[str], listed: frozenset
     ]
 
 
+# What upstream_request_head does with a client header, by name (cached per name).
+_PASS, _SKIP_IT, _HOST, _CONNECTION, _CREDENTIAL = "pass", "skip", "host", "connection", "cred"
+_ACTIONS: dict[str, str] = {}
+_FORWARDED_HOST: dict[str, str] = {}  # Host value -> its x-forwarded-host line
+_CACHE_MAX = 4096
+
+
+def _action(name: str) -> str:
+    if name == "host":
+        act = _HOST
+    elif name == "connection":
+        act = _CONNECTION
+    elif name in _SKIP or name.startswith("x-bastion-"):
+        act = _SKIP_IT
+    elif name in _CREDENTIALS:
+        act = _CREDENTIAL
+    else:
+        act = _PASS
+    if len(_ACTIONS) >= _CACHE_MAX:
+        _ACTIONS.clear()
+    _ACTIONS[name] = act
+    return act
+
+
 def upstream_request_head(
     ex: Exchange,
     target: str,
@@ -110,21 +134,28 @@ def upstream_request_head(
     """
     req = ex.request
     principal = ex.principal
-    skip = _SKIP_HIDING if hide_credentials and principal is not None else _SKIP
+    hiding = hide_credentials and principal is not None
+    skip = _SKIP_HIDING if hiding else _SKIP
     parts = [f"{req.method} {target} HTTP/1.1\r\nhost: {host_header}\r\n"]
+    append = parts.append
     host = None
     listing = False
+    actions = _ACTIONS
     for name, value in req.headers.items:
-        if name in skip:
-            if name == "host":
-                if host is None:
-                    host = value
-            elif name == "connection":
-                listing = True
-            continue
-        if name.startswith("x-bastion-"):
-            continue
-        parts.append(f"{name}: {value}\r\n")
+        act = actions.get(name)
+        if act is None:
+            act = _action(name)
+        if act is _PASS:
+            append(f"{name}: {value}\r\n")
+        elif act is _CREDENTIAL:
+            if not hiding:
+                append(f"{name}: {value}\r\n")
+        elif act is _HOST:
+            if host is None:
+                host = value
+        elif act is _CONNECTION:
+            listing = True
+        # _SKIP_IT: hop-by-hop, ours, or x-bastion-*: never from the client
     if listing:
         # Names the client declared hop-by-hop in Connection are not forwarded either.
         listed = connection_tokens(req.headers) - _SKIP
@@ -142,7 +173,13 @@ def upstream_request_head(
         f"x-request-id: {ex.request_id}\r\n"
     )
     if host:
-        parts.append(f"x-forwarded-host: {header_safe(host)}\r\n")
+        line = _FORWARDED_HOST.get(host)
+        if line is None:
+            line = f"x-forwarded-host: {header_safe(host)}\r\n"
+            if len(_FORWARDED_HOST) >= _CACHE_MAX:
+                _FORWARDED_HOST.clear()
+            _FORWARDED_HOST[host] = line
+        parts.append(line)
     if principal is not None:
         parts.append(identity_headers(principal))
     if body_length or req.method in ("POST", "PUT", "PATCH"):
@@ -166,6 +203,12 @@ def header_name(raw: bytes) -> str:
     return name
 
 
+#: Connection values that name no other header (the usual ones): nothing more to drop.
+_PLAIN_CONNECTION = frozenset(
+    {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"keep-alive, close", b"upgrade"}
+)
+
+
 def response_headers_from_upstream(raw: list[tuple[bytes, bytes]]) -> Headers:
     """Upstream response headers as :class:`Headers`, minus hop-by-hop and framing headers."""
     items: list[tuple[str, str]] = []
@@ -174,7 +217,7 @@ def response_headers_from_upstream(raw: list[tuple[bytes, bytes]]) -> Headers:
     for name, value in raw:
         lname = names.get(name) or header_name(name)
         if lname in RESPONSE_DROP:
-            if lname == "connection":
+            if lname == "connection" and value not in _PLAIN_CONNECTION:
                 if listed is None:
                     listed = set()
                 listed.update(t.strip().lower() for t in value.decode("latin-1").split(","))
