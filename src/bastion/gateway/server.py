@@ -92,6 +92,8 @@ class _Parsed(RequestView):
         self.started = 0.0
 
 
+_METHOD_NAMES = {m.encode("ascii"): m for m in ALLOWED_METHODS}
+
 _STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n" for code, reason in _REASONS.items()}
 
 
@@ -233,7 +235,8 @@ class _ClientSink:
                 else:
                     self._release_held()
             return
-        self._write_chunk(chunk)
+        self.ex.bytes_out += len(chunk)
+        self._out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked else chunk)
 
     def _write_chunk(self, chunk: bytes) -> None:
         self.ex.bytes_out += len(chunk)
@@ -281,7 +284,10 @@ class _ClientSink:
 
     def flush(self) -> None:
         """Write what is buffered; once the response is complete, tell the connection."""
-        self._write_out()
+        out = self._out
+        if out:
+            self._proto.write(b"".join(out) if len(out) > 1 else out[0])
+            out.clear()
         if self._finished:
             self._finished = False
             self._proto.upstream_done(self)
@@ -431,14 +437,16 @@ class HttpProtocol(asyncio.Protocol):
         self._in_head = False
         cur = self._cur
         parser = self._parser
-        cur.method = parser.get_method().decode("ascii", "replace")
+        raw_method = parser.get_method()
+        method = _METHOD_NAMES.get(raw_method)  # the allow-list, as str
+        cur.method = method or raw_method.decode("ascii", "replace")
         cur.http_version = parser.get_http_version()
         if cur.http_version not in ("1.1", "1.0"):  # HTTP/0.9-style lines are not requests
             self._pending_error = BadRequest(
                 diagnosis=f"unsupported HTTP version {cur.http_version}"
             )
             raise self._pending_error
-        if cur.method not in ALLOWED_METHODS:
+        if method is None:
             self._pending_error = MethodNotAllowed(
                 diagnosis=f"method {cur.method[:16]} not allowed"
             )
