@@ -16,6 +16,7 @@ password, an API key's secret, a header value other than the User-Agent.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
@@ -38,22 +39,24 @@ _RAW_BREAKS = (
 Snapshot = tuple[
     float,  # started_wall
     float,  # duration in seconds
+    str,  # request id
+    int,  # bytes out
+    float | None,  # upstream ms
+    Principal | None,
+    # From here on (snap[6:]), the values that repeat from request to request: LineRenderer
+    # builds one line template per distinct tuple of them.
     str,  # method
     str,  # path
     str,  # query
     str,  # source ip
     bool,  # tls
     str | None,  # user agent
-    str,  # request id
     str,  # route
-    Principal | None,
     int,  # status
     str,  # decision
     str,  # reason
     str,  # diagnosis
-    int,  # bytes out
     int | None,  # upstream status
-    float | None,  # upstream ms
     str,  # http version
 ]
 
@@ -61,10 +64,13 @@ Snapshot = tuple[
 class AuditEntry(NamedTuple):
     """A rendered record and its serialised line (ending in ``\\n``), as sinks receive them.
 
+    ``record`` is None for entries made by :class:`LineRenderer` (no store sink and no
+    subscriber needs the dict); ``orjson.loads(line)`` gives it back.
+
     An immutable tuple: one is built per request (a frozen dataclass costs several times more).
     """
 
-    record: dict[str, Any]
+    record: dict[str, Any] | None  # None when nothing needs the dict (see LineRenderer)
     line: bytes
 
 
@@ -81,22 +87,22 @@ def snapshot(ex: Exchange, finished: float) -> Snapshot:
     return (
         ex.started_wall,
         finished - ex.started,
+        ex.request_id,
+        ex.bytes_out,
+        ex.upstream_ms,
+        ex.principal,
         req.method,
         req.path,
         req.query,
         req.client_ip or req.peer_ip,
         req.tls,
         req.headers.get("user-agent"),
-        ex.request_id,
         ex.route_name,
-        ex.principal,
         ex.status,
         ex.decision,
         ex.reason,
         ex.diagnosis,
-        ex.bytes_out,
         ex.upstream_status,
-        ex.upstream_ms,
         req.http_version,
     )
 
@@ -127,22 +133,22 @@ def render(snap: Snapshot, redactor: Redactor) -> dict[str, Any]:
     (
         wall,
         duration,
+        request_id,
+        bytes_out,
+        upstream_ms,
+        principal,
         method,
         path,
         query,
         source_ip,
         tls,
         user_agent,
-        request_id,
         route,
-        principal,
         status,
         decision,
         reason,
         diagnosis,
-        bytes_out,
         upstream_status,
-        upstream_ms,
         http_version,
     ) = snap
     # Runs once per request (off the request path, but on the same core): literal dicts, and
@@ -226,8 +232,8 @@ def minimal_entry(snap: Snapshot) -> AuditEntry:
     record: dict[str, Any] = {
         "@timestamp": iso_timestamp(snap[0]),
         "event": {"action": "http_request", "outcome": "unknown"},
-        "http": {"response": {"status_code": snap[11]}},
-        "bastion": {"decision": snap[12], "render_error": True},
+        "http": {"response": {"status_code": snap[13]}},
+        "bastion": {"decision": snap[14], "render_error": True},
     }
     return _serialise(record)
 
@@ -253,3 +259,205 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     return value
+
+
+# --- Lines without records ---------------------------------------------------------------
+
+#: Bounds of LineRenderer's caches (each emptied when full).
+TEMPLATES_MAX = 1024
+PRINCIPALS_MAX = 1024
+
+_MILLIS_B = tuple(b"%03dZ" % ms for ms in range(1000))
+
+
+def _json(value: Any) -> bytes:
+    """``value`` as :func:`_serialise` writes it inside a record (TypeError for a string that
+    is not valid UTF-8)."""
+    out = orjson.dumps(value)
+    if not out.isascii():
+        for raw, escaped in _RAW_BREAKS:
+            out = out.replace(raw, escaped)
+    return out
+
+
+def _literal(part: bytes) -> bytes:
+    """``part`` as literal text of a ``bytes %`` format."""
+    return part.replace(b"%", b"%%")
+
+
+class LineRenderer:
+    """Renders snapshots straight to their lines, byte for byte those of :func:`entry`, without
+    building the record's dicts (for when no store sink and no subscriber needs them).
+
+    Everything but the timestamp, duration, request id, bytes out and upstream time repeats
+    from request to request (route, path, user agent, status ...): the line around those values
+    is rendered (redacted, serialised) once per distinct combination and kept as a ``bytes %``
+    format (at most :data:`TEMPLATES_MAX`); a principal's fields likewise, per principal object
+    (at most :data:`PRINCIPALS_MAX`). The redactor must be deterministic (same input, same
+    output), as :class:`~bastion.audit.redact.Redactor` is.
+    """
+
+    __slots__ = ("_millis_base", "_principals", "_redactor", "_second", "_templates")
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self._templates: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        self._principals: dict[int, tuple[Principal, bytes, bytes]] = {}
+        # int(wall * 1000) of the current second's first millisecond (none yet: far away)
+        self._millis_base = -(2**62)
+        self._second = b""  # "2024-05-01T12:00:00." of that second
+
+    def entries(
+        self, snaps: list[Snapshot], on_error: Callable[[Snapshot, Exception], AuditEntry]
+    ) -> list[AuditEntry]:
+        """One entry (``record`` None) per snapshot; ``on_error(snap, exc)`` gives the entry of
+        a snapshot whose rendering raised."""
+        templates = self._templates
+        principals = self._principals
+        text = self._redactor.redact_text
+        out: list[AuditEntry] = []
+        append = out.append
+        for snap in snaps:
+            try:
+                wall, duration, rid, bytes_out, upstream_ms, principal = snap[:6]
+                key = snap[6:]
+                template = templates.get(key)
+                if template is None:
+                    template = self._template(key)
+                if principal is None:
+                    user = token = b""
+                else:
+                    known = principals.get(id(principal))
+                    if known is None or known[0] is not principal:
+                        known = self._principal(principal)
+                    _, user, token = known
+                ms = int(wall * 1000) - self._millis_base
+                if not 0 <= ms < 1000:
+                    ms = self._new_second(wall)
+                nanos = int(duration * 1e9)
+                if nanos < 0:
+                    nanos = 0
+                rid = text(rid)
+                if len(rid) > MAX_FIELD_CHARS:
+                    rid = _cap(rid)
+                rid_json = orjson.dumps(rid)
+                if not rid_json.isascii():
+                    rid_json = _json(rid)
+                if upstream_ms is None:
+                    line = template[0] % (
+                        self._second,
+                        _MILLIS_B[ms],
+                        nanos,
+                        rid_json,
+                        bytes_out,
+                        user,
+                        token,
+                    )
+                else:
+                    line = template[1] % (
+                        self._second,
+                        _MILLIS_B[ms],
+                        nanos,
+                        rid_json,
+                        bytes_out,
+                        user,
+                        orjson.dumps(round(upstream_ms, 3)),
+                        token,
+                    )
+                append(_new_entry(AuditEntry, (None, line)))
+            except TypeError:  # a string that is not valid UTF-8, an odd type: the full way
+                try:
+                    append(_new_entry(AuditEntry, (None, entry(snap, self._redactor).line)))
+                except Exception as exc:
+                    append(on_error(snap, exc))
+            except Exception as exc:
+                append(on_error(snap, exc))
+        return out
+
+    def _new_second(self, wall: float) -> int:
+        seconds, ms = divmod(int(wall * 1000), 1000)
+        self._millis_base = seconds * 1000
+        self._second = iso_timestamp(seconds)[:-4].encode()
+        return ms
+
+    def _template(self, key: tuple[Any, ...]) -> tuple[bytes, bytes]:
+        """The ``bytes %`` formats (without, with upstream time) of a line, in :func:`render`'s
+        field order; arguments: second, millis, duration, request id (JSON), bytes out, the
+        principal's top-level fields, [upstream time (JSON)], the principal's token id."""
+        (
+            method,
+            path,
+            query,
+            source_ip,
+            tls,
+            user_agent,
+            route,
+            status,
+            decision,
+            reason,
+            diagnosis,
+            upstream_status,
+            http_version,
+        ) = key
+        redactor = self._redactor
+        outcome = "success" if decision == "allow" and 0 < status < 400 else "failure"
+        head = (
+            b'{"@timestamp":"%b%b","event":{"action":"http_request","outcome":'
+            + _literal(_json(outcome))
+            + b',"duration":%d'
+            + (_literal(b',"reason":' + _json(reason)) if reason else b"")
+            + _literal(
+                b'},"http":{"version":'
+                + _json(http_version)
+                + b',"route":'
+                + _json(route)
+                + b',"request":{"method":'
+                + _json(_cap(method))
+                + b',"id":'
+            )
+            + b'%b},"response":{"status_code":'
+            + _literal(_json(status))
+            + b',"bytes":%d}},"url":{"path":'
+            + _literal(_json(_cap(redactor.redact_text(path))))
+        )
+        if query:
+            head += _literal(b',"query":' + _json(_cap(redactor.redact_query(query))))
+        head += _literal(b'},"source":{"ip":' + _json(source_ip) + b"}") + b"%b"
+        if user_agent:
+            ua = _cap(redactor.redact_text(user_agent))
+            head += _literal(b',"user_agent":{"original":' + _json(ua) + b"}")
+        head += _literal(
+            b',"bastion":{"route":'
+            + _json(route)
+            + b',"decision":'
+            + _json(decision)
+            + b',"tls":'
+            + _json(tls)
+        )
+        if diagnosis:
+            diagnosis = _cap(redactor.redact_diagnosis(diagnosis))
+            head += _literal(b',"diagnosis":' + _json(diagnosis))
+        if upstream_status is not None:
+            head += _literal(b',"upstream_status":' + _json(upstream_status))
+        template = (head + b"%b}}\n", head + b',"upstream_ms":%b%b}}\n')
+        if len(self._templates) >= TEMPLATES_MAX:
+            self._templates.clear()
+        self._templates[key] = template
+        return template
+
+    def _principal(self, principal: Principal) -> tuple[Principal, bytes, bytes]:
+        """The principal's top-level fields (user, client, api_key) and its ``token_id``."""
+        user = b',"user":{"id":' + _json(principal.subject) + b"}"
+        token = b""
+        if principal.client_id:
+            user += b',"client":{"id":' + _json(principal.client_id) + b"}"
+        if principal.key_id:
+            if principal.kind == "api_key":
+                user += b',"api_key":{"id":' + _json(principal.key_id) + b"}"
+            else:
+                token = b',"token_id":' + _json(principal.key_id)
+        known = (principal, user, token)  # holds the principal: its id stays its own
+        if len(self._principals) >= PRINCIPALS_MAX:
+            self._principals.clear()
+        self._principals[id(principal)] = known
+        return known

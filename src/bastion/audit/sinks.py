@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import BinaryIO, Protocol
 
+import orjson
+
 from bastion.audit.record import AuditEntry
 from bastion.errors import ConfigError
 from bastion.gateway.layers.audit import config as cfg
@@ -174,7 +176,9 @@ class StoreSink:
 
     async def write(self, entries: Sequence[AuditEntry]) -> None:
         """``store.write_audit`` of the batch's records."""
-        await self._store.write_audit([e.record for e in entries])
+        await self._store.write_audit(
+            [e.record if e.record is not None else orjson.loads(e.line) for e in entries]
+        )
 
     async def aclose(self) -> None:
         """The store is closed by its owner, after the auditor."""

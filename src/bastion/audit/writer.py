@@ -13,6 +13,9 @@ requests) until a sink catches up; records are never dropped. At shutdown :meth:
 writes everything, waiting at most ``shutdown_timeout`` for a sink that is down.
 
 Subscribers of ``audit`` receive the very dict the store sink writes: they must not modify it.
+When no sink needs the dicts (file and stdout sinks only) and nobody subscribes to ``audit``,
+records are rendered straight to their lines (:class:`~bastion.audit.record.LineRenderer`,
+the same bytes) and not published.
 """
 
 from __future__ import annotations
@@ -23,9 +26,16 @@ import logging
 import time
 from collections import deque
 
-from bastion.audit.record import AuditEntry, Snapshot, entry, minimal_entry, snapshot
+from bastion.audit.record import (
+    AuditEntry,
+    LineRenderer,
+    Snapshot,
+    entry,
+    minimal_entry,
+    snapshot,
+)
 from bastion.audit.redact import Redactor
-from bastion.audit.sinks import AuditSink, build_sinks
+from bastion.audit.sinks import AuditSink, FileSink, StdoutSink, build_sinks
 from bastion.core.exchange import Exchange
 from bastion.errors import BastionError
 from bastion.events.bus import EventBus
@@ -46,6 +56,12 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{type(exc).__name__} ({exc.strerror})"
     return type(exc).__name__
+
+
+def _has_subscribers(bus: EventBus, topic: str) -> bool:
+    """Whether anyone subscribes to ``topic`` (True when the bus does not say)."""
+    subs = getattr(bus, "_subs", None)  # EventBus has no public way to ask
+    return not isinstance(subs, dict) or bool(subs.get(topic, True))
 
 
 class _Lane:
@@ -149,6 +165,11 @@ class Auditor:
             _Lane(sink, self, config.batch_size, config.flush_interval)
             for sink in build_sinks(config.sinks, store)
         ]
+        # File and stdout sinks only need the lines; any other sink needs the records.
+        self._sinks_need_records = not all(
+            isinstance(lane.sink, FileSink | StdoutSink) for lane in self._lanes
+        )
+        self._lines = LineRenderer(redactor)
         self._pending: list[Snapshot] = []
         self._inflight = 0  # records the slowest lane still holds
         self._space = asyncio.Event()
@@ -217,10 +238,14 @@ class Auditor:
         snaps, self._pending = self._pending, []
         if not snaps:
             return
-        entries = [self._render_one(s) for s in snaps]
-        if self._bus is not None:
-            for e in entries:
-                self._bus.publish("audit", e.record)
+        bus = self._bus
+        if self._sinks_need_records or (bus is not None and _has_subscribers(bus, "audit")):
+            entries = [self._render_one(s) for s in snaps]
+            if bus is not None:
+                for e in entries:
+                    bus.publish("audit", e.record)  # type: ignore[arg-type]
+        else:
+            entries = self._lines.entries(snaps, self._render_failed)
         for lane in self._lanes:
             lane.extend(entries)
         self._on_progress()
@@ -229,8 +254,12 @@ class Auditor:
         try:
             return entry(snap, self._redactor)
         except Exception as exc:  # a bug here must cost the record's detail, not the record
-            log.error("audit record could not be rendered: %s", describe_error(exc))
-            return minimal_entry(snap)
+            return self._render_failed(snap, exc)
+
+    @staticmethod
+    def _render_failed(snap: Snapshot, exc: Exception) -> AuditEntry:
+        log.error("audit record could not be rendered: %s", describe_error(exc))
+        return minimal_entry(snap)
 
     def _on_progress(self) -> None:
         self._inflight = max((len(lane.queue) for lane in self._lanes), default=0)
