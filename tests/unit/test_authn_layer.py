@@ -18,6 +18,7 @@ from bastion.core.exchange import Exchange, Headers, Principal, Reply, RequestVi
 from bastion.core.gcra import LocalLimiter
 from bastion.core.revocation import RevocationState
 from bastion.errors import ConfigError, StoreError
+from bastion.gateway.layers.authn import layer as layer_module
 from bastion.gateway.layers.authn.apikeys import ApiKeyIndex
 from bastion.gateway.layers.authn.config import AuthnConfig
 from bastion.gateway.layers.authn.jwt import JwtVerifier
@@ -416,6 +417,78 @@ async def test_check_still_checks_revocation_and_expiry_on_a_cache_hit(env: Env)
     assert reply is not None
     assert reply.status == 401
     assert ex.diagnosis == "jwt: revoked"
+
+
+async def test_a_remembered_bearer_value_is_still_checked_on_every_request(env: Env) -> None:
+    layer = env.layer()
+    token = env.token(exp=int(NOW) + 100)
+    value = f"Bearer {token}"
+    assert decide(layer, exchange([("authorization", value)])) is None
+    assert layer._bearer_jwts == {value: token}
+    for _ in range(3):  # a copy of the value, as each request brings
+        ex = exchange([("authorization", "".join(list(value)))])
+        assert decide(layer, ex) is None
+        assert ex.principal is not None
+    # Every refusal of a cache hit still applies to a remembered value.
+    env.clock.advance(100 + 61)  # past exp + the issuer's leeway
+    ex = exchange([("authorization", value)])
+    assert decide(layer, ex) is not None
+    assert ex.diagnosis == "jwt: expired"
+    token2 = env.token(jti="jti-2")
+    assert decide(layer, exchange(bearer(token2))) is None
+    env.jwt._revocations.revoke_jti("jti-2", NOW + 3600)
+    ex = exchange(bearer(token2))
+    assert decide(layer, ex) is not None
+    assert ex.diagnosis == "jwt: revoked"
+    # Checked on its own route: a route with another audience refuses it.
+    other = env.layer(audience="someone-else")
+    ex = exchange(bearer(env.token(jti="jti-3")))
+    assert decide(other, ex) is not None
+    assert ex.diagnosis == "jwt: wrong audience"
+
+
+async def test_a_remembered_value_beside_another_credential_is_refused(env: Env) -> None:
+    layer = env.layer()
+    value = f"Bearer {env.token()}"
+    assert decide(layer, exchange([("authorization", value)])) is None
+    for headers in (
+        [("authorization", value), ("authorization", value)],
+        [("authorization", value), ("x-api-key", env.api_key)],
+        [("x-api-key", env.api_key), ("authorization", value)],
+    ):
+        ex = exchange(headers)
+        assert decide(layer, ex) is not None
+        assert ex.diagnosis == "several credentials"
+
+
+async def test_only_accepted_tokens_are_remembered_and_the_memo_is_bounded(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(layer_module, "BEARER_MEMO_SIZE", 4)
+    layer = env.layer()
+    for value in ("Bearer wrong", f"Bearer {env.token(aud='nope')}", f"Bearer {env.api_key}"):
+        decide(layer, exchange([("authorization", value)]))
+    assert layer._bearer_jwts == {}
+    for i in range(10):
+        assert decide(layer, exchange(bearer(env.token(jti=f"j{i}")))) is None
+        assert 1 <= len(layer._bearer_jwts) <= 4
+    # The other spellings _credential accepts are remembered as it reads them.
+    token = env.token(jti="spelled")
+    value = f"bearer   {token} "
+    assert decide(layer, exchange([("authorization", value)])) is None
+    assert layer._bearer_jwts[value] == token
+
+
+async def test_a_full_failed_attempts_table_still_fails_closed(env: Env) -> None:
+    shared = LocalLimiter(20.0, 3, max_keys=1)
+    layer = AuthnLayer(
+        AuthnConfig(), jwt=env.jwt, api_keys=env.keys, clock=env.clock, failed_attempts=shared
+    )
+    assert (await run(layer, exchange(bearer("wrong"), ip="192.0.2.1"))) is not None
+    ex = exchange(bearer(env.token()), ip="192.0.2.2")  # a new IP, no room for it
+    reply = await run(layer, ex)
+    assert reply is not None
+    assert reply.status == 429
 
 
 async def test_check_decides_an_api_key_held_in_memory(env: Env) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.core.gcra import GcraResult, LocalLimiter, admit_all, gcra_check
+from bastion.core.gcra import GcraResult, LocalLimiter, admit_all, admit_pair, gcra_check
 
 
 def burst_admitted(lim: LocalLimiter, now: float, key: object = "k") -> int:
@@ -231,3 +231,51 @@ def test_admit_all_keeps_the_burst_exact_despite_float_drift() -> None:
     # 1000.0 + 10 x 0.1 drifts above 1001.0; the slack of gcra_check must apply here too.
     lim = LocalLimiter(0.1, 10)
     assert sum(admit_all((lim,), ("k",), 1000.0) is not None for _ in range(15)) == 10
+
+
+# --- admit_pair: admit_all unrolled for two limits -----------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    specs=st.lists(
+        st.tuples(st.integers(1, 50), st.sampled_from([0.1, 0.7, 1.0, 3.0, 60.0])),
+        min_size=2,
+        max_size=2,
+    ),
+    shared=st.booleans(),
+    max_keys=st.sampled_from([1, 2, 1_000_000]),
+    start=st.sampled_from([0.0, 1000.0, 12345.678, 9.99e6]),
+    gaps=st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.01, 0.1, 0.5, 2.0]), max_size=80),
+)
+def test_admit_pair_decides_records_and_reports_exactly_like_admit_all(
+    specs: list[tuple[int, float]], shared: bool, max_keys: int, start: float, gaps: list[float]
+) -> None:
+    def limiters() -> tuple[LocalLimiter, LocalLimiter]:
+        (r0, p0), (r1, p1) = specs
+        a = LocalLimiter(p0 / r0, r0, max_keys)
+        # shared: both limits have one spec, hence one limiter holding both keys
+        return (a, a) if shared else (a, LocalLimiter(p1 / r1, r1, max_keys))
+
+    fast, slow = limiters(), limiters()
+    keys = (("k", 0), ("k", 1))
+    now = start
+    for gap in [0.0, *gaps]:
+        now += gap
+        assert admit_pair(fast[0], keys[0], fast[1], keys[1], now) == admit_all(slow, keys, now)
+        for f, s in zip(fast, slow, strict=True):
+            assert f._tats == s._tats
+            assert f._next_expiry == s._next_expiry
+
+
+def test_admit_pair_remembers_remaining_per_reset_without_changing_it() -> None:
+    lim = LocalLimiter(0.1, 10)
+    other = LocalLimiter(0.1, 10)
+    # A refilled bucket: the same reset request after request, remaining computed once.
+    for t in (1000.0, 1001.0, 1002.0):
+        assert admit_pair(lim, "a", other, "b", t) == admit_all((other, lim), ("c", "d"), t)
+    assert lim._memo_reset == pytest.approx(0.1)
+    assert lim._memo_remaining == 9
+    # A draining bucket: new resets, fresh counts.
+    got = [admit_pair(lim, "x", other, "y", 2000.0) for _ in range(12)]
+    assert [g[1] if g else None for g in got] == [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, None, None]

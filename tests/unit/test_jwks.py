@@ -42,6 +42,7 @@ async def test_start_fetches_once_and_serves_keys(server: JwksServer) -> None:
     try:
         assert server.hits == 1
         assert keys.available()
+        assert not keys.always_available  # fetched keys age: available() decides
         k1 = keys.key_for("k1")
         assert k1 is not None
         assert k1.key_type == "EC"
@@ -199,8 +200,10 @@ async def test_jwks_file(tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(jwks(rsa_key("r1"))))
     keys = JwksKeys(issuer_config(jwks_file=str(path), algorithms=["RS256"]), ManualClock())
+    assert not keys.always_available  # nothing loaded yet
     await keys.start()
     assert keys.available()
+    assert keys.always_available  # a file's keys never age
     assert keys.key_for("r1") is not None
     assert await keys.refetch_for_unknown_kid() is False
 
@@ -217,6 +220,7 @@ async def test_hmac_issuer_holds_one_oct_key() -> None:
     await keys.start()
     assert keys.is_hmac
     assert keys.available()
+    assert keys.always_available
     key = keys.key_for("whatever")
     assert isinstance(key, OctKey)
     assert keys.key_for(None) is key

@@ -16,6 +16,7 @@ from joserfc.jwk import ECKey, OctKey
 
 from bastion.core.clock import ManualClock
 from bastion.core.revocation import RevocationState
+from bastion.events.freshness import Freshness, GuardedRevocationState
 from bastion.gateway.layers.authn.jwt import JwtVerifier, TokenRejected
 from tests.unit.jwt_factory import (
     AUDIENCE,
@@ -444,6 +445,96 @@ async def test_cache_hit_still_rejects_after_revocation(
     tok = sign(key)
     await check(v, tok, crypto)
     v._revocations.apply({"type": "token.revoked", "jti": "jti-1", "expires_at": NOW + 600})
+    assert await rejected(v, tok, crypto) == "jwt: revoked"
+    assert crypto.decodes == 1
+
+
+@pytest.mark.parametrize(
+    "revoke",
+    [
+        lambda r: r.revoke_jti("jti-1", NOW + 600),
+        lambda r: r.raise_not_before("user-1", ISSUER, NOW),
+        lambda r: r.raise_not_before("user-1", None, NOW),
+        lambda r: r.revoke_client("client-1", NOW, NOW + 600),
+    ],
+)
+async def test_cache_hit_skips_the_lookups_until_something_is_revoked(
+    make: Make,
+    key: ECKey,
+    crypto: Crypto,
+    monkeypatch: pytest.MonkeyPatch,
+    revoke: Callable[[RevocationState], None],
+) -> None:
+    v = await make()
+    tok, other = sign(key), sign(key, sub="user-2", jti="jti-2", client_id="client-2")
+    await check(v, tok, crypto)
+    await check(v, other, crypto)
+    lookups: list[str] = []
+    real = RevocationState.is_token_revoked
+
+    def counting(self: RevocationState, *args: Any) -> bool:
+        lookups.append("token")
+        return real(self, *args)
+
+    monkeypatch.setattr(RevocationState, "is_token_revoked", counting)
+    for _ in range(3):
+        await check(v, tok, crypto)
+    assert lookups == []  # nothing revoked since the token was checked: version unchanged
+    v._revocations.revoke_jti("unrelated", NOW + 600)
+    await check(v, tok, crypto)
+    await check(v, tok, crypto)
+    assert lookups == ["token"]  # looked up once after the change, then skipped again
+    revoke(v._revocations)
+    assert await rejected(v, tok, crypto) == "jwt: revoked"
+    assert await rejected(v, tok, crypto) == "jwt: revoked"
+    assert (await check(v, other, crypto)).subject == "user-2"
+    assert crypto.decodes == 2
+
+
+class _AlsoRevoked(RevocationState):
+    """A state whose per-token answer is not the lists' alone: never skipped."""
+
+    revoked = False
+
+    def is_token_revoked(
+        self, issuer: str | None, subject: str, jti: str | None, issued_at: float | None
+    ) -> bool:
+        return self.revoked or super().is_token_revoked(issuer, subject, jti, issued_at)
+
+
+async def test_cache_hit_asks_a_state_with_its_own_lookups_every_time(
+    tmp_path: Path, key: ECKey, clock: ManualClock, crypto: Crypto
+) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(jwks(key)))
+    state = _AlsoRevoked(clock)
+    v = JwtVerifier([issuer_config(jwks_file=str(path))], clock, state)
+    await v.start()
+    tok = sign(key)
+    await check(v, tok, crypto)
+    await check(v, tok, crypto)
+    state.revoked = True  # no version change
+    assert await rejected(v, tok, crypto) == "jwt: revoked"
+
+
+async def test_guarded_state_refuses_cached_tokens_while_stale(
+    tmp_path: Path, key: ECKey, clock: ManualClock, crypto: Crypto
+) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(jwks(key)))
+    freshness = Freshness(clock, 5.0)
+    freshness.confirm()
+    state = GuardedRevocationState(clock, freshness)
+    v = JwtVerifier([issuer_config(jwks_file=str(path))], clock, state)
+    await v.start()
+    tok = sign(key)
+    await check(v, tok, crypto)
+    await check(v, tok, crypto)
+    clock.advance(6)
+    assert await rejected(v, tok, crypto) == "jwt: revocation state not current"
+    freshness.confirm()
+    await check(v, tok, crypto)
+    state.revoke_jti("jti-1", NOW + 600)
     assert await rejected(v, tok, crypto) == "jwt: revoked"
     assert crypto.decodes == 1
 

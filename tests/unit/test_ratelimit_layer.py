@@ -356,6 +356,58 @@ async def test_check_with_an_awaited_backend_needs_io_and_on_request_decides_ali
     assert backend.calls == 30
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        # two specs: two limiters
+        ({"rate": 3, "per": 1.0, "key": "principal"}, {"rate": 5, "per": 2.0, "key": "ip"}),
+        # one spec: one limiter holding both keys
+        ({"rate": 4, "per": 1.0, "key": "principal"}, {"rate": 4, "per": 1.0, "key": "ip"}),
+        ({"rate": 2, "per": 1.0, "key": "route"}, {"rate": 20, "per": 3600.0, "key": "ip"}),
+    ],
+)
+@pytest.mark.parametrize("cfg", [{}, {"enforce": False}])
+async def test_two_limit_fast_path_decides_and_reports_like_an_awaited_backend(
+    limits: tuple[dict[str, Any], ...], cfg: dict[str, Any]
+) -> None:
+    clock = ManualClock()
+    config = RateLimitConfig(limits=[LimitConfig(**lim) for lim in limits], **cfg)
+    awaited = RateLimitLayer("api", config, AwaitOnly(), clock)  # type: ignore[arg-type]
+    fast = RateLimitLayer("api", config, MemoryRateLimitBackend(), clock)
+    assert fast._pair is not None
+    users = [user("alice"), user("bob"), None]
+    ips = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    for step in range(150):
+        kw = {"principal": users[step % 3], "ip": ips[step % 5 % 3]}
+        a, b = make_exchange(**kw), make_exchange(**kw)
+        got = fast.check(a)
+        assert got is not NEEDS_IO
+        assert outcome(got, a) == outcome(await awaited.on_request(b), b), step  # type: ignore[arg-type]
+        clock.advance((0.0, 0.05, 0.0, 0.3, 1e-7, 2.5)[step % 6])
+
+
+async def test_ratelimit_header_lines_are_remembered_per_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(layer_module, "STATE_CACHE_SIZE", 3)
+    rig = Rig({"rate": 10, "per": 1.0}, {"rate": 100, "per": 60.0, "key": "ip"})
+    seen = []
+    for _ in range(8):
+        ex = make_exchange()
+        assert rig.layer.check(ex) is None
+        seen.append(dict(ex.response_headers)["ratelimit"])
+    assert seen == [f'"l0";r={n};t=1' for n in range(9, 1, -1)]
+    assert len(rig.layer._state_lines) <= 3
+    for _ in range(2):  # a refilled bucket: the same lines again
+        rig.clock.advance(60)
+        ex = make_exchange()
+        assert rig.layer.check(ex) is None
+        assert ex.response_headers == [
+            ("ratelimit-policy", '"l0";q=10;w=1, "l1";q=100;w=60'),
+            ("ratelimit", '"l0";r=9;t=1'),
+        ]
+
+
 async def test_fast_path_refusal_reports_like_the_slow_path() -> None:
     rig = Rig({"rate": 2, "per": 1.0}, {"rate": 100, "per": 60.0, "key": "ip"})
     assert await rig.burst(2) == 2

@@ -236,3 +236,25 @@ def test_prune_drops_client_bars_no_token_can_match(
     clock.advance(90)
     assert state.prune() == 1
     assert len(state) == 0
+
+
+def test_version_moves_with_every_revocation_added_and_never_with_prune(
+    state: RevocationState, clock: ManualClock
+) -> None:
+    seen = [state.version]
+    state.revoke_jti("j1", clock.now() + 1)
+    seen.append(state.version)
+    state.raise_not_before("alice", ISS, clock.now())
+    seen.append(state.version)
+    state.revoke_client("app", clock.now(), clock.now() + 1)
+    seen.append(state.version)
+    state.apply({"type": "token.revoked", "jti": "j2", "expires_at": clock.now() + 1})
+    seen.append(state.version)
+    state.load([Revocation("jti", "j3", None, None, clock.now() + 1, clock.now())])
+    seen.append(state.version)
+    assert seen == sorted(set(seen))  # strictly increasing
+    state.apply({"type": "token.revoked"})  # malformed: ignored, nothing added
+    assert state.version == seen[-1]
+    clock.advance(10)
+    assert state.prune() > 0
+    assert state.version == seen[-1]

@@ -11,8 +11,8 @@ no window-boundary burst (a fixed window would admit ``2b`` across a boundary).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from math import inf, ulp
+from collections.abc import Mapping, Sequence
+from math import inf, nan, ulp
 from typing import NamedTuple
 
 # The float slack never exceeds this fraction of one emission interval.
@@ -64,7 +64,17 @@ class LocalLimiter:
     lookup per new key, not a scan (no CPU amplification by an attacker holding many keys).
     """
 
-    __slots__ = ("_max", "_next_expiry", "_slack_cap", "_tats", "_tau", "burst", "interval")
+    __slots__ = (
+        "_max",
+        "_memo_remaining",
+        "_memo_reset",
+        "_next_expiry",
+        "_slack_cap",
+        "_tats",
+        "_tau",
+        "burst",
+        "interval",
+    )
 
     def __init__(self, interval: float, burst: int, max_keys: int = 1_000_000) -> None:
         if interval <= 0 or burst <= 0:
@@ -80,6 +90,20 @@ class LocalLimiter:
         self._tats: dict[object, float] = {}
         # No stored TAT is earlier than this: pruning before then cannot free anything.
         self._next_expiry = inf
+        # admit_pair's last remaining count and the reset it was computed from (remaining is a
+        # function of the reset alone; a bucket that has refilled gives the same reset again).
+        self._memo_reset = nan
+        self._memo_remaining = 0
+
+    @property
+    def tats(self) -> Mapping[object, float]:
+        """The live table key -> TAT (read-only for callers; the same object for the limiter's
+        lifetime). A key absent while ``len(tats) < max_keys`` would be allowed one request."""
+        return self._tats
+
+    @property
+    def max_keys(self) -> int:
+        return self._max
 
     def evaluate(self, key: object, now: float, cost: int = 1) -> GcraResult:
         """Decide one request for ``key`` at ``now`` (monotonic s) without recording it.
@@ -201,3 +225,76 @@ def admit_all(
             lim._next_expiry = new_tat
         tats[key] = new_tat
     return worst, worst_remaining, worst_reset
+
+
+def admit_pair(
+    lim0: LocalLimiter, key0: object, lim1: LocalLimiter, key1: object, now: float
+) -> tuple[int, int, float] | None:
+    """``admit_all((lim0, lim1), (key0, key1), now)`` unrolled: the same decisions, records and
+    result for the commonest route (two limits), without the loops and the list.
+
+    A remaining count is a function of the limiter and the reset alone: each limiter remembers
+    the last one (a refilled bucket gives the same reset request after request)."""
+    tats0 = lim0._tats
+    tat = tats0.get(key0)
+    if tat is None:
+        if len(tats0) >= lim0._max and not lim0._make_room(now):
+            return None
+        base = now
+    else:
+        base = now if tat < now else tat
+    interval = lim0.interval
+    tau = lim0._tau
+    new0 = base + interval
+    allow_at = new0 - tau
+    if allow_at > now:
+        slack = (lim0.burst + 1) * ulp(new0)
+        cap = lim0._slack_cap
+        if allow_at > now + (slack if slack < cap else cap):
+            return None
+    reset0 = new0 - now
+    if reset0 == lim0._memo_reset:
+        remaining0 = lim0._memo_remaining
+    else:
+        remaining0 = int((tau - reset0) / interval + 1e-9)
+        if remaining0 < 0:
+            remaining0 = 0
+        lim0._memo_reset = reset0
+        lim0._memo_remaining = remaining0
+
+    tats1 = lim1._tats
+    tat = tats1.get(key1)
+    if tat is None:
+        if len(tats1) >= lim1._max and not lim1._make_room(now):
+            return None
+        base = now
+    else:
+        base = now if tat < now else tat
+    interval = lim1.interval
+    tau = lim1._tau
+    new1 = base + interval
+    allow_at = new1 - tau
+    if allow_at > now:
+        slack = (lim1.burst + 1) * ulp(new1)
+        cap = lim1._slack_cap
+        if allow_at > now + (slack if slack < cap else cap):
+            return None
+    reset1 = new1 - now
+    if reset1 == lim1._memo_reset:
+        remaining1 = lim1._memo_remaining
+    else:
+        remaining1 = int((tau - reset1) / interval + 1e-9)
+        if remaining1 < 0:
+            remaining1 = 0
+        lim1._memo_reset = reset1
+        lim1._memo_remaining = remaining1
+
+    if new0 < lim0._next_expiry and key0 not in tats0:
+        lim0._next_expiry = new0
+    tats0[key0] = new0
+    if new1 < lim1._next_expiry and key1 not in tats1:
+        lim1._next_expiry = new1
+    tats1[key1] = new1
+    if remaining1 < remaining0 or (remaining1 == remaining0 and reset1 > reset0):
+        return 1, remaining1, reset1
+    return 0, remaining0, reset0

@@ -15,6 +15,11 @@ verified-token cache hits):
 
 The state is filled from the store at start-up (:meth:`~RevocationState.load`) and then kept
 current by the control events every node receives (:meth:`~RevocationState.apply`).
+
+:attr:`RevocationState.version` counts the revocations added: a token found not revoked at one
+version is still not revoked while the version is unchanged (:meth:`~RevocationState.prune`
+only drops entries, which can never revoke anything), so a verified-token cache may skip the
+lookups until the version moves.
 """
 
 from __future__ import annotations
@@ -47,10 +52,14 @@ class RevocationState:
     Not thread-safe: use it from the event loop that runs the gateway.
     """
 
-    __slots__ = ("_clients", "_clock", "_jtis", "_not_before")
+    __slots__ = ("_clients", "_clock", "_jtis", "_not_before", "version")
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
+        #: Incremented by every revocation added (never by :meth:`prune`): while it is
+        #: unchanged, :meth:`is_token_revoked` and :meth:`is_client_revoked` answer False for
+        #: every question they answered False before.
+        self.version = 0
         self._jtis: dict[str, float] = {}
         self._not_before: dict[tuple[str | None, str], float] = {}
         self._clients: dict[str, tuple[float, float]] = {}  # client_id -> (not_before, until)
@@ -59,6 +68,7 @@ class RevocationState:
         """Deny the token with this ``jti`` until ``expires_at`` (its own ``exp`` is enough)."""
         old = self._jtis.get(jti)
         self._jtis[jti] = expires_at if old is None else max(old, expires_at)
+        self.version += 1
 
     def raise_not_before(self, subject: str, issuer: str | None, not_before: float) -> None:
         """Deny every token of ``subject`` (from ``issuer``, or any issuer if None) issued before
@@ -66,6 +76,7 @@ class RevocationState:
         key = (issuer, subject)
         old = self._not_before.get(key)
         self._not_before[key] = not_before if old is None else max(old, not_before)
+        self.version += 1
 
     def revoke_client(self, client_id: str, not_before: float, expires_at: float) -> None:
         """Deny every access token issued to ``client_id`` before ``not_before``; the entry may
@@ -75,6 +86,7 @@ class RevocationState:
             self._clients[client_id] = (not_before, expires_at)
         else:
             self._clients[client_id] = (max(old[0], not_before), max(old[1], expires_at))
+        self.version += 1
 
     def current(self) -> bool:
         """Whether this node can vouch that its lists are up to date (always, in one process;

@@ -121,6 +121,9 @@ class JwksKeys:
         if config.hmac_secret is not None:
             secret = config.hmac_secret.get_secret_value().encode("utf-8")
             self._keys = {"": OctKey.import_key(secret)}
+        #: True when :meth:`available` is True whatever the time: keys that no fetch can age
+        #: (a JWKS file, an HMAC secret) are held. Per-request callers test it first.
+        self.always_available = self._url is None and bool(self._keys)
 
     @property
     def is_hmac(self) -> bool:
@@ -231,6 +234,7 @@ class JwksKeys:
     def _install(self, keys: dict[str, Key]) -> None:
         changed = _fingerprint(keys) != _fingerprint(self._keys)
         self._keys = keys
+        self.always_available = self._url is None and bool(keys)
         if changed:
             log.info("issuer %s: key set now %s", self.config.issuer, sorted(keys))
             if self._on_change is not None:

@@ -50,6 +50,7 @@ from bastion.core.clock import Clock
 from bastion.core.exchange import Principal
 from bastion.core.revocation import RevocationState
 from bastion.errors import ConfigError
+from bastion.events.freshness import GuardedRevocationState
 from bastion.gateway.layers.authn.config import IssuerConfig
 from bastion.gateway.layers.authn.jwks import JwksKeys
 
@@ -96,8 +97,42 @@ class _Issuer:
     registries: dict[str, JWSRegistry]
 
 
-# principal, expires (exp + leeway), cache deadline, issuer, audiences in the token, iat
-_Entry = tuple[Principal, float, float, _Issuer, frozenset[str], float | None]
+class _Entry:
+    """A verified token: its principal, ``expires`` (exp + leeway), the cache ``deadline``, its
+    issuer, the audiences it holds, ``iat``, and ``revocations``: the revocation state's
+    version when the token was last found not revoked (-1: check on every hit)."""
+
+    __slots__ = ("auds", "deadline", "expires", "iat", "issuer", "principal", "revocations")
+
+    def __init__(
+        self,
+        principal: Principal,
+        expires: float,
+        deadline: float,
+        issuer: _Issuer,
+        auds: frozenset[str],
+        iat: float | None,
+        revocations: int,
+    ) -> None:
+        self.principal = principal
+        self.expires = expires
+        self.deadline = deadline
+        self.issuer = issuer
+        self.auds = auds
+        self.iat = iat
+        self.revocations = revocations
+
+
+def _version_exact(revocations: RevocationState) -> bool:
+    """Whether a "not revoked" answer of ``revocations`` holds while its ``version`` is
+    unchanged (see :attr:`RevocationState.version`): its per-token lookups are the base class's,
+    or the guarded state's, which adds only a refusal while stale, and staleness is asked of
+    ``current()`` on every cache hit anyway."""
+    cls = type(revocations)
+    return (
+        cls.is_token_revoked is RevocationState.is_token_revoked
+        or cls.is_token_revoked is GuardedRevocationState.is_token_revoked
+    ) and cls.is_client_revoked is RevocationState.is_client_revoked
 
 
 def _audience_ok(token_auds: frozenset[str], audience: str | None, issuer: _Issuer) -> bool:
@@ -151,6 +186,9 @@ class JwtVerifier:
     ) -> None:
         self._clock = clock
         self._revocations = revocations
+        # A cache hit skips the revocation lookups while the state's version is the one the
+        # token was last checked at; -1 stored as that version (never current) checks always.
+        self._version_exact = _version_exact(revocations)
         self._cache_size = max(1, cache_size)
         self._cache_ttl = cache_ttl
         self._cache: dict[str, _Entry] = {}
@@ -208,35 +246,44 @@ class JwtVerifier:
         (None is returned for it, the verified-token cache hit being the only fast path asked
         for); otherwise as in :meth:`verify`.
         """
-        if len(token) > self._max_bytes:
-            raise TokenRejected("jwt: too large")
         entry = self._cache.get(token)
         if entry is not None:
-            principal, expires, deadline, issuer, auds, iat = entry
+            # (No size check on a hit: a cached token passed its issuer's size limit.)
             now = self._clock.now()
-            if now < deadline:
+            if now < entry.deadline:
                 # The route's issuers and audience, the keys and the revocation lists are
                 # checked on every hit (inline: this is the per-request path).
+                principal = entry.principal
                 if allowed_issuers is not None and principal.issuer not in allowed_issuers:
                     raise TokenRejected("jwt: issuer not allowed on route")
-                if not issuer.keys.available():
+                issuer = entry.issuer
+                keys = issuer.keys
+                if not keys.always_available and not keys.available():
                     raise TokenRejected(KEYS_UNAVAILABLE)
                 if audience is not None:
-                    if audience not in auds:
+                    if audience not in entry.auds:
                         raise TokenRejected("jwt: wrong audience")
-                elif issuer.audiences and issuer.audiences.isdisjoint(auds):
+                elif issuer.audiences and issuer.audiences.isdisjoint(entry.auds):
                     raise TokenRejected("jwt: wrong audience")
                 revocations = self._revocations
                 if not revocations.current():
                     raise TokenRejected(STATE_NOT_CURRENT)
-                if revocations.is_token_revoked(
-                    principal.issuer, principal.subject, principal.key_id, iat
-                ) or revocations.is_client_revoked(principal.client_id, iat):
-                    raise TokenRejected("jwt: revoked")
+                if entry.revocations != revocations.version:
+                    # Something was revoked since this token was last checked (or the state
+                    # does not allow skipping): the lookups.
+                    iat = entry.iat
+                    if revocations.is_token_revoked(
+                        principal.issuer, principal.subject, principal.key_id, iat
+                    ) or revocations.is_client_revoked(principal.client_id, iat):
+                        raise TokenRejected("jwt: revoked")
+                    if self._version_exact:
+                        entry.revocations = revocations.version
                 return principal
             self._cache.pop(token, None)
-            if now >= expires:
+            if now >= entry.expires:
                 raise TokenRejected("jwt: expired")
+        elif len(token) > self._max_bytes:
+            raise TokenRejected("jwt: too large")
         if before_crypto is None:
             return None
         raw, header, issuer, alg = self._inspect(token, allowed_issuers)
@@ -379,11 +426,11 @@ class JwtVerifier:
         iat_f = float(iat) if iat is not None else None
         principal = _principal(claims, issuer.config.issuer)
         self._check_revocation(principal, iat_f)
+        checked_at = self._revocations.version if self._version_exact else -1
         expires = float(claims["exp"]) + issuer.config.leeway
+        deadline = min(expires, now + self._cache_ttl)
         self._remember(
-            token,
-            (principal, expires, min(expires, now + self._cache_ttl), issuer, auds, iat_f),
-            now,
+            token, _Entry(principal, expires, deadline, issuer, auds, iat_f, checked_at), now
         )
         return principal
 
@@ -411,7 +458,7 @@ class JwtVerifier:
     def _remember(self, token: str, entry: _Entry, now: float) -> None:
         cache = self._cache
         if len(cache) >= self._cache_size:
-            for k in [k for k, e in cache.items() if e[2] <= now]:
+            for k in [k for k, e in cache.items() if e.deadline <= now]:
                 del cache[k]
             if len(cache) >= self._cache_size:
                 # Still full of live entries: drop the oldest eighth (insertion order).

@@ -37,6 +37,8 @@ WWW_AUTHENTICATE = ("www-authenticate", 'Bearer realm="bastion"')
 _QUERY_CREDENTIAL_NAMES = frozenset({"access_token", "api_key", "apikey", "api-key", "x-api-key"})
 _JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.", re.ASCII)
 _MAX_QUERY_FIELDS = 1000
+#: Authorization header values remembered with the JWT they carry (see AuthnLayer.check).
+BEARER_MEMO_SIZE = 4096
 
 
 #: Diagnoses of refusals caused by this node, not by the client's credential.
@@ -153,7 +155,12 @@ class AuthnLayer(Layer):
         if verify_budget is None:
             verify_budget = LocalLimiter(vl.emission_interval, vl.effective_burst)
         self._failed = failed_attempts
+        self._failed_tats = failed_attempts.tats
+        self._failed_max = failed_attempts.max_keys
         self._verify_budget = verify_budget
+        # Authorization header value -> the JWT _credential finds in it, for values whose token
+        # was accepted (so only valid tokens fill it); bounded, emptied when full.
+        self._bearer_jwts: dict[str, str] = {}
 
     def check(self, ex: Exchange) -> Reply | NeedsIo | None:
         """Set ``ex.principal`` and continue, answer 401 / 403 / 429, or NEEDS_IO when only a
@@ -167,12 +174,42 @@ class AuthnLayer(Layer):
         query = req.query
         if query and credential_in_query(query):
             return self._fail(ex, ip, "credential in query string")
-        now = self._clock.monotonic()
-        if not self._failed.peek(ip, now):
-            return self._locked_out(ex, ip, now)
-        kind, credential = self._credential(ex)
+        # LocalLimiter.peek inline: an IP without failures (no TAT) while the table has room
+        # is always allowed; otherwise ask the limiter.
+        failed_tats = self._failed_tats
+        if ip in failed_tats or len(failed_tats) >= self._failed_max:
+            now = self._clock.monotonic()
+            if not self._failed.peek(ip, now):
+                return self._locked_out(ex, ip, now)
+        # The one Authorization header of the usual request (None when there is no credential
+        # header, several, or an X-API-Key: _credential sorts those out). A value whose bearer
+        # JWT was accepted before maps to that credential (what _credential finds in it).
+        found = None
+        for name, value in req.headers.items:
+            if name == "authorization" or name == "x-api-key":
+                if found is not None or name != "authorization":
+                    found = None
+                    break
+                found = value
+        credential = self._bearer_jwts.get(found) if found is not None else None
+        jwt_now = self._jwt_now
+        if credential is not None and jwt_now is not None:
+            # The usual request: a JWT accepted before, answered by the verified-token cache.
+            try:
+                principal = jwt_now(credential, self._audience, self._issuers)
+            except TokenRejected as exc:
+                return self._fail(ex, ip, exc.reason)
+            if principal is not None:
+                ex.principal = principal
+                if self._required_scopes:
+                    return self._check_scopes(ex, principal)
+                return None
+            # No longer cached: verified below (remembered already).
+            kind = "jwt"
+            found = None
+        else:
+            kind, credential = self._credential(ex)
         if kind == "jwt":
-            jwt_now = self._jwt_now
             if jwt_now is None:
                 return NEEDS_IO
             try:
@@ -185,6 +222,8 @@ class AuthnLayer(Layer):
                 return self._fail(ex, ip, exc.reason)
             if principal is None:
                 return NEEDS_IO
+            if found is not None:  # a single Authorization header, not remembered yet
+                self._remember_bearer(found, credential)
         elif kind == "api_key":
             keys_now = self._api_keys_now
             if keys_now is None:
@@ -276,6 +315,13 @@ class AuthnLayer(Layer):
         if self._jwt is None:
             return _JWT_NOT_ACCEPTED
         return "jwt", credential
+
+    def _remember_bearer(self, value: str, credential: str) -> None:
+        memo = self._bearer_jwts
+        if value not in memo:
+            if len(memo) >= BEARER_MEMO_SIZE:
+                memo.clear()
+            memo[value] = credential
 
     def _budget_for(self, ip: str) -> Callable[[], bool]:
         """The per-IP verify budget, charged right before a signature check (cache misses)."""

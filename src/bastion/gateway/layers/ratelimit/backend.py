@@ -12,9 +12,10 @@ the layer's per-request path :meth:`MemoryRateLimitBackend.prepare`, whose
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from math import inf
 from typing import NamedTuple, Protocol
 
-from bastion.core.gcra import GcraResult, LocalLimiter, admit_all
+from bastion.core.gcra import GcraResult, LocalLimiter, admit_all, admit_pair
 
 Key = tuple[Hashable, ...]
 """Whose budget: e.g. ``(route, limit_index, "ip", "192.0.2.1")``."""
@@ -57,7 +58,7 @@ class MemoryRateLimitBackend:
     ``max_keys_per_limit`` live keys (beyond that new keys are refused: fail closed).
     """
 
-    __slots__ = ("_limiters", "_max_keys", "_next_prune", "_prune_every")
+    __slots__ = ("_limiters", "_max_keys", "_prune_every", "next_prune")
 
     def __init__(self, *, max_keys_per_limit: int = 1_000_000, prune_every: float = 30.0) -> None:
         if max_keys_per_limit <= 0 or prune_every <= 0:
@@ -65,13 +66,15 @@ class MemoryRateLimitBackend:
         self._limiters: dict[LimitSpec, LocalLimiter] = {}
         self._max_keys = max_keys_per_limit
         self._prune_every = prune_every
-        self._next_prune: float | None = None
+        #: When :meth:`tick` must next be called (-inf: the first call schedules the first
+        #: prune). Deciding callers test ``now >= next_prune`` before calling it.
+        self.next_prune = -inf
 
-    def _tick(self, now: float) -> None:
+    def tick(self, now: float) -> None:
         """Prune when it is time (the first call only schedules the first prune)."""
-        if self._next_prune is None:
-            self._next_prune = now + self._prune_every
-        elif now >= self._next_prune:
+        if self.next_prune == -inf:
+            self.next_prune = now + self._prune_every
+        elif now >= self.next_prune:
             self.prune(now)
 
     def limiter(self, spec: LimitSpec) -> LocalLimiter:
@@ -86,12 +89,11 @@ class MemoryRateLimitBackend:
         return PreparedLimits(self, limits)
 
     def check_many_now(
-        self, limits: Sequence[LimitSpec], keys: Sequence[Key], now: float, cost: int = 1
+        self, limits: Sequence[LimitSpec], keys: Sequence[Hashable], now: float, cost: int = 1
     ) -> list[GcraResult]:
         """Synchronous :meth:`check_many` (the backend never needs I/O)."""
-        nxt = self._next_prune
-        if nxt is None or now >= nxt:
-            self._tick(now)
+        if now >= self.next_prune:
+            self.tick(now)
         table = self._limiters
         used: list[LocalLimiter] = []
         results: list[GcraResult] = []
@@ -121,7 +123,7 @@ class MemoryRateLimitBackend:
 
     def prune(self, now: float) -> int:
         """Drop every key whose bucket is full again; returns how many were dropped."""
-        self._next_prune = now + self._prune_every
+        self.next_prune = now + self._prune_every
         return sum(lim.prune(now) for lim in self._limiters.values())
 
     def __len__(self) -> int:
@@ -133,14 +135,20 @@ class PreparedLimits:
     """A fixed list of limits of one :class:`MemoryRateLimitBackend`, resolved to their
     limiters once (a route's limits): the rate limiter's per-request fast path."""
 
-    __slots__ = ("_backend", "_limiters", "limits")
+    __slots__ = ("_limiters", "backend", "limits", "pair")
 
     def __init__(self, backend: MemoryRateLimitBackend, limits: Sequence[LimitSpec]) -> None:
-        self._backend = backend
+        self.backend = backend
         self.limits = tuple(limits)
         self._limiters = tuple(backend.limiter(spec) for spec in self.limits)
+        #: The two limiters of a two-limit list (the usual route), else None. A caller may
+        #: inline :meth:`admit` for them: ``backend.tick(now)`` when ``now >= backend.next_prune``,
+        #: then :func:`~bastion.core.gcra.admit_pair`.
+        self.pair: tuple[LocalLimiter, LocalLimiter] | None = (
+            (self._limiters[0], self._limiters[1]) if len(self._limiters) == 2 else None
+        )
 
-    def admit(self, keys: Sequence[Key], now: float) -> tuple[int, int, float] | None:
+    def admit(self, keys: Sequence[Hashable], now: float) -> tuple[int, int, float] | None:
         """One request (cost 1) for ``keys[i]`` under every limit, all or nothing.
 
         Decides as :meth:`MemoryRateLimitBackend.check_many_now` does. Allowed: recorded, and
@@ -148,14 +156,17 @@ class PreparedLimits:
         reset) is returned. Refused by any limit: nothing is recorded and None is returned;
         ``check_many_now`` with the same arguments then gives every limit's result.
         """
-        backend = self._backend
-        nxt = backend._next_prune
-        if nxt is None or now >= nxt:
-            backend._tick(now)
+        backend = self.backend
+        if now >= backend.next_prune:
+            backend.tick(now)
+        pair = self.pair
+        if pair is not None:
+            key0, key1 = keys
+            return admit_pair(pair[0], key0, pair[1], key1, now)
         return admit_all(self._limiters, keys, now)
 
-    def details(self, keys: Sequence[Key], now: float) -> list[GcraResult]:
+    def details(self, keys: Sequence[Hashable], now: float) -> list[GcraResult]:
         """Every limit's result for ``keys`` (recorded only if all allow), as
         :meth:`MemoryRateLimitBackend.check_many_now` gives them: after :meth:`admit` refused,
         the same refusal, with the waits and remaining counts to report."""
-        return self._backend.check_many_now(self.limits, keys, now)
+        return self.backend.check_many_now(self.limits, keys, now)

@@ -16,13 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bastion.core.clock import Clock
-from bastion.core.exchange import Exchange, Principal, Reply
-from bastion.core.gcra import GcraResult
+from bastion.core.exchange import Exchange, Header, Principal, Reply
+from bastion.core.gcra import GcraResult, LocalLimiter, admit_pair
 from bastion.errors import RateLimited
 from bastion.gateway.layers.base import NEEDS_IO, Layer, NeedsIo
 from bastion.gateway.layers.ratelimit.backend import (
     Key,
     LimitSpec,
+    MemoryRateLimitBackend,
     PreparedLimits,
     RateLimitBackend,
 )
@@ -34,11 +35,16 @@ _CEIL_SLACK = 1e-6
 #: when full. The verified-token cache hands out the same Principal object for the same token,
 #: so a caller's requests hit.
 KEY_CACHE_SIZE = 4096
+#: RateLimit header values remembered (each cache is emptied when full).
+STATE_CACHE_SIZE = 4096
+_ceil = math.ceil
 
 
 SyncCheck = Callable[[Sequence[LimitSpec], Sequence[Key], float], list[GcraResult]]
 LeasedCheck = Callable[[Sequence[LimitSpec], Sequence[Key]], "list[GcraResult] | None"]
 Prepare = Callable[[Sequence[LimitSpec]], PreparedLimits]
+# (the Principal or None, client IP, the limiter keys, their in-memory form)
+_KeysEntry = tuple[Principal | None, str, tuple[Key, ...], tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +117,25 @@ class RateLimitLayer(Layer):
         self._policy = ", ".join(policy_item(f"l{i}", lim) for i, lim in enumerate(config.limits))
         self._policy_header = ("ratelimit-policy", self._policy)
         self._state_prefix = tuple(f'"{lim.name}";r=' for lim in self._limits)
-        # subject -> (the Principal object, client IP, keys) and client IP -> keys of an
-        # anonymous request: the keys of the last request of each (bounded, emptied when full).
-        self._principal_keys: dict[str, tuple[Principal, str, tuple[Key, ...]]] = {}
-        self._anonymous_keys: dict[str, tuple[Key, ...]] = {}
+        # (t * stride + remaining) * len(limits) + i names one RateLimit state: remaining is
+        # at most the burst, below the stride.
+        self._state_stride = max((lim.spec.burst for lim in self._limits), default=0) + 1
+        self._nlimits = len(self._limits)
+        self._state_lines: dict[int, tuple[Header, Header]] = {}
+        self._last_reset = math.nan
+        self._last_i = 0
+        self._last_lines: tuple[Header, Header] = (self._policy_header, self._policy_header)
+        # subject (principal) and client IP (anonymous) -> (the Principal object or None,
+        # client IP, keys, in-memory keys): the keys of the last request of each (bounded,
+        # emptied when full).
+        self._principal_keys: dict[str, _KeysEntry] = {}
+        self._anonymous_keys: dict[str, _KeysEntry] = {}
+        pair = self._fast.pair if self._fast is not None else None
+        self._pair: tuple[LocalLimiter, LocalLimiter, MemoryRateLimitBackend] | None = (
+            (pair[0], pair[1], self._fast.backend)
+            if pair is not None and self._fast is not None
+            else None
+        )
 
     @property
     def policy_header(self) -> str:
@@ -130,26 +151,32 @@ class RateLimitLayer(Layer):
         each subject (and of each anonymous IP) are remembered, bounded: a hit needs the very
         same Principal object and client IP.
         """
+        return self._keys_entry(ex)[2]
+
+    def _keys_entry(self, ex: Exchange) -> _KeysEntry:
         req = ex.request
         ip = req.client_ip or req.peer_ip  # transport sets client_ip; never count under ''
         p = ex.principal
+        hit = self._principal_keys.get(p.subject) if p is not None else self._anonymous_keys.get(ip)
+        if hit is not None and hit[0] is p and hit[1] == ip:
+            return hit
+        return self._remember_keys(p, ip)
+
+    def _remember_keys(self, p: Principal | None, ip: str) -> _KeysEntry:
+        keys = self._build_keys(p, ip)
+        # The in-memory limiters are keyed by each key's repr: a str hashes once (a tuple on
+        # every lookup), and repr is one-to-one on tuples of str and int.
+        entry = (p, ip, keys, tuple(repr(k) for k in keys))
         if p is not None:
-            hit = self._principal_keys.get(p.subject)
-            if hit is not None and hit[0] is p and hit[1] == ip:
-                return hit[2]
-            keys = self._build_keys(p, ip)
             cache = self._principal_keys
-            if len(cache) >= KEY_CACHE_SIZE:
-                cache.clear()
-            cache[p.subject] = (p, ip, keys)
-            return keys
-        anonymous = self._anonymous_keys.get(ip)
-        if anonymous is None:
-            anonymous = self._build_keys(None, ip)
-            if len(self._anonymous_keys) >= KEY_CACHE_SIZE:
-                self._anonymous_keys.clear()
-            self._anonymous_keys[ip] = anonymous
-        return anonymous
+            name = p.subject
+        else:
+            cache = self._anonymous_keys
+            name = ip
+        if len(cache) >= KEY_CACHE_SIZE:
+            cache.clear()
+        cache[name] = entry
+        return entry
 
     def _build_keys(self, p: Principal | None, ip: str) -> tuple[Key, ...]:
         route = self._route
@@ -167,32 +194,71 @@ class RateLimitLayer(Layer):
         """Decide without I/O when the backend can (in memory); NEEDS_IO otherwise."""
         fast = self._fast
         if fast is None:
-            if not self._limits:
-                return None
-            sync = self._sync_check
-            if sync is not None:
-                keys = self.keys(ex)
-                return self._decide(ex, sync(self._specs, keys, self._clock.monotonic()))
-            leased = self._leased_check
-            if leased is not None:
-                results = leased(self._specs, self.keys(ex))
-                if results is not None:
-                    return self._decide(ex, results)
-            return NEEDS_IO
-        keys = self.keys(ex)
+            return self._check_backend(ex)
+        # _keys_entry(ex) inline: the in-memory keys of this caller.
+        req = ex.request
+        ip = req.client_ip or req.peer_ip
+        p = ex.principal
+        hit = self._principal_keys.get(p.subject) if p is not None else self._anonymous_keys.get(ip)
+        if hit is None or hit[0] is not p or hit[1] != ip:
+            hit = self._remember_keys(p, ip)
+        keys = hit[3]
         now = self._clock.monotonic()
-        admitted = fast.admit(keys, now)
+        pair = self._pair
+        if pair is None:
+            admitted = fast.admit(keys, now)
+        else:  # fast.admit inline
+            lim0, lim1, memory = pair
+            if now >= memory.next_prune:
+                memory.tick(now)
+            key0, key1 = keys
+            admitted = admit_pair(lim0, key0, lim1, key1, now)
         if admitted is None:  # refused: every limit's result, to report the deciding one
             return self._decide(ex, fast.details(keys, now))
         if self._headers:
             i, remaining, reset = admitted
-            t = math.ceil(reset - _CEIL_SLACK)
-            headers = ex.response_headers
-            headers.append(self._policy_header)
-            headers.append(
-                ("ratelimit", f"{self._state_prefix[i]}{remaining};t={t if t > 0 else 0}")
-            )
+            # The header lines are a function of the limit and the reset (remaining is one of
+            # them): those of the last admission are kept.
+            if reset == self._last_reset and i == self._last_i:
+                ex.response_headers += self._last_lines
+                return None
+            t = _ceil(reset - _CEIL_SLACK)
+            if t < 0:
+                t = 0
+            # The two header lines for this state, built once per (limit, remaining, t): the
+            # number names it as long as remaining < stride (always: remaining <= burst).
+            stride = self._state_stride
+            state = (t * stride + remaining) * self._nlimits + i
+            lines = self._state_lines.get(state) if remaining < stride else None
+            if lines is None:
+                lines = self._new_state_lines(state, i, remaining, t)
+            self._last_reset, self._last_i, self._last_lines = reset, i, lines
+            ex.response_headers += lines
         return None
+
+    def _new_state_lines(self, state: int, i: int, remaining: int, t: int) -> tuple[Header, Header]:
+        lines = (self._policy_header, ("ratelimit", f"{self._state_prefix[i]}{remaining};t={t}"))
+        if remaining < self._state_stride:
+            cache = self._state_lines
+            if len(cache) >= STATE_CACHE_SIZE:
+                cache.clear()
+            cache[state] = lines
+        return lines
+
+    def _check_backend(self, ex: Exchange) -> Reply | NeedsIo | None:
+        """:meth:`check` with a backend that cannot :meth:`~MemoryRateLimitBackend.prepare`."""
+        if not self._limits:
+            return None
+        sync = self._sync_check
+        if sync is not None:
+            keys = self.keys(ex)
+            return self._decide(ex, sync(self._specs, keys, self._clock.monotonic()))
+        leased = self._leased_check
+        if leased is not None:
+            results = leased(self._specs, self.keys(ex))
+            if results is not None:
+                return self._decide(ex, results)
+        return NEEDS_IO
 
     async def on_request(self, ex: Exchange) -> Reply | None:
         """Check every limit at once (awaiting a backend that needs I/O); answer 429 when one
