@@ -175,9 +175,9 @@ class AuthnLayer(Layer):
         if query and credential_in_query(query):
             return self._fail(ex, ip, "credential in query string")
         # LocalLimiter.peek inline: an IP without failures (no TAT) while the table has room
-        # is always allowed; otherwise ask the limiter.
+        # is always allowed (an empty table: no recent failure at all); otherwise ask it.
         failed_tats = self._failed_tats
-        if ip in failed_tats or len(failed_tats) >= self._failed_max:
+        if failed_tats and (ip in failed_tats or len(failed_tats) >= self._failed_max):
             now = self._clock.monotonic()
             if not self._failed.peek(ip, now):
                 return self._locked_out(ex, ip, now)
