@@ -2,9 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-SRC := src tests bench examples docs
+SRC := src tests bench examples docs tools
 
-.PHONY: install demo test lint format unit integration e2e bench bench-all clean
+.PHONY: install demo test lint format unit integration e2e bench bench-all clean native
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,27 @@ format: install
 	$(VENV)/bin/ruff check --fix $(SRC)
 	$(VENV)/bin/ruff format $(SRC)
 
-test: lint
+# The per-request modules compiled with mypyc (tools/build_native.py): what `make bench` runs.
+NATIVE := build/native
+$(NATIVE)/.built: $(VENV)/.installed tools/build_native.py $(shell find src/bastion -name '*.py')
+	$(PY) tools/build_native.py $(NATIVE)
+
+native: $(NATIVE)/.built
+
+# The gateway's tests that run a second time, on the compiled build.
+NATIVE_TESTS := tests/integration/test_native_build.py tests/integration/test_gateway_http.py \
+	tests/integration/test_fuzz_gateway.py tests/integration/test_upstream_pool.py \
+	tests/integration/test_gateway_backpressure.py tests/integration/test_tls.py \
+	tests/integration/test_openapi_gateway.py tests/integration/test_saas_flaws_gateway.py \
+	tests/integration/test_response_body_hook.py tests/integration/test_protect_asgi.py \
+	tests/integration/test_config_reload.py tests/unit/test_forward.py \
+	tests/unit/test_transport_layer.py tests/unit/test_cors_layer.py tests/unit/test_chain_order.py \
+	tests/unit/test_paths.py
+
+test: lint native
 	$(VENV)/bin/pytest -W error --cov --cov-branch --cov-report=term:skip-covered tests
+	PYTHONPATH=$(NATIVE) BASTION_EXPECT_NATIVE=1 $(VENV)/bin/pytest -W error -q -p no:cacheprovider \
+		$(NATIVE_TESTS)
 
 unit: install
 	$(VENV)/bin/pytest -W error tests/unit
@@ -38,12 +57,12 @@ integration: install
 e2e: install
 	$(VENV)/bin/pytest -W error tests/e2e
 
-bench: install
+bench: native
 	$(PY) bench/gateway.py
 
 # Every benchmark of bench/README.md, one after the other (about half an hour; needs the
 # PostgreSQL and Redis servers, nginx, wrk, and npm for oidc-provider).
-bench-all: install
+bench-all: native
 	$(PY) bench/gateway.py --only a,b,c,d,e,f
 	$(PY) bench/revocation.py
 	$(PY) bench/ratelimit.py
@@ -51,4 +70,4 @@ bench-all: install
 	$(PY) bench/scanner.py --secure
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build

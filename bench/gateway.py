@@ -65,6 +65,7 @@ from bench.report import (
 from bench.wrk import WrkFailed, run_wrk
 
 REPO = Path(__file__).resolve().parent.parent
+NATIVE = REPO / "build" / "native"  # tools/build_native.py
 STATIC_BODY = json.dumps(
     {
         "id": "ord_0123456789abcdef",
@@ -142,6 +143,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--cache", default="redis://127.0.0.1:6379/0", help="Redis for (e)/(f)")
     p.add_argument("--bastion", type=Path, default=REPO / ".venv" / "bin" / "bastion")
+    p.add_argument(
+        "--pure",
+        action="store_true",
+        help="run Bastion as plain Python from src/ even when build/native exists (make native)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     args = p.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -188,6 +194,14 @@ def start_bastion_targets(
         console.print(f"[yellow]Skipping Bastion: {reason}[/yellow]")
         return targets, [TargetResult(k, bt.LABELS[k], failed=reason) for k in args.only]
     env = {**os.environ, bt.PEPPER_ENV: bt.new_pepper()}
+    if not args.pure and (NATIVE / ".built").exists():
+        # The per-request modules compiled with mypyc (tools/build_native.py), as shipped.
+        env["PYTHONPATH"] = str(NATIVE)
+        console.print(f"Bastion runs compiled per-request modules from {NATIVE}")
+    else:
+        env.pop("PYTHONPATH", None)
+        why = "--pure" if args.pure else f"{NATIVE} is not built (make native)"
+        console.print(f"[yellow]Bastion runs as plain Python ({why})[/yellow]")
     for key in args.only:
         directory = workdir / f"bastion-{key}"
         directory.mkdir()

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,14 +87,13 @@ class _UpstreamTransport:
 def fake_pool(pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
     """Make ``pool`` open fake connections instead of sockets."""
 
-    async def acquire() -> UpstreamConnection:
-        conn = UpstreamConnection(pool)
-        pool._members.add(conn)
+    async def open_connection(factory: Callable[[], asyncio.Protocol]) -> object:
+        conn = factory()
+        assert isinstance(conn, UpstreamConnection)
         conn.connection_made(_UpstreamTransport(conn, loop))  # type: ignore[arg-type]
-        conn.reused = False
         return conn
 
-    pool.connection = acquire  # type: ignore[method-assign]
+    pool.open_connection = open_connection
 
 
 class _ClientTransport:

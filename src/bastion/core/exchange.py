@@ -21,8 +21,6 @@ class Headers:
     Keeps order and duplicates, as HTTP does. ``get`` returns the first value.
     """
 
-    __slots__ = ("items",)
-
     def __init__(self, items: list[Header] | None = None) -> None:
         self.items: list[Header] = items if items is not None else []
 
@@ -59,7 +57,7 @@ class Headers:
         return f"Headers({[k for k, _ in self.items]!r})"
 
 
-@dataclass(slots=True)
+@dataclass
 class RequestView:
     """What a layer may know about a request. All values are untrusted client input,
     except ``peer_ip`` (the socket address) and ``tls`` (set by the front end)."""
@@ -88,7 +86,7 @@ class RequestView:
         return f"{self.path}?{self.query}" if self.query else self.path
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(frozen=True)
 class Principal:
     """Who is calling, once authenticated. ``kind`` is ``jwt`` or ``api_key``."""
 
@@ -101,12 +99,10 @@ class Principal:
     key_id: str | None = None  # API key id (never the secret) or JWT jti
     claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     # The x-bastion-* lines sent upstream, computed on first use (gateway.forward).
-    upstream_headers: str | None = field(
-        default=None, init=False, compare=False, hash=False, repr=False
-    )
+    upstream_headers: str | None = field(default=None, compare=False, hash=False, repr=False)
 
 
-@dataclass(slots=True)
+@dataclass
 class Reply:
     """A response the gateway produces itself (it never reaches the upstream)."""
 
@@ -121,7 +117,7 @@ class Reply:
         return cls(err.status, headers, err.problem_bytes(instance))
 
 
-@dataclass(slots=True)
+@dataclass
 class Exchange:
     """Per-request state. Created by the front end, discarded after the audit record.
 

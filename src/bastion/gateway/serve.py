@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bastion.config.model import BastionConfig
 from bastion.events.bus import EventBus
+from bastion.gateway import server as server_module
 from bastion.gateway.layers.audit.config import FileSink
 from bastion.gateway.layers.authn.config import IssuerConfig
 from bastion.gateway.reload import ConfigReloader
@@ -22,6 +23,11 @@ from bastion.gateway.server import HttpProtocol, server_tls_context
 from bastion.gateway.services import GatewayServices
 
 log = logging.getLogger("bastion.gateway")
+
+
+def compiled() -> bool:
+    """True when the front end runs from a mypyc build (``make native``), not from sources."""
+    return not server_module.__file__ or not server_module.__file__.endswith(".py")
 
 
 @dataclass
@@ -181,6 +187,7 @@ async def serve_forever(
         loop.add_signal_handler(signal.SIGHUP, reloader.request)
     for (host, port), lst in zip(running.addresses, config.listeners, strict=True):
         log.info("listening on %s://%s:%d", "https" if lst.tls else "http", host, port)
+    log.info("per-request modules: %s", "compiled (mypyc)" if compiled() else "plain Python")
     try:
         await stop.wait()
     finally:

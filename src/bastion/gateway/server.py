@@ -72,8 +72,6 @@ class _Parsed(RequestView):
     """A request as it is parsed; once complete it is the exchange's :class:`RequestView`
     (one object per request, not two)."""
 
-    __slots__ = ("body_parts", "error", "header_items", "keep_alive", "route", "started")
-
     def __init__(self, peer_ip: str, tls: bool) -> None:  # no super(): every field set here
         self.method = ""
         self.path = ""
@@ -106,28 +104,6 @@ def serialize_head(status: int, headers: Headers, framing: str) -> bytes:
 
 class _ClientSink:
     """Streams one upstream response to the client connection (a ResponseSink)."""
-
-    __slots__ = (
-        "_chunked",
-        "_filters",
-        "_finished",
-        "_framing",
-        "_headers",
-        "_held",
-        "_held_bytes",
-        "_limit",
-        "_out",
-        "_proto",
-        "_replaced",
-        "_status",
-        "ex",
-        "head_sent",
-        "parsed",
-        "raw",
-        "retry",
-        "route",
-        "tries",
-    )
 
     _filters: tuple[Layer, ...]
     _limit: int
@@ -453,7 +429,7 @@ class HttpProtocol(asyncio.Protocol):
             raise self._pending_error
         cur.keep_alive = parser.should_keep_alive()
         try:
-            url = httptools.parse_url(self._url)
+            url: Any = httptools.parse_url(self._url)  # its stub promises bytes, not None
         except httptools.HttpParserInvalidURLError:
             self._pending_error = BadRequest(diagnosis="invalid request target")
             raise self._pending_error from None

@@ -24,7 +24,7 @@ import contextlib
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
 import httptools
@@ -68,26 +68,6 @@ class StaleConnection(UpstreamError):
 
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an upstream. Used by one exchange at a time."""
-
-    __slots__ = (
-        "_bytes_seen",
-        "_closed",
-        "_head_bytes",
-        "_head_done",
-        "_headers",
-        "_length",
-        "_max_head",
-        "_no_body",
-        "_parser",
-        "_pool",
-        "_read_timeout",
-        "_sink",
-        "_waiter",
-        "deadline",
-        "idle_since",
-        "reused",
-        "transport",
-    )
 
     def __init__(self, pool: UpstreamPool) -> None:
         self._pool = pool
@@ -327,6 +307,10 @@ class UpstreamPool:
         self._members: set[UpstreamConnection] = set()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._clock = clock or time.monotonic
+        #: How a new connection is opened: ``loop.create_connection`` to (host, port) unless
+        #: replaced (the in-process benchmark plugs fake transports in here).
+        self.open_connection: Callable[[Callable[[], asyncio.Protocol]], Awaitable[object]] | None
+        self.open_connection = None
         self._reaper: asyncio.TimerHandle | None = None
         self._closing = False
 
@@ -374,9 +358,12 @@ class UpstreamPool:
                 return idle
         conn = UpstreamConnection(self)
         self._members.add(conn)
+        opener = self.open_connection
         try:
             await asyncio.wait_for(
-                loop.create_connection(
+                opener(lambda: conn)
+                if opener is not None
+                else loop.create_connection(
                     lambda: conn,
                     self.host,
                     self.port,
