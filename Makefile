@@ -41,7 +41,11 @@ NATIVE_TESTS := tests/integration/test_native_build.py tests/integration/test_ga
 	tests/integration/test_response_body_hook.py tests/integration/test_protect_asgi.py \
 	tests/integration/test_config_reload.py tests/unit/test_forward.py \
 	tests/unit/test_transport_layer.py tests/unit/test_cors_layer.py tests/unit/test_chain_order.py \
-	tests/unit/test_paths.py
+	tests/unit/test_paths.py tests/unit/test_authn_layer.py tests/unit/test_jwt_verifier.py \
+	tests/unit/test_ratelimit_layer.py tests/unit/test_gcra.py tests/unit/test_authz_layer.py \
+	tests/unit/test_openapi_layer.py tests/unit/test_response_filter.py tests/unit/test_revocation.py \
+	tests/unit/test_clientip.py tests/unit/test_ipblocks.py tests/unit/test_apikeys.py \
+	tests/unit/test_freshness.py
 
 test: lint native
 	$(VENV)/bin/pytest -W error --cov --cov-branch --cov-report=term:skip-covered tests

@@ -24,13 +24,23 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Modules on the per-request path of the gateway (front end, pool, header policy, exchange
 #: values, the route runtime and the layers every request meets), compiled together.
 NATIVE_MODULES = [
+    "bastion/core/clientip.py",
+    "bastion/core/clock.py",
     "bastion/core/exchange.py",
+    "bastion/core/ipblocks.py",
     "bastion/core/paths.py",
     "bastion/gateway/forward.py",
     "bastion/gateway/runtime.py",
     "bastion/gateway/server.py",
     "bastion/gateway/upstream.py",
+    "bastion/gateway/layers/authn/jwt.py",
+    "bastion/gateway/layers/authn/layer.py",
+    "bastion/gateway/layers/authz/layer.py",
     "bastion/gateway/layers/cors/layer.py",
+    "bastion/gateway/layers/openapi/layer.py",
+    "bastion/gateway/layers/ratelimit/backend.py",
+    "bastion/gateway/layers/ratelimit/layer.py",
+    "bastion/gateway/layers/response_filter/walk.py",
     "bastion/gateway/layers/transport/layer.py",
 ]
 

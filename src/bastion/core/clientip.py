@@ -92,8 +92,6 @@ class IpRules:
     its networks; an unknown address (None) is refused whenever any rule exists (fail closed).
     """
 
-    __slots__ = ("_allow4", "_allow6", "_deny4", "_deny6", "empty", "has_allow")
-
     def __init__(self, allow: Iterable[IPNetwork] = (), deny: Iterable[IPNetwork] = ()) -> None:
         allow_n = [normalize_network(n) for n in allow]
         deny_n = [normalize_network(n) for n in deny]

@@ -18,8 +18,6 @@ class Clock(Protocol):
 class SystemClock:
     """The real clock."""
 
-    __slots__ = ()
-
     # The C functions themselves: no Python frame per reading (read several times a request).
     now = staticmethod(time.time)
     monotonic = staticmethod(time.monotonic)

@@ -47,8 +47,6 @@ class IpBlocklist:
     ``now`` is the wall clock (blocks end at a wall-clock time that every node shares).
     """
 
-    __slots__ = ("_hosts", "_nets", "_now", "empty")
-
     def __init__(self, now: Callable[[], float] = time.time) -> None:
         self._now = now
         self._hosts: dict[IPAddress, tuple[float, str]] = {}

@@ -88,7 +88,7 @@ class TokenRejected(Exception):
         self.reason = reason
 
 
-@dataclass(slots=True)
+@dataclass
 class _Issuer:
     config: IssuerConfig
     keys: JwksKeys
@@ -101,8 +101,6 @@ class _Entry:
     """A verified token: its principal, ``expires`` (exp + leeway), the cache ``deadline``, its
     issuer, the audiences it holds, ``iat``, and ``revocations``: the revocation state's
     version when the token was last found not revoked (-1: check on every hit)."""
-
-    __slots__ = ("auds", "deadline", "expires", "iat", "issuer", "principal", "revocations")
 
     def __init__(
         self,

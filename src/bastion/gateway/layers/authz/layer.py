@@ -59,7 +59,7 @@ _MISSING = object()
 MAX_EVENT_ID_CHARS = 128
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class OperationPolicy:
     """What one operation requires, precomputed from the document."""
 
@@ -83,7 +83,7 @@ class OperationPolicy:
         return self.principal_needed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Lookup:
     """An owner answer the caches do not hold: ask ``resolver`` about ``object_id``."""
 

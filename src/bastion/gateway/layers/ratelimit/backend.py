@@ -58,8 +58,6 @@ class MemoryRateLimitBackend:
     ``max_keys_per_limit`` live keys (beyond that new keys are refused: fail closed).
     """
 
-    __slots__ = ("_limiters", "_max_keys", "_prune_every", "next_prune")
-
     def __init__(self, *, max_keys_per_limit: int = 1_000_000, prune_every: float = 30.0) -> None:
         if max_keys_per_limit <= 0 or prune_every <= 0:
             raise ValueError("max_keys_per_limit and prune_every must be positive")
@@ -134,8 +132,6 @@ class MemoryRateLimitBackend:
 class PreparedLimits:
     """A fixed list of limits of one :class:`MemoryRateLimitBackend`, resolved to their
     limiters once (a route's limits): the rate limiter's per-request fast path."""
-
-    __slots__ = ("_limiters", "backend", "limits", "pair")
 
     def __init__(self, backend: MemoryRateLimitBackend, limits: Sequence[LimitSpec]) -> None:
         self.backend = backend

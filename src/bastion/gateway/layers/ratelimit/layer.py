@@ -47,7 +47,7 @@ Prepare = Callable[[Sequence[LimitSpec]], PreparedLimits]
 _KeysEntry = tuple[Principal | None, str, tuple[Key, ...], tuple[str, ...]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Limit:
     """One compiled limit: its policy name (``l<i>``), GCRA parameters and key kind."""
 

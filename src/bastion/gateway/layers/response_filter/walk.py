@@ -38,7 +38,7 @@ SensitiveAction = Literal["mask", "remove"] | None
 CleanCheck = Callable[[Node, bool], Validator | None]
 
 
-@dataclass(slots=True)
+@dataclass
 class Findings:
     """What one body held: undeclared properties and sensitive values (first pointers, counts)."""
 
@@ -68,18 +68,6 @@ class BodyFilter:
     own. ``clean``, when given, returns for a plan node and a guarded flag a validator that only
     values this walk would leave alone satisfy (``plan.subtree_schema``), or None: an object or
     array below the root that satisfies it is not walked."""
-
-    __slots__ = (
-        "_action",
-        "_clean",
-        "_default_roles",
-        "_min_length",
-        "_remove",
-        "_roles",
-        "_scanner",
-        "_sensitive_name",
-        "findings",
-    )
 
     def __init__(
         self,
