@@ -94,6 +94,8 @@ VARIANTS: list[dict[str, Any]] = [
     {"method": "M" * (MAX_FIELD_CHARS + 1)},
     {"wall": 0.0},
     {"wall": 0.5},
+    {"wall": -1.5},
+    {"wall": 1e-9},
     {"wall": 1_700_000_000.999},
     {"wall": 1_700_000_001.0005},
     {"bytes_out": 0},
@@ -221,3 +223,34 @@ def test_many_combinations() -> None:
         snaps.append(snapshot(ex, 100.0 + i * 1e-4))
     got = renderer.entries(snaps * 2, _fail)
     assert [e.line for e in got] == [entry(s, redactor).line for s in snaps * 2]
+
+
+@pytest.mark.parametrize(
+    "upstream_ms",
+    [
+        *(0.0, 0.0004, 0.0005, 0.0015, 0.001, 0.0625, 0.9995, 2.14075, 100.0, 30000.0001),
+        *(999999999.9994, 1e9, 1e17, 5e-324, -0.0, -3.5, float("inf")),
+    ],
+)
+def test_upstream_time_is_written_as_orjson_writes_it(upstream_ms: float) -> None:
+    redactor = Redactor()
+    ex = make()
+    ex.upstream_ms = upstream_ms
+    snap = snapshot(ex, 100.5)
+    [got] = LineRenderer(redactor).entries([snap], _fail)
+    assert got.line == entry(snap, redactor).line
+
+
+def test_upstream_times_sampled() -> None:
+    import random
+
+    rnd = random.Random(7)
+    redactor = Redactor()
+    renderer = LineRenderer(redactor)
+    snaps = []
+    for i in range(3000):
+        ex = make()
+        ex.upstream_ms = 10 ** rnd.uniform(-4, 9) if i % 2 else rnd.randint(0, 10**8) / 1000
+        snaps.append(snapshot(ex, 100.5))
+    got = renderer.entries(snaps, _fail)
+    assert [e.line for e in got] == [entry(s, redactor).line for s in snaps]
