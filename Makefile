@@ -45,12 +45,17 @@ NATIVE_TESTS := tests/integration/test_native_build.py tests/integration/test_ga
 	tests/unit/test_ratelimit_layer.py tests/unit/test_gcra.py tests/unit/test_authz_layer.py \
 	tests/unit/test_openapi_layer.py tests/unit/test_response_filter.py tests/unit/test_revocation.py \
 	tests/unit/test_clientip.py tests/unit/test_ipblocks.py tests/unit/test_apikeys.py \
-	tests/unit/test_freshness.py
+	tests/unit/test_freshness.py tests/unit/test_audit_lines.py tests/unit/test_audit_record.py \
+	tests/unit/test_audit_writer.py tests/unit/test_audit_spool.py tests/unit/test_redact.py
+
+# Tests that count calls by patching a method of a compiled class: compiled callers do not see
+# the patch (the behaviour they pin is the same in both builds; they run in the first pass).
+NATIVE_SKIP := --deselect "tests/unit/test_jwt_verifier.py::test_cache_hit_skips_the_lookups_until_something_is_revoked"
 
 test: lint native
 	$(VENV)/bin/pytest -W error --cov --cov-branch --cov-report=term:skip-covered tests
 	PYTHONPATH=$(NATIVE) BASTION_EXPECT_NATIVE=1 $(VENV)/bin/pytest -W error -q -p no:cacheprovider \
-		$(NATIVE_TESTS)
+		$(NATIVE_TESTS) $(NATIVE_SKIP)
 
 unit: install
 	$(VENV)/bin/pytest -W error tests/unit

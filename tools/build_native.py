@@ -24,15 +24,22 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Modules on the per-request path of the gateway (front end, pool, header policy, exchange
 #: values, the route runtime and the layers every request meets), compiled together.
 NATIVE_MODULES = [
+    "bastion/audit/record.py",
+    "bastion/audit/redact.py",
+    "bastion/audit/writer.py",
     "bastion/core/clientip.py",
     "bastion/core/clock.py",
     "bastion/core/exchange.py",
+    "bastion/core/gcra.py",
     "bastion/core/ipblocks.py",
     "bastion/core/paths.py",
+    "bastion/core/revocation.py",
     "bastion/gateway/forward.py",
     "bastion/gateway/runtime.py",
     "bastion/gateway/server.py",
+    "bastion/gateway/services.py",
     "bastion/gateway/upstream.py",
+    "bastion/gateway/layers/authn/apikeys.py",
     "bastion/gateway/layers/authn/jwt.py",
     "bastion/gateway/layers/authn/layer.py",
     "bastion/gateway/layers/authz/layer.py",

@@ -295,8 +295,6 @@ class LineRenderer:
     output), as :class:`~bastion.audit.redact.Redactor` is.
     """
 
-    __slots__ = ("_millis_base", "_principals", "_redactor", "_second", "_templates")
-
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
         self._templates: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_plus
 
+from mypy_extensions import mypyc_attr
+
 from bastion.core.exchange import Headers
 from bastion.core.sensitive import luhn_valid
 
@@ -98,7 +100,7 @@ SENSITIVE_HEADERS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Detector:
     """One kind of secret: ``pattern`` is replaced by ``replacement`` (a string without group
     references, or a function of the match), tried only when one of ``hints`` (lower-case) occurs
@@ -269,12 +271,12 @@ def _is_sensitive(name: str, exact: frozenset[str], words: tuple[str, ...]) -> b
     return lowered in exact or any(w in lowered for w in words)
 
 
+# Subclassed by plain Python (tests): allowed in the compiled build.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Redactor:
     """Compiled redaction rules; ``extra_fields`` adds names (query parameters, JSON keys,
     headers) whose values are always masked. Safe to share; it only remembers strings it found
     clean (bounded), never a secret."""
-
-    __slots__ = ("_clean", "_clean_queries", "_header_names", "_name_hints", "_names", "_words")
 
     def __init__(self, extra_fields: Iterable[str] = ()) -> None:
         extra = frozenset(f.strip().lower() for f in extra_fields if f.strip())

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from math import inf, nan, ulp
 from typing import NamedTuple
 
+from mypy_extensions import mypyc_attr
+
 # The float slack never exceeds this fraction of one emission interval.
 _MAX_SLACK = 1 / 16
 
@@ -54,6 +56,8 @@ def gcra_check(
     return GcraResult(True, new_tat, 0.0, remaining, new_tat - now)
 
 
+# Subclassed by plain Python (the freshness guard, tests): allowed in the compiled build.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LocalLimiter:
     """In-process GCRA over many keys, bounded in memory.
 
@@ -63,18 +67,6 @@ class LocalLimiter:
     live entry expires. That moment is tracked, so a full table of live keys costs one dict
     lookup per new key, not a scan (no CPU amplification by an attacker holding many keys).
     """
-
-    __slots__ = (
-        "_max",
-        "_memo_remaining",
-        "_memo_reset",
-        "_next_expiry",
-        "_slack_cap",
-        "_tats",
-        "_tau",
-        "burst",
-        "interval",
-    )
 
     def __init__(self, interval: float, burst: int, max_keys: int = 1_000_000) -> None:
         if interval <= 0 or burst <= 0:

@@ -29,6 +29,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from bastion.core.clock import Clock
 from bastion.store.base import Revocation
 
@@ -45,14 +47,14 @@ def _number(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+# Subclassed by plain Python (the freshness guard, tests): allowed in the compiled build.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RevocationState:
     """In-memory revocation lists: dict lookups only, safe to call on every request.
 
     ``clock.now()`` (wall-clock seconds) is compared with token times (``iat``, ``exp``).
     Not thread-safe: use it from the event loop that runs the gateway.
     """
-
-    __slots__ = ("_clients", "_clock", "_jtis", "_not_before", "version")
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock

@@ -65,8 +65,6 @@ class GuardedApiKeyIndex(ApiKeyIndex):
     the store has been unreachable for longer than its grace: keys are answered from this
     node's cache only while the node can vouch for that cache."""
 
-    __slots__ = ("_freshness",)
-
     def __init__(
         self,
         store: Store,

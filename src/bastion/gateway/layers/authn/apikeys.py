@@ -23,6 +23,8 @@ import logging
 import math
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from bastion.core.apikeys import effective_expiry, parse_api_key
 from bastion.core.clock import Clock
 from bastion.core.exchange import Principal
@@ -64,6 +66,8 @@ def _hash_bytes(rec: ApiKeyRecord) -> bytes:
     return rec.secret_hash.encode("utf-8", "replace")
 
 
+# Subclassed by plain Python (the freshness guard, tests): allowed in the compiled build.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ApiKeyIndex:
     """Verifies presented API keys against the store's records, cached in memory.
 
@@ -73,23 +77,6 @@ class ApiKeyIndex:
     expiry counts). ``usage`` counts accepted keys for the batched usage update. Use it from the
     gateway's event loop only.
     """
-
-    __slots__ = (
-        "_clock",
-        "_hashes",
-        "_keys",
-        "_mac",
-        "_max_age",
-        "_max_negative",
-        "_negative",
-        "_negative_ttl",
-        "_principals",
-        "_revoked",
-        "_shortened",
-        "_store",
-        "_until",
-        "usage",
-    )
 
     def __init__(
         self,
