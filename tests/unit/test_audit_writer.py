@@ -342,3 +342,15 @@ async def test_file_sink_writes_a_batch_that_fits_in_one_write(
     assert (tmp_path / "audit.log").stat().st_size <= 10_000
     assert (tmp_path / "audit.log.1").exists()
     await sink.aclose()
+
+
+def test_the_bus_says_whether_a_topic_has_subscribers() -> None:
+    # The auditor renders record dicts only when a subscriber (or sink) needs them.
+    bus = EventBus()
+    assert not bus.has_subscribers("audit")
+    unsubscribe = bus.subscribe("audit", lambda event: None)
+    assert bus.has_subscribers("audit")
+    assert not bus.has_subscribers("control")
+    unsubscribe()
+    assert not bus.has_subscribers("audit")
+    assert not bus.has_subscribers("no-such-topic")

@@ -58,12 +58,6 @@ def describe_error(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _has_subscribers(bus: EventBus, topic: str) -> bool:
-    """Whether anyone subscribes to ``topic`` (True when the bus does not say)."""
-    subs = getattr(bus, "_subs", None)  # EventBus has no public way to ask
-    return not isinstance(subs, dict) or bool(subs.get(topic, True))
-
-
 class _Lane:
     """One sink's queue and writer task."""
 
@@ -239,7 +233,7 @@ class Auditor:
         if not snaps:
             return
         bus = self._bus
-        if self._sinks_need_records or (bus is not None and _has_subscribers(bus, "audit")):
+        if self._sinks_need_records or (bus is not None and bus.has_subscribers("audit")):
             entries = [self._render_one(s) for s in snaps]
             if bus is not None:
                 for e in entries:

@@ -38,6 +38,10 @@ class EventBus:
 
         return unsubscribe
 
+    def has_subscribers(self, topic: str) -> bool:
+        """Whether anyone listens on ``topic`` (a publisher may then skip building events)."""
+        return bool(self._subs.get(topic))
+
     def publish(self, topic: str, event: Event) -> None:
         """Deliver ``event`` to every subscriber of ``topic`` now, in subscription order."""
         for handler in tuple(self._subs[topic]):
