@@ -244,9 +244,6 @@ class UpstreamConnection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _arm_timer(self) -> None:
-        self.deadline = time.monotonic() + self._read_timeout
-
     def _cancel_timer(self) -> None:
         self.deadline = 0.0
 
@@ -327,8 +324,7 @@ class UpstreamPool:
         idle = self._idle
         while idle:
             conn = idle.pop()  # most recently used: likeliest to be alive
-            t = conn.transport
-            if not conn._closed and t is not None and not t.is_closing():  # usable, inlined
+            if conn.usable:
                 conn.reused = True
                 return conn
             self.discard(conn)
@@ -383,8 +379,7 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Return a healthy connection after a complete response."""
-        t = conn.transport
-        if self._closing or conn._closed or t is None or t.is_closing():  # not usable
+        if self._closing or not conn.usable:
             conn.close()
             return
         conn.idle_since = self._clock()
