@@ -3,6 +3,8 @@ client would and checks what comes back and what reaches the upstream."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 
 import orjson
@@ -340,3 +342,25 @@ def test_head_of_a_replaced_5xx_has_no_body_and_keeps_the_connection_in_sync(
     head, _, rest = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 502")
     assert rest.startswith(b"HTTP/1.1 200")  # no problem body was sent after the HEAD answer
+
+
+def test_a_head_that_never_ends_is_cut_off_across_reads(gateway: GatewayHarness) -> None:
+    # Headers trickle in over many reads and the blank line never comes: the bytes read while
+    # the head is incomplete are counted, so the client gets 431 and the connection closes
+    # instead of the gateway buffering an endless head.
+    with socket.create_connection(("127.0.0.1", gateway.http_port), timeout=5) as s:
+        s.sendall(b"GET /public/echo HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.05)
+        answer = b""
+        for i in range(200):
+            try:
+                s.sendall(b"X-H%d: %b\r\n" % (i, b"v" * 200))
+            except OSError:  # the gateway closed the connection
+                break
+            time.sleep(0.002)
+        s.settimeout(5)
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431")
+    assert not gateway.upstream.requests

@@ -211,8 +211,7 @@ class _ClientSink:
                 else:
                     self._release_held()
             return
-        self.ex.bytes_out += len(chunk)
-        self._out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked else chunk)
+        self._write_chunk(chunk)
 
     def _write_chunk(self, chunk: bytes) -> None:
         self.ex.bytes_out += len(chunk)
@@ -260,10 +259,7 @@ class _ClientSink:
 
     def flush(self) -> None:
         """Write what is buffered; once the response is complete, tell the connection."""
-        out = self._out
-        if out:
-            self._proto.write(b"".join(out) if len(out) > 1 else out[0])
-            out.clear()
+        self._write_out()
         if self._finished:
             self._finished = False
             self._proto.upstream_done(self)
