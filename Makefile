@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 SRC := src tests bench examples docs tools
 
-.PHONY: install demo test lint format unit integration e2e bench bench-all clean native
+.PHONY: install demo test lint format unit integration e2e bench bench-all clean native fastcheck
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,18 @@ NATIVE := build/native
 $(NATIVE)/.built: $(VENV)/.installed tools/build_native.py $(shell find src/bastion -name '*.py')
 	$(PY) tools/build_native.py $(NATIVE)
 
-native: $(NATIVE)/.built
+# The JSON fast path (bastion.openapi.fastcheck): a Rust extension built offline from Debian's
+# packaged crates (.ci/run installs them) and installed into the venv.
+FASTCHECK := $(VENV)/.fastcheck
+$(FASTCHECK): $(VENV)/.installed native/fastcheck/Cargo.toml native/fastcheck/Cargo.lock \
+		native/fastcheck/pyproject.toml native/fastcheck/src/lib.rs
+	PATH="$(CURDIR)/$(VENV)/bin:$(HOME)/.cargo/bin:$$PATH" $(VENV)/bin/pip install -q \
+		--no-build-isolation ./native/fastcheck
+	touch $@
+
+fastcheck: $(FASTCHECK)
+
+native: $(NATIVE)/.built $(FASTCHECK)
 
 # The gateway's tests that run a second time, on the compiled build.
 NATIVE_TESTS := tests/integration/test_native_build.py tests/integration/test_gateway_http.py \
@@ -53,8 +64,8 @@ NATIVE_TESTS := tests/integration/test_native_build.py tests/integration/test_ga
 NATIVE_SKIP := --deselect "tests/unit/test_jwt_verifier.py::test_cache_hit_skips_the_lookups_until_something_is_revoked"
 
 test: lint native
-	$(VENV)/bin/pytest -W error --cov --cov-branch --cov-report=term:skip-covered tests
-	PYTHONPATH=$(NATIVE) BASTION_EXPECT_NATIVE=1 $(VENV)/bin/pytest -W error -q -p no:cacheprovider \
+	BASTION_EXPECT_FASTCHECK=1 $(VENV)/bin/pytest -W error --cov --cov-branch --cov-report=term:skip-covered tests
+	PYTHONPATH=$(NATIVE) BASTION_EXPECT_NATIVE=1 BASTION_EXPECT_FASTCHECK=1 $(VENV)/bin/pytest -W error -q -p no:cacheprovider \
 		$(NATIVE_TESTS) $(NATIVE_SKIP)
 
 unit: install
@@ -79,4 +90,4 @@ bench-all: native
 	$(PY) bench/scanner.py --secure
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build native/fastcheck/target

@@ -47,6 +47,7 @@ NATIVE_MODULES = [
     "bastion/gateway/layers/openapi/layer.py",
     "bastion/gateway/layers/ratelimit/backend.py",
     "bastion/gateway/layers/ratelimit/layer.py",
+    "bastion/gateway/layers/response_filter/layer.py",
     "bastion/gateway/layers/response_filter/walk.py",
     "bastion/gateway/layers/transport/layer.py",
 ]

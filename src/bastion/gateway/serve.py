@@ -21,6 +21,7 @@ from bastion.gateway.reload import ConfigReloader
 from bastion.gateway.runtime import Gateway
 from bastion.gateway.server import HttpProtocol, server_tls_context
 from bastion.gateway.services import GatewayServices
+from bastion.openapi import fastcheck
 
 log = logging.getLogger("bastion.gateway")
 
@@ -188,6 +189,10 @@ async def serve_forever(
     for (host, port), lst in zip(running.addresses, config.listeners, strict=True):
         log.info("listening on %s://%s:%d", "https" if lst.tls else "http", host, port)
     log.info("per-request modules: %s", "compiled (mypyc)" if compiled() else "plain Python")
+    log.info(
+        "JSON fast path: %s",
+        "bastion_fastcheck" if fastcheck.available() else "not installed (orjson + jsonschema-rs)",
+    )
     try:
         await stop.wait()
     finally:

@@ -56,7 +56,7 @@ class MediaSchema:
     """
 
     media_type: str
-    schema: dict[str, Any]
+    schema: dict[str, Any] | bool  # as built, a mapping; true/false are schemas too
     validator: Validator | None = None
 
 

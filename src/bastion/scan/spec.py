@@ -78,13 +78,13 @@ class ScanOperation:
         """The JSON request body's schema (JSON Schema 2020-12, ``$ref``s inlined; properties
         marked ``readOnly`` appear as ``false``), or None."""
         media = self.json_body
-        return media.schema if media is not None else None
+        return _as_mapping(media.schema) if media is not None else None
 
     def response_schema(self, status: int) -> dict[str, Any] | None:
         """The JSON schema declared for ``status`` (exact, ``NXX``, ``default``), or None."""
         for media in self.operation.response_schemas(status) or ():
             if _JSON.match(media.media_type):
-                return media.schema
+                return _as_mapping(media.schema)
         return None
 
     @property
@@ -212,3 +212,10 @@ def load_scan_spec(source: str, *, timeout: float = 10.0) -> ScanSpec:
     if not isinstance(doc, dict):
         raise ScanUsageError(f"spec: {source}: an OpenAPI document must be a mapping")
     return scan_spec_from_document(doc, source, root_id, from_url)
+
+
+def _as_mapping(schema: dict[str, Any] | bool) -> dict[str, Any]:
+    """A boolean schema as the mapping that means the same (``{}`` or ``{"not": {}}``)."""
+    if isinstance(schema, bool):
+        return {} if schema else {"not": {}}
+    return schema

@@ -36,6 +36,7 @@ from bastion.gateway.layers.base import Layer
 from bastion.gateway.layers.openapi.config import OpenApiConfig
 from bastion.gateway.layers.openapi.describe import describe, first_error, segment
 from bastion.openapi.compiler import is_json
+from bastion.openapi.fastcheck import FastChecker, fast_checker
 from bastion.openapi.model import (
     BODY_ANNOTATION,
     OPERATION_ANNOTATION,
@@ -156,8 +157,18 @@ class OpenApiLayer(Layer):
         self._media_types: dict[str, str] = {}
         # Form bodies: property name → types, per declared form schema (by identity).
         self._form_types: dict[int, dict[str, frozenset[str] | None]] = {}
+        # JSON bodies: the fast path's checker (see bastion.openapi.fastcheck), per declared
+        # schema (by identity), and whether an ownership rule reads the parsed body.
+        self._fast: dict[int, tuple[FastChecker, bool]] = {}
         for plan in spec.plans:
+            reads_body = any(r.location == "body" for r in plan.operation.owner_rules)
             for media in plan.bodies.values():
+                if is_json(media.media_type) and media.validator is not None:
+                    fast = fast_checker(
+                        media.schema, formats=config.validate_formats, max_depth=self._max_depth
+                    )
+                    if fast is not None:
+                        self._fast[id(media)] = (fast, reads_body)
                 props = media.schema.get("properties") if isinstance(media.schema, dict) else None
                 if isinstance(props, dict):
                     self._form_types[id(media)] = {k: schema_types(v) for k, v in props.items()}
@@ -307,6 +318,12 @@ class OpenApiLayer(Layer):
             declared = ", ".join(sorted(plan.bodies))
             return UnsupportedMediaType(f"content-type: not declared (declared: {declared})")
         if is_json(media_type):
+            fast = self._fast.get(id(media))
+            if fast is not None and fast[0].check(body):
+                # Proven valid without Python objects; parsed only for an ownership rule.
+                if fast[1]:
+                    ex.annotations[BODY_ANNOTATION] = orjson.loads(body)
+                return None
             try:
                 doc = orjson.loads(body)
             except orjson.JSONDecodeError:

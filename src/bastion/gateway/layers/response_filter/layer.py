@@ -43,6 +43,7 @@ from bastion.gateway.layers.response_filter.plan import (
     subtree_schema,
 )
 from bastion.gateway.layers.response_filter.walk import BodyFilter, Findings, SensitiveAction
+from bastion.openapi.fastcheck import FastChecker, fast_checker
 from bastion.openapi.model import OPERATION_ANNOTATION, MediaSchema, Operation, Validator
 
 __all__ = ["ANNOTATION", "ResponseFilterLayer", "is_json"]
@@ -55,6 +56,8 @@ ANNOTATION = "response_filter"
 _DECISION = "response_filter.decision"
 #: Head decisions remembered per (operation, status, Content-Type) (cleared when full).
 MAX_HEADS = 1024
+#: The native fast path does not limit depth itself (serde_json stops at 128 levels).
+_NATIVE_DEPTH = 1 << 20
 
 
 def is_json(media_type: str) -> bool:
@@ -66,22 +69,25 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CompiledPlan:
-    """A response schema ready for use: its allow-list plan and the fast-path validator."""
+    """A response schema ready for use: its allow-list plan and the fast-path validators:
+    ``native`` reads the body's bytes (``bastion.openapi.fastcheck``), ``fast`` the parsed
+    document (used when there is no ``native``)."""
 
     plan: Node
     fast: Validator | None
+    native: FastChecker | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Head:
     """The decision on a response head, per (operation, status, Content-Type): the limit
     :meth:`ResponseFilterLayer.wants_response_body` returns, the decision it leaves for the
     body (a plan, a block reason, or None), what it records, and whether a Content-Encoding
     other than identity blocks (JSON to filter). ``op`` guards the cache keyed by its id."""
 
-    op: object
+    op: Any  # the Operation (or None); compared by identity
     limit: int
     decision: CompiledPlan | str | None = None
     undeclared: str | None = None  # recorded as "undeclared_response"
@@ -127,8 +133,12 @@ class ResponseFilterLayer(Layer):
 
     def _compile(self, plan: Node) -> CompiledPlan:
         schema = fast_schema(plan, self._scanner)
-        fast = jsonschema_rs.Draft202012Validator(schema) if schema is not None else None
-        return CompiledPlan(plan, fast)
+        if schema is None:
+            return CompiledPlan(plan, None)
+        fast = jsonschema_rs.Draft202012Validator(schema)
+        # Depth: serde_json's own limit (128) applies; a deeper body takes the full path.
+        native = fast_checker(schema, formats=False, max_depth=_NATIVE_DEPTH)
+        return CompiledPlan(plan, fast, native)
 
     def _clean_check(self, node: Node, guarded: bool) -> Validator | None:
         """The validator of :func:`subtree_schema` for ``node`` (compiled on first use; the
@@ -239,12 +249,15 @@ class ResponseFilterLayer(Layer):
             return self._blocked(ex, decision)
         if not isinstance(decision, CompiledPlan) or not body or body.isspace():
             return body
+        native = decision.native
+        if native is not None and native.check(body):
+            return body  # proven clean from the bytes: no Python objects built
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return self._block_or_pass(ex, "the upstream sent malformed JSON", body)
         fast = decision.fast
-        if fast is not None and fast.is_valid(doc):
+        if native is None and fast is not None and fast.is_valid(doc):
             return body
         principal = ex.principal
         walk = BodyFilter(

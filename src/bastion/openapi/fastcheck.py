@@ -1,0 +1,375 @@
+"""The JSON fast path: a body proven valid in one native pass, without Python objects.
+
+``orjson.loads`` of a 1 KB body costs ~36k instructions and ``jsonschema-rs`` then ~20k more
+on the objects it built; that is most of what the OpenAPI layers cost per request. The
+optional extension ``bastion_fastcheck`` (Rust, in ``native/fastcheck``: serde_json's parser
+driving a check program, no Python objects) proves a body valid in ~15k.
+
+:func:`compile_program` turns a self-contained JSON Schema (as :mod:`bastion.openapi.schema`
+builds them, or the response filter's fast schema) into that program, keeping only keywords
+whose meaning the extension reproduces exactly; a schema with any other keyword gets no
+program (None) and its bodies take the full path. The extension's answer is one-sided: True
+proves the body valid under the schema; False means *not proven* (invalid, malformed, too
+deep, or a value it does not decide, such as a string with a ``format``), and the caller runs
+the full path, which stays the authority and writes the error message. Every approximation
+here therefore errs on the strict side:
+
+* ``integer`` accepts number tokens without fraction or exponent only (``1.0`` is not proven);
+* numbers are compared exactly or not at all (an integer beyond 2**53 against a float bound
+  is not proven);
+* ``pattern`` is kept only when the regex means the same to the extension as to jsonschema-rs
+  (both Rust's ``regex``): no ``\\d``/``\\w``/``\\s``/``\\b``-style escapes (jsonschema-rs
+  rewrites them to their ECMA-262 meaning), no look-around or back-references;
+* ``not`` only of a string check (``minLength`` + ``pattern``: the detectors' hints);
+* ``format`` (when formats are asserted) leaves strings at that place unproven;
+* duplicate keys: every occurrence is checked (orjson keeps the last one).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import re
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+import orjson
+
+__all__ = ["FastChecker", "available", "compile_program", "fast_checker", "safe_pattern"]
+
+log = logging.getLogger("bastion.openapi.fastcheck")
+
+T_NULL, T_BOOL, T_INT, T_NUM, T_STR, T_ARR, T_OBJ = 1, 2, 4, 8, 16, 32, 64
+T_ALL = 127
+_TYPE_BITS = {
+    "null": T_NULL,
+    "boolean": T_BOOL,
+    "integer": T_INT,
+    "number": T_NUM,
+    "string": T_STR,
+    "array": T_ARR,
+    "object": T_OBJ,
+}
+ANY, FALSE = -2, -1  # child indices: no constraint, the false schema
+#: Keywords that never constrain a value (2020-12 annotations, OpenAPI's, extensions).
+_ANNOTATIONS = frozenset(
+    {"description", "summary", "title", "deprecated", "readOnly", "writeOnly", "example"}
+    | {"examples", "default", "$comment", "externalDocs", "xml", "discriminator"}
+)
+#: An escape that jsonschema-rs rewrites (ECMA-262 classes, \\u, \\x, \\c, back-references …)
+#: or that the two engines could read differently: any backslash before a letter or digit.
+_UNSAFE_ESCAPE = re.compile(r"\\[A-Za-z0-9]")
+_UNSAFE_GROUP = re.compile(r"\(\?(?:[=!<P]|<[=!])")
+
+
+class FastChecker(Protocol):
+    """What the extension's ``Checker`` offers."""
+
+    def check(self, body: bytes, /) -> bool:
+        """True when ``body`` is proven valid; False: not proven (take the full path)."""
+        ...
+
+
+class Unsupported(Exception):
+    """A keyword (or value) the extension does not reproduce exactly."""
+
+
+def _load() -> Callable[[str, int], FastChecker] | None:
+    try:
+        module = importlib.import_module("bastion_fastcheck")
+    except ImportError:
+        return None
+    return cast("Callable[[str, int], FastChecker]", module.Checker)
+
+
+_CHECKER = _load()
+
+
+def available() -> bool:
+    """Whether the extension is installed (``make native`` builds it)."""
+    return _CHECKER is not None
+
+
+def safe_pattern(pattern: str) -> bool:
+    """Whether ``pattern`` means the same to Rust's ``regex`` as to jsonschema-rs."""
+    if _UNSAFE_ESCAPE.search(pattern) or _UNSAFE_GROUP.search(pattern):
+        return False
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+def _number(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Unsupported("a bound that is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Unsupported("a bound that is not finite")
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        raise Unsupported("an integer bound beyond 64 bits")  # compared exactly, or not at all
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Unsupported("a count that is not a non-negative integer")
+    return value
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int) and -(2**63) <= value < 2**64:
+        return value
+    raise Unsupported("enum or const of other than integers, strings, booleans and null")
+
+
+def _pattern(value: Any) -> str:
+    if not isinstance(value, str) or not safe_pattern(value):
+        raise Unsupported("a pattern the two regex engines could read differently")
+    return value
+
+
+class _Compiler:
+    def __init__(self, root: Any, formats: bool) -> None:
+        defs = root.get("$defs") if isinstance(root, dict) else None
+        self._defs: dict[str, Any] = defs if isinstance(defs, dict) else {}
+        self._formats = formats
+        self._refs: dict[str, int] = {}
+        self.nodes: list[dict[str, Any]] = []
+
+    def _new(self) -> int:
+        self.nodes.append({})
+        return len(self.nodes) - 1
+
+    def child(self, schema: Any) -> int:
+        """The index of ``schema``'s node, or ANY / FALSE."""
+        if schema is True:
+            return ANY
+        if schema is False:
+            return FALSE
+        if not isinstance(schema, dict):
+            raise Unsupported("a schema that is not an object or a boolean")
+        if "$ref" in schema:
+            target = self._ref(schema["$ref"])
+            rest = {k: v for k, v in schema.items() if k != "$ref"}
+            if not self._constrains(rest):
+                return target
+            index = self._new()
+            self.nodes[index] = {"all_of": [target, self.child(rest)]}
+            return index
+        if not self._constrains(schema):
+            return ANY
+        index = self._new()
+        self.nodes[index] = self._node(schema)
+        return index
+
+    @staticmethod
+    def _constrains(schema: dict[str, Any]) -> bool:
+        return any(k not in _ANNOTATIONS and not k.startswith("x-") for k in schema)
+
+    def _ref(self, ref: Any) -> int:
+        prefix = "#/$defs/"
+        if not isinstance(ref, str) or not ref.startswith(prefix):
+            raise Unsupported("a $ref outside the root's $defs")
+        name = ref[len(prefix) :]
+        if name in self._refs:
+            return self._refs[name]
+        if name not in self._defs:
+            raise Unsupported("a $ref to a missing definition")
+        target = self._defs[name]
+        if target is True or target is False:
+            return ANY if target else FALSE
+        index = self._refs[name] = self._new()  # before the body: recursion refers to it
+        if not isinstance(target, dict) or "$ref" in target:
+            self.nodes[index] = {"all_of": [self.child(target)]}
+        else:
+            self.nodes[index] = self._node(target) if self._constrains(target) else {}
+        return index
+
+    def _node(self, schema: dict[str, Any]) -> dict[str, Any]:
+        node: dict[str, Any] = {}
+        combined: dict[str, list[int]] = {}
+        for key, value in schema.items():
+            if key in _ANNOTATIONS or key.startswith("x-") or key == "$defs":
+                continue
+            if key in ("allOf", "anyOf"):
+                if not isinstance(value, list) or not value:
+                    raise Unsupported(f"{key} that is not a non-empty list")
+                combined[key] = [self.child(s) for s in value]
+                continue
+            handler = _KEYWORDS.get(key)
+            if handler is None:
+                raise Unsupported(f"keyword {key}")
+            handler(self, node, value)
+        if not combined:
+            return node
+        # The extension evaluates all_of / any_of on a node of their own: the other keywords
+        # become one more member of all_of.
+        out: dict[str, Any] = {}
+        all_of = list(combined.get("allOf", []))
+        if node:
+            own = self._new()
+            self.nodes[own] = node
+            all_of.insert(0, own)
+        if all_of:
+            out["all_of"] = all_of
+        if "anyOf" in combined:
+            out["any_of"] = combined["anyOf"]
+        return out
+
+    # -- keywords ---------------------------------------------------------------------------
+    def _type(self, node: dict[str, Any], value: Any) -> None:
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not all(n in _TYPE_BITS for n in names):
+            raise Unsupported("an unknown type")
+        bits = 0
+        for n in names:
+            bits |= _TYPE_BITS[n]
+        node["types"] = node.get("types", T_ALL) & bits
+
+    def _properties(self, node: dict[str, Any], value: Any) -> None:
+        if not isinstance(value, dict):
+            raise Unsupported("properties that are not a mapping")
+        node["props"] = [[str(name), self.child(sub)] for name, sub in value.items()]
+
+    def _required(self, node: dict[str, Any], value: Any) -> None:
+        if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+            raise Unsupported("required that is not a list of names")
+        if len(set(value)) > 64:
+            raise Unsupported("more than 64 required names")
+        node["required"] = list(value)
+
+    def _additional(self, node: dict[str, Any], value: Any) -> None:
+        node["additional"] = self.child(value)
+
+    def _property_names(self, node: dict[str, Any], value: Any) -> None:
+        # Only {"not": {"pattern": …}}: the detectors' key hint.
+        inner = value.get("not") if isinstance(value, dict) and len(value) == 1 else None
+        if not isinstance(inner, dict) or set(inner) != {"pattern"}:
+            raise Unsupported("propertyNames other than a key hint")
+        node["key_not"] = _pattern(inner["pattern"])
+
+    def _not(self, node: dict[str, Any], value: Any) -> None:
+        # Only a string check: {"minLength"?, "pattern", "type": "string"?} (a detector hint).
+        # Without "type": "string" inside, every non-string satisfies the inner schema, so
+        # `not` refuses every non-string.
+        if not isinstance(value, dict) or "pattern" not in value:
+            raise Unsupported("not other than a string check")
+        extra = set(value) - {"minLength", "pattern", "type"}
+        if extra or value.get("type", "string") != "string":
+            raise Unsupported("not other than a string check")
+        guard: dict[str, Any] = {"pattern": _pattern(value["pattern"])}
+        if "minLength" in value:
+            guard["min_len"] = _count(value["minLength"])
+        if "type" not in value:
+            node["types"] = node.get("types", T_ALL) & T_STR
+        if "not_str" in node:
+            raise Unsupported("two string checks")
+        node["not_str"] = guard
+
+    def _format(self, node: dict[str, Any], value: Any) -> None:
+        if self._formats:
+            node["unproven_strings"] = True
+
+    def _enum(self, node: dict[str, Any], value: Any) -> None:
+        if not isinstance(value, list) or "enum" in node:
+            raise Unsupported("enum that is not a list, or enum with const")
+        node["enum"] = [_scalar(v) for v in value]
+
+    def _const(self, node: dict[str, Any], value: Any) -> None:
+        if "enum" in node:
+            raise Unsupported("enum with const")
+        node["enum"] = [_scalar(value)]
+
+    def _multiple_of(self, node: dict[str, Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+            raise Unsupported("multipleOf that is not a positive integer")
+        node["multiple_of"] = value
+
+    def _prefix(self, node: dict[str, Any], value: Any) -> None:
+        if not isinstance(value, list):
+            raise Unsupported("prefixItems that is not a list")
+        node["prefix"] = [self.child(s) for s in value]
+
+    def _min_properties(self, node: dict[str, Any], value: Any) -> None:
+        if _count(value) != 0:  # duplicate keys would make a count laxer than orjson's
+            raise Unsupported("minProperties")
+
+
+def _set(
+    field: str, convert: Callable[[Any], Any]
+) -> Callable[[_Compiler, dict[str, Any], Any], None]:
+    def handler(_compiler: _Compiler, node: dict[str, Any], value: Any) -> None:
+        node[field] = convert(value)
+
+    return handler
+
+
+def _child(field: str) -> Callable[[_Compiler, dict[str, Any], Any], None]:
+    def handler(compiler: _Compiler, node: dict[str, Any], value: Any) -> None:
+        node[field] = compiler.child(value)
+
+    return handler
+
+
+_KEYWORDS: dict[str, Callable[[_Compiler, dict[str, Any], Any], None]] = {
+    "type": _Compiler._type,
+    "properties": _Compiler._properties,
+    "required": _Compiler._required,
+    "additionalProperties": _child("additional"),
+    "propertyNames": _Compiler._property_names,
+    "maxProperties": _set("max_props", _count),
+    "minProperties": _Compiler._min_properties,
+    "items": _child("items"),
+    "prefixItems": _Compiler._prefix,
+    "minItems": _set("min_items", _count),
+    "maxItems": _set("max_items", _count),
+    "minLength": _set("min_len", _count),
+    "maxLength": _set("max_len", _count),
+    "pattern": _set("pattern", _pattern),
+    "minimum": _set("min", _number),
+    "maximum": _set("max", _number),
+    "exclusiveMinimum": _set("xmin", _number),
+    "exclusiveMaximum": _set("xmax", _number),
+    "multipleOf": _Compiler._multiple_of,
+    "enum": _Compiler._enum,
+    "const": _Compiler._const,
+    "not": _Compiler._not,
+    "format": _Compiler._format,
+}
+
+
+def compile_program(schema: Any, *, formats: bool) -> str | None:
+    """The check program of ``schema`` as JSON text, or None when a keyword of it has no exact
+    counterpart in the extension. ``formats``: whether the full path asserts ``format``."""
+    compiler = _Compiler(schema, formats)
+    try:
+        root = compiler.child(schema)
+    except Unsupported as exc:
+        log.debug("no fast path: %s", exc)
+        return None
+    except RecursionError:
+        return None
+    if root < 0:
+        index = compiler._new()
+        compiler.nodes[index] = {} if root == ANY else {"never": True}
+        root = index
+    return orjson.dumps({"root": root, "nodes": compiler.nodes}).decode()
+
+
+def fast_checker(schema: Any, *, formats: bool, max_depth: int) -> FastChecker | None:
+    """The extension's checker for ``schema`` (objects and arrays nested at most
+    ``max_depth`` deep), or None: no extension, or no exact program for the schema."""
+    if _CHECKER is None:
+        return None
+    program = compile_program(schema, formats=formats)
+    if program is None:
+        return None
+    try:
+        return _CHECKER(program, max_depth)
+    except ValueError as exc:  # e.g. a pattern Rust's regex cannot compile
+        log.debug("no fast path: %s", exc)
+        return None
