@@ -9,6 +9,7 @@
 //! the full path: orjson and jsonschema-rs, which also write the error message. So every
 //! shortcut taken here must make the answer stricter, never laxer.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -30,6 +31,9 @@ const T_ALL: u8 = 127;
 /// Integers up to this magnitude convert to f64 exactly.
 const EXACT_F64: i128 = 1 << 53;
 const NONE: i32 = -2; // no keyword: anything is allowed
+/// allOf/anyOf may parse again at most REPARSE_FACTOR × the body's length + REPARSE_FLOOR bytes.
+const REPARSE_FACTOR: usize = 8;
+const REPARSE_FLOOR: usize = 4096;
 const FALSE: i32 = -1; // the false schema: nothing is allowed
 
 #[derive(Clone, Copy, Debug)]
@@ -62,10 +66,11 @@ struct StrGuard {
     pattern: Regex,
 }
 
-/// One key an object node knows: its child (NONE: the node's `additional`) and its bit
-/// among the required names (or u32::MAX).
+/// One key an object node knows: whether `properties` declares it (else its value meets the
+/// node's `additional`), its child, and its bit among the required names (or u32::MAX).
 #[derive(Clone, Copy)]
 struct KeyInfo {
+    declared: bool,
     child: i32,
     required_bit: u32,
 }
@@ -119,7 +124,7 @@ type BuildResult<T> = Result<T, String>;
 
 fn as_index(v: &Value, count: usize, what: &str) -> BuildResult<i32> {
     let i = v.as_i64().ok_or_else(|| format!("{what}: not an index"))?;
-    if i == FALSE as i64 || (i >= 0 && (i as usize) < count) {
+    if i == FALSE as i64 || i == NONE as i64 || (i >= 0 && (i as usize) < count) {
         Ok(i as i32)
     } else {
         Err(format!("{what}: index {i} out of range"))
@@ -257,13 +262,16 @@ fn build_node(d: &Value, count: usize) -> BuildResult<Node> {
         if infos.iter().any(|(k, _)| *k == name) {
             return Err(format!("props: {name:?} twice"));
         }
-        infos.push((name, KeyInfo { child, required_bit: u32::MAX }));
+        infos.push((name, KeyInfo { declared: true, child, required_bit: u32::MAX }));
     }
     for (bit, name) in required.iter().enumerate() {
         n.required_mask |= 1u64 << bit;
         match infos.iter_mut().find(|(k, _)| k == name) {
             Some((_, info)) => info.required_bit = bit as u32,
-            None => infos.push((name.clone(), KeyInfo { child: NONE, required_bit: bit as u32 })),
+            None => infos.push((
+                name.clone(),
+                KeyInfo { declared: false, child: NONE, required_bit: bit as u32 },
+            )),
         }
     }
     if infos.len() > 16 {
@@ -292,6 +300,9 @@ struct Check<'p> {
     prog: &'p Program,
     node: i32,
     depth: usize,
+    /// Bytes that allOf/anyOf may still parse again: nested combinations would otherwise cost
+    /// time exponential in the depth. Spent: not proven (the full path is linear).
+    budget: &'p Cell<usize>,
 }
 
 fn fail<E: de::Error>() -> E {
@@ -300,7 +311,7 @@ fn fail<E: de::Error>() -> E {
 
 impl<'p> Check<'p> {
     fn at(&self, node: i32) -> Check<'p> {
-        Check { prog: self.prog, node, depth: self.depth }
+        Check { node, ..*self }
     }
 
     fn node(&self) -> &'p Node {
@@ -419,8 +430,14 @@ impl<'de, 'p> DeserializeSeed<'de> for Check<'p> {
         if !n.all_of.is_empty() || !n.any_of.is_empty() {
             // Combinations see the same value more than once: keep its text, parse it again.
             let raw: &RawValue = de::Deserialize::deserialize(deserializer)?;
+            let text = raw.get();
             let run = |node: i32| -> bool {
-                let mut inner = serde_json::Deserializer::from_str(raw.get());
+                let left = self.budget.get();
+                if text.len() > left {
+                    return false;
+                }
+                self.budget.set(left - text.len());
+                let mut inner = serde_json::Deserializer::from_str(text);
                 self.at(node).deserialize(&mut inner).is_ok()
             };
             if !n.all_of.iter().all(|&b| run(b)) {
@@ -475,7 +492,7 @@ impl<'de, 'p> Visitor<'de> for Check<'p> {
         let mut count = 0usize;
         loop {
             let child = n.prefix.get(count).copied().unwrap_or(n.items);
-            let seed = Check { prog: self.prog, node: child, depth };
+            let seed = Check { node: child, depth, ..self };
             if seq.next_element_seed(seed)?.is_none() {
                 break;
             }
@@ -507,7 +524,7 @@ impl<'de, 'p> Visitor<'de> for Check<'p> {
             if bit != u32::MAX {
                 seen |= 1u64 << bit;
             }
-            map.next_value_seed(Check { prog: self.prog, node: child, depth })?;
+            map.next_value_seed(Check { node: child, depth, ..self })?;
         }
         if seen != n.required_mask {
             return Err(fail());
@@ -544,7 +561,7 @@ impl<'de, 'a, 'p> Visitor<'de> for Key<'a, 'p> {
             }
         }
         match self.check.lookup(key) {
-            Some(info) if info.child != NONE => Ok((info.child, info.required_bit)),
+            Some(info) if info.declared => Ok((info.child, info.required_bit)),
             Some(info) => Ok((n.additional, info.required_bit)),
             None => Ok((n.additional, u32::MAX)),
         }
@@ -576,7 +593,8 @@ impl Checker {
             Err(_) => return false,
         };
         let mut de = serde_json::Deserializer::from_str(text);
-        let seed = Check { prog: &self.prog, node: self.prog.root, depth: 0 };
+        let budget = Cell::new(REPARSE_FACTOR * text.len() + REPARSE_FLOOR);
+        let seed = Check { prog: &self.prog, node: self.prog.root, depth: 0, budget: &budget };
         seed.deserialize(&mut de).is_ok() && de.end().is_ok()
     }
 }

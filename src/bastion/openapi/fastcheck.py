@@ -52,6 +52,8 @@ _TYPE_BITS = {
     "object": T_OBJ,
 }
 ANY, FALSE = -2, -1  # child indices: no constraint, the false schema
+#: The deepest nesting the extension checks; deeper bodies take the full path.
+MAX_DEPTH = 128
 #: Keywords that never constrain a value (2020-12 annotations, OpenAPI's, extensions).
 _ANNOTATIONS = frozenset(
     {"description", "summary", "title", "deprecated", "readOnly", "writeOnly", "example"}
@@ -92,14 +94,96 @@ def available() -> bool:
 
 
 def safe_pattern(pattern: str) -> bool:
-    """Whether ``pattern`` means the same to Rust's ``regex`` as to jsonschema-rs."""
-    if _UNSAFE_ESCAPE.search(pattern) or _UNSAFE_GROUP.search(pattern):
-        return False
-    try:
-        re.compile(pattern)
-    except re.error:
-        return False
-    return True
+    r"""Whether ``pattern`` means the same to Rust's ``regex`` as to jsonschema-rs: an
+    allow-list of syntax, read here token by token. Allowed: literal characters, ``\``
+    before ASCII punctuation, ``^`` and ``$``, alternation, groups ``(…)``, ``(?:…)``,
+    ``(?i)``/``(?i:…)``, the quantifiers ``? * + {n} {n,} {n,m}`` (lazy ``?`` after them, never
+    possessive ``+``) and classes of literals and ranges. Refused: ``.`` (jsonschema-rs gives
+    it ECMA-262's meaning, without ``\r``, U+2028 and U+2029), every escape before a letter or
+    digit (``\d``, ``\w``, ``\s``, ``\b``, ``\u`` … are rewritten), look-around and
+    back-references, other flags, POSIX classes, nested classes and class set operations
+    (``&&``, ``--``, ``~~``)."""
+    i, n = 0, len(pattern)
+    depth = 0
+    quantifiable = False  # whether a quantifier may follow (Rust refuses `**`, `(?:)+` …)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= n or not _punctuation(pattern[i + 1]):
+                return False
+            i, quantifiable = i + 2, True
+        elif c == "[":
+            end = _class_end(pattern, i)
+            if end < 0:
+                return False
+            i, quantifiable = end, True
+        elif c == "(":
+            if pattern.startswith("(?:", i) or pattern.startswith("(?i:", i):
+                i += 3 if pattern[i + 2] == ":" else 4
+            elif pattern.startswith("(?i)", i):
+                i += 4
+                continue
+            elif pattern.startswith("(?", i):
+                return False
+            else:
+                i += 1
+            depth, quantifiable = depth + 1, False
+        elif c == ")":
+            if depth == 0:
+                return False
+            depth, i, quantifiable = depth - 1, i + 1, True
+        elif c in "?*+{":
+            if not quantifiable:
+                return False
+            if c == "{":
+                close = pattern.find("}", i)
+                if close < 0 or not _REPEAT.fullmatch(pattern[i + 1 : close]):
+                    return False
+                i = close + 1
+            else:
+                i += 1
+            if i < n and pattern[i] == "+":
+                return False  # possessive: Rust and jsonschema-rs disagree
+            if i < n and pattern[i] == "?":
+                i += 1  # lazy: same matches
+            quantifiable = False
+        elif c in "|^$":
+            i, quantifiable = i + 1, False
+        elif c in ".}]":
+            return False
+        else:
+            i, quantifiable = i + 1, True
+    return depth == 0
+
+
+_REPEAT = re.compile(r"[0-9]{1,4}(?:,[0-9]{0,4})?")
+
+
+def _punctuation(c: str) -> bool:
+    return c.isascii() and not c.isalnum() and c.isprintable() and c != " "
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """The index after the class opening at ``start``, or -1 for a class outside the
+    allow-list (see :func:`safe_pattern`)."""
+    i = start + 1
+    if i < len(pattern) and pattern[i] == "^":
+        i += 1
+    first = True
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "]" and not first:
+            return i + 1
+        if c in "[]" or pattern.startswith(("&&", "--", "~~"), i):
+            return -1
+        if c == "\\":
+            if i + 1 >= len(pattern) or not _punctuation(pattern[i + 1]):
+                return -1
+            i += 2
+        else:
+            i += 1
+        first = False
+    return -1
 
 
 def _number(value: Any) -> int | float:
@@ -175,6 +259,8 @@ class _Compiler:
         if not isinstance(ref, str) or not ref.startswith(prefix):
             raise Unsupported("a $ref outside the root's $defs")
         name = ref[len(prefix) :]
+        if "~" in name or "%" in name or "/" in name:
+            raise Unsupported("a $ref with JSON-pointer escapes")  # (the builder never makes one)
         if name in self._refs:
             return self._refs[name]
         if name not in self._defs:
@@ -357,7 +443,37 @@ def compile_program(schema: Any, *, formats: bool) -> str | None:
         index = compiler._new()
         compiler.nodes[index] = {} if root == ANY else {"never": True}
         root = index
+    if _same_instance_cycle(compiler.nodes):
+        # {"$ref": "#/$defs/A"} with A = {"$ref": "#/$defs/A"} (or through allOf/anyOf) would
+        # recurse without reading input; jsonschema-rs accepts such schemas.
+        log.debug("no fast path: a $ref cycle that consumes no input")
+        return None
     return orjson.dumps({"root": root, "nodes": compiler.nodes}).decode()
+
+
+def _same_instance_cycle(nodes: list[dict[str, Any]]) -> bool:
+    """Whether the ``all_of``/``any_of`` edges (same value, no input read) form a cycle."""
+    state = [0] * len(nodes)  # 0 unseen, 1 on the path, 2 done
+    for start in range(len(nodes)):
+        if state[start]:
+            continue
+        stack: list[tuple[int, int]] = [(start, 0)]
+        state[start] = 1
+        while stack:
+            node, at = stack.pop()
+            members = (*nodes[node].get("all_of", ()), *nodes[node].get("any_of", ()))
+            edges = [i for i in members if i >= 0]
+            if at < len(edges):
+                stack.append((node, at + 1))
+                nxt = edges[at]
+                if state[nxt] == 1:
+                    return True
+                if state[nxt] == 0:
+                    state[nxt] = 1
+                    stack.append((nxt, 0))
+            else:
+                state[node] = 2
+    return False
 
 
 def fast_checker(schema: Any, *, formats: bool, max_depth: int) -> FastChecker | None:
@@ -365,6 +481,9 @@ def fast_checker(schema: Any, *, formats: bool, max_depth: int) -> FastChecker |
     ``max_depth`` deep), or None: no extension, or no exact program for the schema."""
     if _CHECKER is None:
         return None
+    # Deeper bodies take the full path: the checker's recursion stays shallow whatever the
+    # configured limit (anyOf/allOf parse a value again, each time from serde_json's depth 0).
+    max_depth = min(max_depth, MAX_DEPTH)
     program = compile_program(schema, formats=formats)
     if program is None:
         return None

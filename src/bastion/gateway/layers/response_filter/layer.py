@@ -10,8 +10,10 @@ only the detectors run. Other content types stream untouched. Fail closed: JSON 
 cannot read (malformed, or compressed despite the ``Accept-Encoding: identity`` it sends
 upstream) is blocked, like an oversized body unless ``oversize: pass``.
 
-The common case costs one ``orjson.loads`` and one compiled ``jsonschema-rs`` check (see
-``plan.fast_schema``): a clean body is sent as the upstream wrote it. What the head decides
+The common case costs one pass of the native fast path over the body's bytes
+(``bastion.openapi.fastcheck``, checking ``plan.fast_schema``), or without that extension one
+``orjson.loads`` and one compiled ``jsonschema-rs`` check of the same schema: a clean body is
+sent as the upstream wrote it. What the head decides
 (schema, block, stream) is computed once per (operation, status, Content-Type) and reused.
 Only bodies that need changes are walked in Python, and the walk skips every object or array
 that its own compiled check (``plan.subtree_schema``) proves clean, so one bad item of a large
@@ -56,8 +58,8 @@ ANNOTATION = "response_filter"
 _DECISION = "response_filter.decision"
 #: Head decisions remembered per (operation, status, Content-Type) (cleared when full).
 MAX_HEADS = 1024
-#: The native fast path does not limit depth itself (serde_json stops at 128 levels).
-_NATIVE_DEPTH = 1 << 20
+#: Deeper JSON bodies skip the native fast path (they take orjson and the walk).
+_NATIVE_DEPTH = 128
 
 
 def is_json(media_type: str) -> bool:
@@ -136,7 +138,6 @@ class ResponseFilterLayer(Layer):
         if schema is None:
             return CompiledPlan(plan, None)
         fast = jsonschema_rs.Draft202012Validator(schema)
-        # Depth: serde_json's own limit (128) applies; a deeper body takes the full path.
         native = fast_checker(schema, formats=False, max_depth=_NATIVE_DEPTH)
         return CompiledPlan(plan, fast, native)
 
