@@ -408,6 +408,12 @@ def test_safe_pattern() -> None:
         assert not safe_pattern(bad), bad
     for bad in ["(a)\\1", "(?P<n>a)", "[", "(?<n>a)", "a)"]:
         assert not safe_pattern(bad), bad
+    # Case folding of non-ASCII letters: Rust's regex 1.7 (Unicode 15) and jsonschema-rs's newer
+    # regex disagree (U+A7CB folds to U+0264 only in the latter): such patterns are refused.
+    assert not safe_pattern("(?i)\u0264")
+    assert not safe_pattern("^(?i:[^\u019b])$")
+    assert safe_pattern("\u0264")  # case-sensitive: the same code point on both sides
+    assert safe_pattern("(?i:[a-z])")
 
 
 # -- attacks on the checker --------------------------------------------------------------------

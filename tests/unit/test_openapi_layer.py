@@ -371,6 +371,11 @@ async def test_recursive_body_depth_is_bounded(spec: OpenApiSpec) -> None:
     assert reply is None
     assert too_deep([[[]]], 2)
     assert not too_deep([[[]]], 3)
+    # A scalar body nests nothing: refused by the schema, not a crash in the depth check.
+    for scalar in (b"1", b"null", b'"x"'):
+        reply = (await run(spec, "POST", "/v1/folders", headers=JSON, body=scalar))[1]
+        refused(reply, 400, "openapi.invalid_request")
+    assert not too_deep(1, 1)
 
 
 # -- shadow mode ----------------------------------------------------------------------------------

@@ -115,6 +115,8 @@ def form_document(
 
 def too_deep(value: Any, limit: int) -> bool:
     """Whether objects/arrays in ``value`` nest deeper than ``limit`` (iterative walk)."""
+    if type(value) is not dict and type(value) is not list:
+        return False  # a scalar body nests nothing
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
