@@ -31,13 +31,12 @@ NATIVE := build/native
 $(NATIVE)/.built: $(VENV)/.installed tools/build_native.py $(shell find src/bastion -name '*.py')
 	$(PY) tools/build_native.py $(NATIVE)
 
-# The JSON fast path (bastion.openapi.fastcheck): a Rust extension built offline from Debian's
-# packaged crates (.ci/run installs them) and installed into the venv.
+# The JSON fast path (bastion.openapi.fastcheck): a C++ extension on Debian's libsimdjson and
+# libre2 (.ci/run installs libsimdjson-dev, libre2-dev and g++), installed into the venv.
 FASTCHECK := $(VENV)/.fastcheck
-$(FASTCHECK): $(VENV)/.installed native/fastcheck/Cargo.toml native/fastcheck/Cargo.lock \
-		native/fastcheck/pyproject.toml native/fastcheck/src/lib.rs
-	PATH="$(CURDIR)/$(VENV)/bin:$(HOME)/.cargo/bin:$$PATH" $(VENV)/bin/pip install -q \
-		--no-build-isolation ./native/fastcheck
+$(FASTCHECK): $(VENV)/.installed native/fastcheck/fastcheck.cpp native/fastcheck/setup.py \
+		native/fastcheck/pyproject.toml
+	$(VENV)/bin/pip install -q ./native/fastcheck
 	touch $@
 
 fastcheck: $(FASTCHECK)
@@ -90,4 +89,5 @@ bench-all: native
 	$(PY) bench/scanner.py --secure
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build native/fastcheck/target
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build native/fastcheck/build \
+		native/fastcheck/*.egg-info

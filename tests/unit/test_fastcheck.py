@@ -408,12 +408,18 @@ def test_safe_pattern() -> None:
         assert not safe_pattern(bad), bad
     for bad in ["(a)\\1", "(?P<n>a)", "[", "(?<n>a)", "a)"]:
         assert not safe_pattern(bad), bad
-    # Case folding of non-ASCII letters: Rust's regex 1.7 (Unicode 15) and jsonschema-rs's newer
+    # Case folding of non-ASCII letters: the first extension's regex 1.7 and jsonschema-rs's newer
     # regex disagree (U+A7CB folds to U+0264 only in the latter): such patterns are refused.
     assert not safe_pattern("(?i)\u0264")
     assert not safe_pattern("^(?i:[^\u019b])$")
     assert safe_pattern("\u0264")  # case-sensitive: the same code point on both sides
     assert safe_pattern("(?i:[a-z])")
+    # Escapes: only of metacharacters (and /). jsonschema-rs reads \< and \> as word boundaries,
+    # RE2 as literals: {"not": {"pattern": "\\<K"}} would prove "a K" clean.
+    for bad in ["\\<K", "a\\>", "\\#", "\\&", "\\~", "[\\<]"]:
+        assert not safe_pattern(bad), bad
+    for good in ["\\.", "\\/", "\\$", "\\-", "[\\-\\]]", "\\\\"]:
+        assert safe_pattern(good), good
 
 
 # -- attacks on the checker --------------------------------------------------------------------
@@ -1169,23 +1175,23 @@ def test_recursive_guard(doc: Any, proven: bool) -> None:
     assert checker(GUARD).check(body) is proven
 
 
-# -- bugs found in the first version of fastcheck.py / lib.rs, fixed: each stays pinned ----------
+# -- bugs found in the first version (Rust: serde_json + regex), fixed: each stays pinned ---------
 
 #: SOUNDNESS: cases where the first version's check() was True but jsonschema-rs refuses.
 UNSOUND: list[tuple[str, Any, bytes]] = [
     # jsonschema-rs gives `.` its ECMA-262 meaning (no \n, \r, \u2028, \u2029; `(?s)` does not
-    # change that); Rust's regex only excludes \n. safe_pattern() now refuses `.`.
+    # change that); the regex crates only exclude \n. safe_pattern() now refuses `.`.
     ("dot-cr", {"type": "string", "pattern": "^.{1,64}$"}, b'"a\\rb"'),
     ("dot-u2028", {"type": "string", "pattern": "^.*$"}, b'"a\\u2028b"'),
     ("dot-u2029", {"type": "string", "pattern": "^a.b$"}, '"a\u2029b"'.encode()),
     ("dot-dotall", {"type": "string", "pattern": "(?s)^a.b$"}, b'"a\\nb"'),
-    # POSIX classes: a class in Rust's regex, literal characters to jsonschema-rs.
+    # POSIX classes: a class in the regex crate and RE2, literal characters to jsonschema-rs.
     ("posix-class", {"type": "string", "pattern": "^[[:alpha:]]+$"}, b'"abc"'),
     ("posix-key-not", {"propertyNames": {"not": {"pattern": "[[:digit:]]"}}}, b'{":]":1}'),
-    # Possessive quantifiers in jsonschema-rs, nested repetition in Rust's regex.
+    # Possessive quantifiers in jsonschema-rs, nested repetition in the regex crate.
     ("possessive", {"type": "string", "pattern": "^a?+a$"}, b'"a"'),
     ("possessive-plus", {"type": "string", "pattern": "^a++a$"}, b'"aa"'),
-    # Class set operations (&&, --, ~~): Rust's regex only; literal to jsonschema-rs.
+    # Class set operations (&&, --, ~~): the regex crate only; literal to jsonschema-rs.
     ("set-op-not", {"type": "string", "not": {"pattern": "[a-c&&b]"}}, b'"a"'),
     # $ref: JSON-pointer escapes (~0, ~1, %xx) are not decoded before the $defs lookup.
     (
@@ -1311,7 +1317,7 @@ def test_any_of_recursion_is_not_exponential() -> None:
 
 
 #: Schemas whose subschemas include `true` / `{}` / annotations only: compile_program emits
-#: the child index -2 (ANY). The first lib.rs refused it (no fast path for
+#: the child index -2 (ANY). The first extension refused it (no fast path for
 #: `additionalProperties: true`, free-form properties, `items: {}` …) and read a declared
 #: property's -2 as "use additional".
 OPEN_CHILDREN: list[tuple[str, Any, bytes]] = [

@@ -1,0 +1,623 @@
+// bastion_fastcheck: proves a JSON document valid against a compiled *check program*.
+//
+// simdjson (Debian's libsimdjson) parses the body into its tape, validating the JSON text and
+// its UTF-8; the program is then checked on that tape, with RE2 (Debian's libre2) for
+// patterns. No Python object is built. The program is made in Python
+// (bastion.openapi.fastcheck) from a JSON Schema that jsonschema-rs enforces, keeping only
+// keywords whose meaning this file reproduces exactly.
+//
+// The answer is one-sided: True means the document is valid under that schema (the caller
+// may forward it untouched); False means *not proven* (malformed, invalid, deeper than the
+// limit, past the work budget, or something not decided here, such as a `format`), and the
+// caller runs the full path: orjson and jsonschema-rs, which also write the error message.
+// Every shortcut taken here must make the answer stricter, never laxer.
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <re2/re2.h>
+#include <simdjson.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using simdjson::dom::element;
+using simdjson::dom::element_type;
+
+constexpr uint8_t T_NULL = 1, T_BOOL = 2, T_INT = 4, T_NUM = 8, T_STR = 16, T_ARR = 32,
+                  T_OBJ = 64, T_ALL = 127;
+constexpr int NONE = -2;   // no keyword: anything is allowed
+constexpr int FALSE_ = -1; // the false schema: nothing is allowed
+// Node visits allowed per body: VISIT_FACTOR x its length + VISIT_FLOOR (allOf/anyOf visit a
+// value again per member; nested combinations would otherwise cost exponential time).
+constexpr size_t VISIT_FACTOR = 8, VISIT_FLOOR = 4096;
+constexpr __int128 EXACT_F64 = (__int128)1 << 53;
+
+struct Num {
+  bool is_int;
+  __int128 i;
+  double f;
+};
+
+// -1, 0, 1, or 2 when the comparison could be inexact (or NaN).
+int compare(const Num &a, const Num &b) {
+  if (a.is_int && b.is_int) return a.i < b.i ? -1 : (a.i > b.i ? 1 : 0);
+  double x, y;
+  if (a.is_int) {
+    if (a.i > EXACT_F64 || a.i < -EXACT_F64) return 2;
+    x = (double)a.i;
+  } else {
+    x = a.f;
+  }
+  if (b.is_int) {
+    if (b.i > EXACT_F64 || b.i < -EXACT_F64) return 2;
+    y = (double)b.i;
+  } else {
+    y = b.f;
+  }
+  if (x < y) return -1;
+  if (x > y) return 1;
+  if (x == y) return 0;
+  return 2;
+}
+
+enum class ScalarKind { Null, Bool, Int, Str };
+struct Scalar {
+  ScalarKind kind;
+  bool b = false;
+  __int128 i = 0;
+  std::string s;
+};
+
+struct KeyInfo {
+  bool declared;
+  int child;
+  uint32_t bit;  // among the required names, or UINT32_MAX
+};
+
+struct Node {
+  bool never = false;
+  uint8_t types = T_ALL;
+  std::vector<std::pair<std::string, KeyInfo>> keys;
+  std::unordered_map<std::string, KeyInfo> key_map;  // used when there are many keys
+  bool use_map = false;
+  uint64_t required_mask = 0;
+  int additional = NONE;
+  std::unique_ptr<RE2> key_not;
+  std::optional<size_t> max_props;
+  int items = NONE;
+  std::vector<int> prefix;
+  std::optional<size_t> min_items, max_items, min_len, max_len;
+  std::unique_ptr<RE2> pattern;
+  std::unique_ptr<RE2> not_str;
+  size_t not_str_min_len = 0;
+  bool unproven_strings = false;
+  std::optional<Num> min, max, xmin, xmax;
+  std::optional<__int128> multiple_of;
+  std::optional<std::vector<Scalar>> enumeration;
+  std::vector<int> all_of, any_of;
+};
+
+struct Program {
+  std::vector<Node> nodes;
+  Node any;  // what NONE stands for: any value, still walked so that its depth is bounded
+  int root = 0;
+  size_t max_depth = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Building a program from its JSON description. Errors are messages (Python raises them).
+
+struct BuildError {
+  std::string message;
+};
+
+[[noreturn]] void fail_build(std::string message) { throw BuildError{std::move(message)}; }
+
+int64_t as_int(element v, const char *what) {
+  int64_t i;
+  if (v.get_int64().get(i)) fail_build(std::string(what) + ": not an integer");
+  return i;
+}
+
+int as_index(element v, size_t count, const char *what) {
+  int64_t i = as_int(v, what);
+  if (i == FALSE_ || i == NONE || (i >= 0 && (uint64_t)i < count)) return (int)i;
+  fail_build(std::string(what) + ": index out of range");
+}
+
+size_t as_count(element v, const char *what) {
+  uint64_t u;
+  if (v.get_uint64().get(u)) fail_build(std::string(what) + ": not a count");
+  return (size_t)u;
+}
+
+Num as_num(element v, const char *what) {
+  int64_t i;
+  uint64_t u;
+  double f;
+  if (!v.get_int64().get(i)) return Num{true, i, 0};
+  if (!v.get_uint64().get(u)) return Num{true, u, 0};
+  if (!v.get_double().get(f) && std::isfinite(f)) return Num{false, 0, f};
+  fail_build(std::string(what) + ": not a number");
+}
+
+std::string_view as_str(element v, const char *what) {
+  std::string_view s;
+  if (v.get_string().get(s)) fail_build(std::string(what) + ": not a string");
+  return s;
+}
+
+std::unique_ptr<RE2> regex(element v, const char *what) {
+  std::string_view text = as_str(v, what);
+  RE2::Options options;
+  options.set_log_errors(false);
+  options.set_max_mem(8 << 20);
+  auto re = std::make_unique<RE2>(re2::StringPiece(text.data(), text.size()), options);
+  if (!re->ok()) fail_build(std::string(what) + ": " + re->error());
+  return re;
+}
+
+std::vector<int> indices(element v, size_t count, const char *what) {
+  simdjson::dom::array arr;
+  if (v.get_array().get(arr)) fail_build(std::string(what) + ": not a list");
+  std::vector<int> out;
+  for (element x : arr) out.push_back(as_index(x, count, what));
+  return out;
+}
+
+Scalar scalar(element v) {
+  Scalar s;
+  int64_t i;
+  uint64_t u;
+  bool b;
+  std::string_view text;
+  if (v.is_null()) {
+    s.kind = ScalarKind::Null;
+  } else if (!v.get_bool().get(b)) {
+    s.kind = ScalarKind::Bool;
+    s.b = b;
+  } else if (!v.get_int64().get(i)) {
+    s.kind = ScalarKind::Int;
+    s.i = i;
+  } else if (!v.get_uint64().get(u)) {
+    s.kind = ScalarKind::Int;
+    s.i = u;
+  } else if (!v.get_string().get(text)) {
+    s.kind = ScalarKind::Str;
+    s.s = std::string(text);
+  } else {
+    fail_build("enum: only integers, strings, booleans and null");
+  }
+  return s;
+}
+
+void build_node(Node &n, element d, size_t count) {
+  simdjson::dom::object obj;
+  if (d.get_object().get(obj)) fail_build("a node must be an object");
+  std::vector<std::string> required;
+  std::vector<std::pair<std::string, int>> props;
+  for (auto field : obj) {
+    std::string_view key = field.key;
+    element v = field.value;
+    if (key == "never") {
+      bool b;
+      if (v.get_bool().get(b)) fail_build("never: not a boolean");
+      n.never = b;
+    } else if (key == "types") {
+      uint64_t t;
+      if (v.get_uint64().get(t) || t > T_ALL) fail_build("types: not a bit mask");
+      n.types = (uint8_t)t;
+    } else if (key == "props") {
+      simdjson::dom::array arr;
+      if (v.get_array().get(arr)) fail_build("props: not a list");
+      for (element pair : arr) {
+        simdjson::dom::array p;
+        if (pair.get_array().get(p) || p.size() != 2) fail_build("props: pairs");
+        props.emplace_back(std::string(as_str(p.at(0).value_unsafe(), "props")),
+                           as_index(p.at(1).value_unsafe(), count, "props"));
+      }
+    } else if (key == "required") {
+      simdjson::dom::array arr;
+      if (v.get_array().get(arr)) fail_build("required: not a list");
+      for (element r : arr) {
+        std::string name(as_str(r, "required"));
+        bool seen = false;
+        for (auto &x : required) seen = seen || x == name;
+        if (!seen) required.push_back(std::move(name));
+      }
+      if (required.size() > 64) fail_build("required: more than 64 names");
+    } else if (key == "additional") {
+      n.additional = as_index(v, count, "additional");
+    } else if (key == "key_not") {
+      n.key_not = regex(v, "key_not");
+    } else if (key == "max_props") {
+      n.max_props = as_count(v, "max_props");
+    } else if (key == "items") {
+      n.items = as_index(v, count, "items");
+    } else if (key == "prefix") {
+      n.prefix = indices(v, count, "prefix");
+    } else if (key == "min_items") {
+      n.min_items = as_count(v, "min_items");
+    } else if (key == "max_items") {
+      n.max_items = as_count(v, "max_items");
+    } else if (key == "min_len") {
+      n.min_len = as_count(v, "min_len");
+    } else if (key == "max_len") {
+      n.max_len = as_count(v, "max_len");
+    } else if (key == "pattern") {
+      n.pattern = regex(v, "pattern");
+    } else if (key == "not_str") {
+      simdjson::dom::object g;
+      if (v.get_object().get(g)) fail_build("not_str: not an object");
+      bool has_pattern = false;
+      for (auto gf : g) {
+        if (gf.key == "min_len") {
+          n.not_str_min_len = as_count(gf.value, "not_str.min_len");
+        } else if (gf.key == "pattern") {
+          n.not_str = regex(gf.value, "not_str");
+          has_pattern = true;
+        } else {
+          fail_build("not_str: unknown fields");
+        }
+      }
+      if (!has_pattern) fail_build("not_str: no pattern");
+    } else if (key == "unproven_strings") {
+      bool b;
+      if (v.get_bool().get(b)) fail_build("unproven_strings: not a boolean");
+      n.unproven_strings = b;
+    } else if (key == "min") {
+      n.min = as_num(v, "min");
+    } else if (key == "max") {
+      n.max = as_num(v, "max");
+    } else if (key == "xmin") {
+      n.xmin = as_num(v, "xmin");
+    } else if (key == "xmax") {
+      n.xmax = as_num(v, "xmax");
+    } else if (key == "multiple_of") {
+      int64_t m = as_int(v, "multiple_of");
+      if (m <= 0) fail_build("multiple_of: a positive integer");
+      n.multiple_of = m;
+    } else if (key == "enum") {
+      simdjson::dom::array arr;
+      if (v.get_array().get(arr)) fail_build("enum: not a list");
+      std::vector<Scalar> options;
+      for (element x : arr) options.push_back(scalar(x));
+      n.enumeration = std::move(options);
+    } else if (key == "all_of") {
+      n.all_of = indices(v, count, "all_of");
+    } else if (key == "any_of") {
+      n.any_of = indices(v, count, "any_of");
+    } else {
+      fail_build("unknown field " + std::string(key));
+    }
+  }
+  std::vector<std::pair<std::string, KeyInfo>> infos;
+  for (auto &[name, child] : props) {
+    for (auto &x : infos)
+      if (x.first == name) fail_build("props: " + name + " twice");
+    infos.emplace_back(name, KeyInfo{true, child, UINT32_MAX});
+  }
+  for (size_t bit = 0; bit < required.size(); bit++) {
+    n.required_mask |= (uint64_t)1 << bit;
+    bool found = false;
+    for (auto &x : infos) {
+      if (x.first == required[bit]) {
+        x.second.bit = (uint32_t)bit;
+        found = true;
+      }
+    }
+    if (!found) infos.emplace_back(required[bit], KeyInfo{false, NONE, (uint32_t)bit});
+  }
+  if (infos.size() > 16) {
+    n.use_map = true;
+    for (auto &x : infos) n.key_map.emplace(x.first, x.second);
+  } else {
+    n.keys = std::move(infos);
+  }
+}
+
+std::unique_ptr<Program> build_program(std::string_view text, size_t max_depth) {
+  simdjson::dom::parser parser;
+  element doc;
+  if (parser.parse(text.data(), text.size()).get(doc)) fail_build("not JSON");
+  simdjson::dom::array nodes;
+  if (doc["nodes"].get_array().get(nodes)) fail_build("no nodes");
+  auto prog = std::make_unique<Program>();
+  size_t count = nodes.size();
+  prog->nodes.resize(count);
+  size_t i = 0;
+  for (element d : nodes) build_node(prog->nodes[i++], d, count);
+  element root;
+  if (doc["root"].get(root)) fail_build("no root");
+  prog->root = as_index(root, count, "root");
+  prog->max_depth = max_depth;
+  return prog;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking
+
+struct Checking {
+  const Program &prog;
+  size_t visits;  // left
+
+  const Node &node(int index) const {
+    return index == NONE ? prog.any : prog.nodes[(size_t)index];
+  }
+
+  bool number(const Node &n, const Num &value, bool integral) const {
+    uint8_t allowed = integral ? (T_INT | T_NUM) : T_NUM;
+    if (!(n.types & allowed)) return false;
+    if (n.min && !(compare(value, *n.min) == 0 || compare(value, *n.min) == 1)) return false;
+    if (n.max && !(compare(value, *n.max) == 0 || compare(value, *n.max) == -1)) return false;
+    if (n.xmin && compare(value, *n.xmin) != 1) return false;
+    if (n.xmax && compare(value, *n.xmax) != -1) return false;
+    if (n.multiple_of && !(value.is_int && value.i % *n.multiple_of == 0)) return false;
+    if (n.enumeration) {
+      if (!value.is_int) return false;
+      bool found = false;
+      for (auto &o : *n.enumeration) found = found || (o.kind == ScalarKind::Int && o.i == value.i);
+      if (!found) return false;
+    }
+    return true;
+  }
+
+  // Code points, as jsonschema-rs counts them (simdjson validated the UTF-8: count the bytes
+  // that start a code point). Never more than the bytes, equal for ASCII.
+  static size_t code_points(std::string_view s) {
+    size_t i = 0, n = s.size();
+    for (; i + 8 <= n; i += 8) {  // ASCII runs, a word at a time
+      uint64_t w;
+      std::memcpy(&w, s.data() + i, 8);
+      if (w & 0x8080808080808080ULL) break;
+    }
+    size_t count = i;
+    for (; i < n; i++) count += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return count;
+  }
+
+  bool string(const Node &n, std::string_view s) const {
+    if (!(n.types & T_STR) || n.unproven_strings) return false;
+    // The byte length bounds the code points from above: count only when it could matter.
+    size_t bytes = s.size();
+    if (n.min_len && (bytes < *n.min_len || code_points(s) < *n.min_len)) return false;
+    if (n.max_len && bytes > *n.max_len && code_points(s) > *n.max_len) return false;
+    if (n.not_str && bytes >= n.not_str_min_len &&
+        (n.not_str_min_len == 0 || code_points(s) >= n.not_str_min_len) &&
+        RE2::PartialMatch(re2::StringPiece(s.data(), s.size()), *n.not_str))
+      return false;
+    if (n.pattern && !RE2::PartialMatch(re2::StringPiece(s.data(), s.size()), *n.pattern))
+      return false;
+    if (n.enumeration) {
+      bool found = false;
+      for (auto &o : *n.enumeration) found = found || (o.kind == ScalarKind::Str && o.s == s);
+      if (!found) return false;
+    }
+    return true;
+  }
+
+  bool simple(const Node &n, uint8_t t, ScalarKind kind, bool b) const {
+    if (!(n.types & t)) return false;
+    if (n.enumeration) {
+      bool found = false;
+      for (auto &o : *n.enumeration)
+        found = found || (o.kind == kind && (kind != ScalarKind::Bool || o.b == b));
+      if (!found) return false;
+    }
+    return true;
+  }
+
+  bool lookup(const Node &n, std::string_view key, KeyInfo &out) const {
+    if (n.use_map) {
+      auto it = n.key_map.find(std::string(key));
+      if (it == n.key_map.end()) return false;
+      out = it->second;
+      return true;
+    }
+    for (auto &x : n.keys) {
+      const std::string &name = x.first;
+      if (name.size() == key.size() && (key.empty() || name[0] == key[0]) &&
+          std::memcmp(name.data(), key.data(), key.size()) == 0) {
+        out = x.second;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  bool check(int index, element e, size_t depth) {
+    if (index == FALSE_) return false;
+    if (visits == 0) return false;
+    visits--;
+    const Node &n = node(index);
+    if (n.never) return false;
+    if (!n.all_of.empty() || !n.any_of.empty()) {
+      for (int member : n.all_of)
+        if (!check(member, e, depth)) return false;
+      if (!n.any_of.empty()) {
+        bool any = false;
+        for (int member : n.any_of) {
+          if (check(member, e, depth)) {
+            any = true;
+            break;
+          }
+        }
+        if (!any) return false;
+      }
+      return true;
+    }
+    switch (e.type()) {
+      case element_type::NULL_VALUE:
+        return simple(n, T_NULL, ScalarKind::Null, false);
+      case element_type::BOOL:
+        return simple(n, T_BOOL, ScalarKind::Bool, e.get_bool().value_unsafe());
+      case element_type::INT64:
+        return number(n, Num{true, e.get_int64().value_unsafe(), 0}, true);
+      case element_type::UINT64:
+        return number(n, Num{true, e.get_uint64().value_unsafe(), 0}, true);
+      case element_type::DOUBLE:
+        return number(n, Num{false, 0, e.get_double().value_unsafe()}, false);
+      case element_type::STRING:
+        return string(n, e.get_string().value_unsafe());
+      case element_type::ARRAY: {
+        size_t d = depth + 1;
+        if (!(n.types & T_ARR) || d > prog.max_depth || n.enumeration) return false;
+        size_t count = 0;
+        simdjson::dom::array items = e.get_array().value_unsafe();
+        for (element item : items) {
+          int child = count < n.prefix.size() ? n.prefix[count] : n.items;
+          if (!check(child, item, d)) return false;
+          count++;
+          if (n.max_items && count > *n.max_items) return false;
+        }
+        return !(n.min_items && count < *n.min_items);
+      }
+      case element_type::OBJECT: {
+        size_t d = depth + 1;
+        if (!(n.types & T_OBJ) || d > prog.max_depth || n.enumeration) return false;
+        uint64_t seen = 0;
+        size_t count = 0;
+        simdjson::dom::object fields = e.get_object().value_unsafe();
+        for (auto field : fields) {
+          count++;
+          if (n.max_props && count > *n.max_props) return false;
+          std::string_view key = field.key;
+          if (n.key_not && RE2::PartialMatch(re2::StringPiece(key.data(), key.size()), *n.key_not))
+            return false;
+          KeyInfo info;
+          int child = n.additional;
+          if (lookup(n, key, info)) {
+            if (info.declared) child = info.child;
+            if (info.bit != UINT32_MAX) seen |= (uint64_t)1 << info.bit;
+          }
+          if (!check(child, field.value, d)) return false;
+        }
+        return seen == n.required_mask;
+      }
+      default:
+        return false;  // big integers and anything else: not proven
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// The Python type: Checker(program_json: str, max_depth: int); check(body: bytes) -> bool
+
+struct CheckerObject {
+  PyObject_HEAD
+  Program *prog;
+  simdjson::dom::parser *parser;
+  std::string *buffer;  // the body with simdjson's padding, reused
+};
+
+void Checker_dealloc(CheckerObject *self) {
+  delete self->prog;
+  delete self->parser;
+  delete self->buffer;
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyObject *Checker_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+  static const char *names[] = {"program", "max_depth", nullptr};
+  const char *text;
+  Py_ssize_t text_len;
+  Py_ssize_t max_depth;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s#n", const_cast<char **>(names), &text,
+                                   &text_len, &max_depth))
+    return nullptr;
+  if (max_depth < 0) {
+    PyErr_SetString(PyExc_ValueError, "max_depth must not be negative");
+    return nullptr;
+  }
+  std::unique_ptr<Program> prog;
+  try {
+    prog = build_program(std::string_view(text, (size_t)text_len), (size_t)max_depth);
+  } catch (const BuildError &e) {
+    PyErr_SetString(PyExc_ValueError, e.message.c_str());
+    return nullptr;
+  } catch (const std::exception &e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
+  auto *self = (CheckerObject *)type->tp_alloc(type, 0);
+  if (self == nullptr) return nullptr;
+  try {
+    self->parser = new simdjson::dom::parser();
+    self->buffer = new std::string();
+  } catch (const std::bad_alloc &) {
+    Py_DECREF(self);
+    return PyErr_NoMemory();
+  }
+  self->prog = prog.release();
+  return (PyObject *)self;
+}
+
+PyObject *Checker_check(CheckerObject *self, PyObject *body) {
+  if (!PyBytes_Check(body)) {
+    PyErr_SetString(PyExc_TypeError, "check() takes bytes");
+    return nullptr;
+  }
+  const char *data = PyBytes_AS_STRING(body);
+  size_t len = (size_t)PyBytes_GET_SIZE(body);
+  bool ok = false;
+  try {
+    std::string &buf = *self->buffer;
+    buf.assign(data, len);
+    buf.resize(len + simdjson::SIMDJSON_PADDING, '\0');
+    element doc;
+    if (!self->parser->parse(buf.data(), len, false).get(doc)) {
+      Checking c{*self->prog, VISIT_FACTOR * len + VISIT_FLOOR};
+      ok = c.check(self->prog->root, doc, 0);
+    }
+  } catch (const std::bad_alloc &) {
+    return PyErr_NoMemory();
+  } catch (...) {
+    ok = false;  // not proven: the full path decides
+  }
+  if (ok) Py_RETURN_TRUE;
+  Py_RETURN_FALSE;
+}
+
+PyMethodDef Checker_methods[] = {
+    {"check", (PyCFunction)Checker_check, METH_O,
+     "check(body: bytes) -> bool: True when the body is proven valid; False: not proven."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyTypeObject CheckerType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "bastion_fastcheck",
+                          "Proves a JSON body valid against a compiled check program.", -1,
+                          nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit_bastion_fastcheck(void) {
+  CheckerType.tp_name = "bastion_fastcheck.Checker";
+  CheckerType.tp_basicsize = sizeof(CheckerObject);
+  CheckerType.tp_dealloc = (destructor)Checker_dealloc;
+  CheckerType.tp_flags = Py_TPFLAGS_DEFAULT;
+  CheckerType.tp_doc = "Checker(program: str, max_depth: int): a compiled check program.";
+  CheckerType.tp_methods = Checker_methods;
+  CheckerType.tp_new = Checker_new;
+  if (PyType_Ready(&CheckerType) < 0) return nullptr;
+  PyObject *m = PyModule_Create(&module_def);
+  if (m == nullptr) return nullptr;
+  Py_INCREF(&CheckerType);
+  if (PyModule_AddObject(m, "Checker", (PyObject *)&CheckerType) < 0) {
+    Py_DECREF(&CheckerType);
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
+}
