@@ -41,6 +41,15 @@ constexpr int FALSE_ = -1; // the false schema: nothing is allowed
 // Node visits allowed per body: VISIT_FACTOR x its length + VISIT_FLOOR (allOf/anyOf visit a
 // value again per member; nested combinations would otherwise cost exponential time).
 constexpr size_t VISIT_FACTOR = 8, VISIT_FLOOR = 4096;
+// A string or key scanned (regex, code points, map key) costs one visit per this many bytes:
+// a value visited again through allOf/anyOf is charged for the bytes read each time.
+constexpr size_t BYTES_PER_VISIT = 64;
+// Nested check() calls at most: document depth x same-value allOf/anyOf chains, whatever the
+// visit budget (a 1 MiB body allows 8M visits, far past any thread's stack).
+constexpr size_t MAX_FRAMES = 4096;
+// Bodies up to this size reuse the Checker's parser and buffer; larger ones get their own,
+// freed after the call (simdjson keeps ~13 bytes per input byte of capacity).
+constexpr size_t REUSE_MAX = 256 << 10;
 constexpr __int128 EXACT_F64 = (__int128)1 << 53;
 
 struct Num {
@@ -302,6 +311,12 @@ void build_node(Node &n, element d, size_t count) {
       fail_build("unknown field " + std::string(key));
     }
   }
+  if ((!n.all_of.empty() || !n.any_of.empty()) &&
+      (n.types != T_ALL || !props.empty() || !required.empty() || n.additional != NONE ||
+       n.key_not || n.max_props || n.items != NONE || !n.prefix.empty() || n.min_items ||
+       n.max_items || n.min_len || n.max_len || n.pattern || n.not_str || n.unproven_strings ||
+       n.min || n.max || n.xmin || n.xmax || n.multiple_of || n.enumeration))
+    fail_build("all_of/any_of with other fields");
   std::vector<std::pair<std::string, KeyInfo>> infos;
   for (auto &[name, child] : props) {
     for (auto &x : infos)
@@ -341,6 +356,32 @@ std::unique_ptr<Program> build_program(std::string_view text, size_t max_depth) 
   element root;
   if (doc["root"].get(root)) fail_build("no root");
   prog->root = as_index(root, count, "root");
+  // all_of/any_of edges read no input: a cycle among them would recurse without bound.
+  std::vector<uint8_t> state(count, 0);  // 0 unseen, 1 on the path, 2 done
+  std::vector<std::pair<size_t, size_t>> stack;
+  for (size_t start = 0; start < count; start++) {
+    if (state[start]) continue;
+    state[start] = 1;
+    stack.emplace_back(start, 0);
+    while (!stack.empty()) {
+      auto [at, next] = stack.back();
+      const Node &n = prog->nodes[at];
+      size_t members = n.all_of.size() + n.any_of.size();
+      if (next == members) {
+        state[at] = 2;
+        stack.pop_back();
+        continue;
+      }
+      stack.back().second++;
+      int m = next < n.all_of.size() ? n.all_of[next] : n.any_of[next - n.all_of.size()];
+      if (m < 0) continue;
+      if (state[(size_t)m] == 1) fail_build("all_of/any_of: a cycle");
+      if (state[(size_t)m] == 0) {
+        state[(size_t)m] = 1;
+        stack.emplace_back((size_t)m, 0);
+      }
+    }
+  }
   prog->max_depth = max_depth;
   return prog;
 }
@@ -351,6 +392,17 @@ std::unique_ptr<Program> build_program(std::string_view text, size_t max_depth) 
 struct Checking {
   const Program &prog;
   size_t visits;  // left
+  size_t frames = 0;  // check() calls in progress
+
+  bool charge(size_t bytes) {
+    size_t cost = bytes / BYTES_PER_VISIT;
+    if (cost > visits) {
+      visits = 0;
+      return false;
+    }
+    visits -= cost;
+    return true;
+  }
 
   const Node &node(int index) const {
     return index == NONE ? prog.any : prog.nodes[(size_t)index];
@@ -387,8 +439,9 @@ struct Checking {
     return count;
   }
 
-  bool string(const Node &n, std::string_view s) const {
+  bool string(const Node &n, std::string_view s) {
     if (!(n.types & T_STR) || n.unproven_strings) return false;
+    if ((n.min_len || n.max_len || n.not_str || n.pattern) && !charge(s.size())) return false;
     // The byte length bounds the code points from above: count only when it could matter.
     size_t bytes = s.size();
     if (n.min_len && (bytes < *n.min_len || code_points(s) < *n.min_len)) return false;
@@ -438,8 +491,13 @@ struct Checking {
 
   bool check(int index, element e, size_t depth) {
     if (index == FALSE_) return false;
-    if (visits == 0) return false;
+    if (visits == 0 || frames >= MAX_FRAMES) return false;
     visits--;
+    struct Frame {
+      size_t &count;
+      explicit Frame(size_t &c) : count(c) { ++count; }
+      ~Frame() { --count; }
+    } frame(frames);
     const Node &n = node(index);
     if (n.never) return false;
     if (!n.all_of.empty() || !n.any_of.empty()) {
@@ -493,6 +551,7 @@ struct Checking {
           count++;
           if (n.max_props && count > *n.max_props) return false;
           std::string_view key = field.key;
+          if ((n.key_not || n.use_map) && !charge(key.size())) return false;
           if (n.key_not && RE2::PartialMatch(re2::StringPiece(key.data(), key.size()), *n.key_not))
             return false;
           KeyInfo info;
@@ -572,11 +631,21 @@ PyObject *Checker_check(CheckerObject *self, PyObject *body) {
   size_t len = (size_t)PyBytes_GET_SIZE(body);
   bool ok = false;
   try {
-    std::string &buf = *self->buffer;
-    buf.assign(data, len);
-    buf.resize(len + simdjson::SIMDJSON_PADDING, '\0');
+    std::unique_ptr<simdjson::dom::parser> own_parser;
+    std::string own_buffer;
+    simdjson::dom::parser *parser = self->parser;
+    std::string *bufp = self->buffer;
+    if (len > REUSE_MAX) {  // a large body: nothing of it is kept after the call
+      own_parser = std::make_unique<simdjson::dom::parser>();
+      parser = own_parser.get();
+      bufp = &own_buffer;
+    }
+    std::string &buf = *bufp;
+    buf.resize(len + simdjson::SIMDJSON_PADDING);
+    std::memcpy(buf.data(), data, len);
+    std::memset(buf.data() + len, 0, simdjson::SIMDJSON_PADDING);
     element doc;
-    if (!self->parser->parse(buf.data(), len, false).get(doc)) {
+    if (!parser->parse(buf.data(), len, false).get(doc)) {
       Checking c{*self->prog, VISIT_FACTOR * len + VISIT_FLOOR};
       ok = c.check(self->prog->root, doc, 0);
     }

@@ -1270,6 +1270,44 @@ def test_ref_cycles_do_not_crash_the_process() -> None:
     assert not died, "the process died:\n" + "\n".join(died)
 
 
+_ALIASES = """
+import sys, orjson
+from bastion.openapi.fastcheck import fast_checker
+K, D = 250, 128
+defs = {f"A{i}": {"$ref": f"#/$defs/A{i + 1}"} for i in range(K)}
+defs[f"A{K}"] = {"type": "array", "items": {"$ref": "#/$defs/A0"}}
+c = fast_checker({"$ref": "#/$defs/A0", "$defs": defs}, formats=False, max_depth=D)
+print(c.check(b"[" * D + b"]" * D + b" " * 8000))
+"""
+
+
+@needs_native
+def test_long_alias_chains_do_not_overflow_the_stack() -> None:
+    """128 nested arrays, each through a chain of 250 $ref aliases: 32,000 nested frames
+    without a frame limit (a segfault at -O3); with it, the body is merely not proven."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _ALIASES], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr[-300:]
+    assert proc.stdout.strip() == "False"
+
+
+@needs_native
+def test_programs_are_checked_when_built() -> None:
+    """The extension does not trust the compiler: a same-value cycle or a combination with
+    other keywords beside it (which it would ignore) is refused when the program is built."""
+    import bastion_fastcheck
+
+    for program in (
+        {"root": 0, "nodes": [{"all_of": [0]}]},
+        {"root": 0, "nodes": [{"any_of": [1]}, {"all_of": [0]}]},
+        {"root": 0, "nodes": [{"types": 16, "all_of": [1]}, {}]},
+        {"root": 0, "nodes": [{"enum": [1], "any_of": [1]}, {}]},
+    ):
+        with pytest.raises(ValueError, match="all_of/any_of"):
+            bastion_fastcheck.Checker(json.dumps(program), 8)
+
+
 def _variants(*kinds: str) -> dict[str, Any]:
     def shape(kind: str) -> dict[str, Any]:
         return {
