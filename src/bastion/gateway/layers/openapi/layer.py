@@ -7,9 +7,9 @@ prefix (with ``strip_prefix``) and the document's base path, find the operation 
 ``ex.annotations["shadow_endpoint"]``), then check path, query, header and cookie parameters
 (coerced from strings to the schema's types) and the body: its Content-Type must be declared
 (415), JSON must parse (400) and match the schema (400). A JSON body the native fast path
-(``bastion.openapi.fastcheck``) proves valid is not parsed into Python objects at all, unless an
-ownership rule reads it; any other takes the full path (orjson, jsonschema-rs). Undeclared query parameters are
-refused unless the config allows them. Request-body objects are closed and ``readOnly``
+(``bastion.openapi.fastcheck``) proves valid is not parsed into Python objects at all, unless
+an ownership rule reads it; any other takes the full path (orjson, jsonschema-rs). Undeclared
+query parameters are refused unless the config allows them. Request-body objects are closed and ``readOnly``
 properties refused by the compiled schemas themselves (see ``bastion.openapi.schema``).
 
 What later layers get in ``ex.annotations``: the :class:`~bastion.openapi.model.Operation`,
