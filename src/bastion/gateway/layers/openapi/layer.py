@@ -9,12 +9,13 @@ prefix (with ``strip_prefix``) and the document's base path, find the operation 
 (415), JSON must parse (400) and match the schema (400). A JSON body the native fast path
 (``bastion.openapi.fastcheck``) proves valid is not parsed into Python objects at all, unless
 an ownership rule reads it; any other takes the full path (orjson, jsonschema-rs). Undeclared
-query parameters are refused unless the config allows them. Request-body objects are closed and ``readOnly``
-properties refused by the compiled schemas themselves (see ``bastion.openapi.schema``).
+query parameters are refused unless the config allows them. Request-body objects are closed
+and ``readOnly`` properties refused by the compiled schemas themselves (see
+``bastion.openapi.schema``).
 
 What later layers get in ``ex.annotations``: the :class:`~bastion.openapi.model.Operation`,
-the path parameters, every coerced parameter and the parsed body (keys in
-``bastion.openapi.model``). With ``enforce: false`` nothing is refused:
+the path parameters, every coerced parameter and the parsed body (only when the full path
+parsed it, or an ownership rule needs it; keys in ``bastion.openapi.model``). With ``enforce: false`` nothing is refused:
 ``ex.annotations["openapi_shadow"]`` says what would have been.
 """
 
