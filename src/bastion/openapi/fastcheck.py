@@ -60,10 +60,6 @@ _ANNOTATIONS = frozenset(
     {"description", "summary", "title", "deprecated", "readOnly", "writeOnly", "example"}
     | {"examples", "default", "$comment", "externalDocs", "xml", "discriminator"}
 )
-#: An escape that jsonschema-rs rewrites (ECMA-262 classes, \\u, \\x, \\c, back-references …)
-#: or that the two engines could read differently: any backslash before a letter or digit.
-_UNSAFE_ESCAPE = re.compile(r"\\[A-Za-z0-9]")
-_UNSAFE_GROUP = re.compile(r"\(\?(?:[=!<P]|<[=!])")
 
 
 class FastChecker(Protocol):
