@@ -96,6 +96,7 @@ struct KeyInfo {
 
 struct Node {
   bool never = false;
+  bool plain = true;  // neither never nor all_of/any_of: a scalar is decided without a frame
   uint8_t types = T_ALL;
   std::vector<std::pair<std::string, KeyInfo>> keys;
   std::unordered_map<std::string, KeyInfo> key_map;  // used when there are many keys
@@ -317,6 +318,7 @@ void build_node(Node &n, element d, size_t count) {
        n.max_items || n.min_len || n.max_len || n.pattern || n.not_str || n.unproven_strings ||
        n.min || n.max || n.xmin || n.xmax || n.multiple_of || n.enumeration))
     fail_build("all_of/any_of with other fields");
+  n.plain = !n.never && n.all_of.empty() && n.any_of.empty();
   std::vector<std::pair<std::string, KeyInfo>> infos;
   for (auto &[name, child] : props) {
     for (auto &x : infos)
@@ -489,6 +491,41 @@ struct Checking {
     return false;
   }
 
+  // A scalar of type t (never an array or object) against a node without all_of/any_of.
+  bool scalar(const Node &n, element e, element_type t) {
+    switch (t) {
+      case element_type::NULL_VALUE:
+        return simple(n, T_NULL, ScalarKind::Null, false);
+      case element_type::BOOL:
+        return simple(n, T_BOOL, ScalarKind::Bool, e.get_bool().value_unsafe());
+      case element_type::INT64:
+        return number(n, Num{true, e.get_int64().value_unsafe(), 0}, true);
+      case element_type::UINT64:
+        return number(n, Num{true, e.get_uint64().value_unsafe(), 0}, true);
+      case element_type::DOUBLE:
+        return number(n, Num{false, 0, e.get_double().value_unsafe()}, false);
+      case element_type::STRING:
+        return string(n, e.get_string().value_unsafe());
+      default:
+        return false;  // big integers and anything else: not proven
+    }
+  }
+
+  // A member or item: a scalar against a plain node is decided here (one visit, no frame:
+  // it nests nothing); anything else goes through check().
+  bool descend(int index, element e, size_t depth) {
+    element_type t = e.type();
+    if (index != FALSE_ && t != element_type::ARRAY && t != element_type::OBJECT) {
+      const Node &n = node(index);
+      if (n.plain) {
+        if (visits == 0) return false;
+        visits--;
+        return scalar(n, e, t);
+      }
+    }
+    return check(index, e, depth);
+  }
+
   bool check(int index, element e, size_t depth) {
     if (index == FALSE_) return false;
     if (visits == 0 || frames >= MAX_FRAMES) return false;
@@ -515,19 +552,8 @@ struct Checking {
       }
       return true;
     }
-    switch (e.type()) {
-      case element_type::NULL_VALUE:
-        return simple(n, T_NULL, ScalarKind::Null, false);
-      case element_type::BOOL:
-        return simple(n, T_BOOL, ScalarKind::Bool, e.get_bool().value_unsafe());
-      case element_type::INT64:
-        return number(n, Num{true, e.get_int64().value_unsafe(), 0}, true);
-      case element_type::UINT64:
-        return number(n, Num{true, e.get_uint64().value_unsafe(), 0}, true);
-      case element_type::DOUBLE:
-        return number(n, Num{false, 0, e.get_double().value_unsafe()}, false);
-      case element_type::STRING:
-        return string(n, e.get_string().value_unsafe());
+    element_type t = e.type();
+    switch (t) {
       case element_type::ARRAY: {
         size_t d = depth + 1;
         if (!(n.types & T_ARR) || d > prog.max_depth || n.enumeration) return false;
@@ -535,7 +561,7 @@ struct Checking {
         simdjson::dom::array items = e.get_array().value_unsafe();
         for (element item : items) {
           int child = count < n.prefix.size() ? n.prefix[count] : n.items;
-          if (!check(child, item, d)) return false;
+          if (!descend(child, item, d)) return false;
           count++;
           if (n.max_items && count > *n.max_items) return false;
         }
@@ -560,12 +586,12 @@ struct Checking {
             if (info.declared) child = info.child;
             if (info.bit != UINT32_MAX) seen |= (uint64_t)1 << info.bit;
           }
-          if (!check(child, field.value, d)) return false;
+          if (!descend(child, field.value, d)) return false;
         }
         return seen == n.required_mask;
       }
       default:
-        return false;  // big integers and anything else: not proven
+        return scalar(n, e, t);
     }
   }
 };
