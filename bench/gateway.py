@@ -242,8 +242,11 @@ def measure_round(args: argparse.Namespace, target: Target, upstream_session: in
     """One throughput run with the proxy's (and upstream's) CPU time around it, one paced run."""
     url = f"http://127.0.0.1:{target.port}{target.path}"
     body = {"path": target.path, "body_items": target.body_items}
+    # The previous target's audit file is still being written back to disk: without this,
+    # that writeback (kernel threads, and throttled writes) lands in this target's round.
+    os.sync()
     up_before = session_stat(upstream_session).cpu_seconds
-    before = session_stat(target.session_id).cpu_seconds
+    before = session_stat(target.session_id)
     throughput = run_wrk(
         url,
         connections=args.connections,
@@ -251,7 +254,8 @@ def measure_round(args: argparse.Namespace, target: Target, upstream_session: in
         authorization=target.authorization,
         **body,
     )
-    cpu = session_stat(target.session_id).cpu_seconds - before
+    after = session_stat(target.session_id)
+    cpu = after.cpu_seconds - before.cpu_seconds
     up_cpu = session_stat(upstream_session).cpu_seconds - up_before
     paced = run_wrk(
         url,
@@ -261,7 +265,8 @@ def measure_round(args: argparse.Namespace, target: Target, upstream_session: in
         rate=args.rate,
         **body,
     )
-    return RoundSample(throughput, cpu, paced, upstream_cpu_seconds=up_cpu)
+    system = after.system_seconds - before.system_seconds
+    return RoundSample(throughput, cpu, paced, upstream_cpu_seconds=up_cpu, system_seconds=system)
 
 
 def run(args: argparse.Namespace, console: Console) -> list[TargetResult]:
@@ -327,7 +332,7 @@ def run(args: argparse.Namespace, console: Console) -> list[TargetResult]:
                         f"  round {rnd + 1}/{args.rounds} {t.label}: "
                         f"{sample.throughput.rps:,.0f} req/s, "
                         f"{sample.cpu_us_per_request:.1f} µs CPU/req "
-                        f"(upstream {sample.upstream_cpu_us_per_request:.1f}), "
+                        f"(kernel {sample.system_us_per_request:.1f}; upstream {sample.upstream_cpu_us_per_request:.1f}), "
                         f"p99 {sample.paced.p99_ms if sample.paced else 0:.2f} ms"
                     )
             for t in targets:

@@ -41,12 +41,13 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class ProcStat:
-    """CPU seconds (user + system) and peak resident memory of a set of processes."""
+    """CPU seconds (user + system, and system alone) and peak resident memory of a set of processes."""
 
     cpu_seconds: float
     max_rss_kib: int
     total_rss_kib: int
     processes: int
+    system_seconds: float = 0.0  # the kernel's share of cpu_seconds
 
 
 def parse_stat_line(line: str) -> tuple[int, int, int]:
@@ -69,7 +70,7 @@ def parse_vm_hwm(status_text: str) -> int:
 
 def session_stat(session_id: int) -> ProcStat:
     """CPU time and peak RSS summed/maxed over the live processes of one session."""
-    ticks = 0
+    ticks = sys_ticks = 0
     max_rss = total_rss = count = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -84,10 +85,11 @@ def session_stat(session_id: int) -> ProcStat:
         except (OSError, ValueError, IndexError):
             continue  # the process exited while we were reading it
         ticks += utime + stime
+        sys_ticks += stime
         max_rss = max(max_rss, rss)
         total_rss += rss
         count += 1
-    return ProcStat(ticks / CLOCK_TICKS, max_rss, total_rss, count)
+    return ProcStat(ticks / CLOCK_TICKS, max_rss, total_rss, count, sys_ticks / CLOCK_TICKS)
 
 
 class ChildFailed(RuntimeError):

@@ -38,6 +38,13 @@ class RoundSample:
     cpu_seconds: float
     paced: WrkResult | None
     upstream_cpu_seconds: float = 0.0
+    system_seconds: float = 0.0  # the kernel's share of cpu_seconds
+
+    @property
+    def system_us_per_request(self) -> float:
+        """The kernel's share of :attr:`cpu_us_per_request` (socket reads and writes)."""
+        n = self.throughput.requests
+        return self.system_seconds / n * 1e6 if n else 0.0
 
     @property
     def cpu_us_per_request(self) -> float:
