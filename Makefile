@@ -53,8 +53,9 @@ NATIVE_TESTS := tests/integration/test_native_build.py tests/integration/test_ga
 	tests/unit/test_transport_layer.py tests/unit/test_cors_layer.py tests/unit/test_chain_order.py \
 	tests/unit/test_paths.py tests/unit/test_authn_layer.py tests/unit/test_jwt_verifier.py \
 	tests/unit/test_ratelimit_layer.py tests/unit/test_gcra.py tests/unit/test_authz_layer.py \
-	tests/unit/test_openapi_layer.py tests/unit/test_response_filter.py tests/unit/test_revocation.py \
-	tests/unit/test_clientip.py tests/unit/test_ipblocks.py tests/unit/test_apikeys.py \
+	tests/unit/test_openapi_layer.py tests/unit/test_openapi_spec.py tests/unit/test_response_filter.py \
+	tests/unit/test_revocation.py tests/unit/test_clientip.py tests/unit/test_ipblocks.py \
+	tests/unit/test_apikeys.py \
 	tests/unit/test_freshness.py tests/unit/test_audit_lines.py tests/unit/test_audit_record.py \
 	tests/unit/test_audit_writer.py tests/unit/test_audit_spool.py tests/unit/test_redact.py
 

@@ -35,6 +35,7 @@ NATIVE_MODULES = [
     "bastion/core/paths.py",
     "bastion/core/revocation.py",
     "bastion/gateway/forward.py",
+    "bastion/openapi/spec.py",
     "bastion/gateway/runtime.py",
     "bastion/gateway/server.py",
     "bastion/gateway/services.py",

@@ -145,7 +145,6 @@ class OpenApiLayer(Layer):
         strip_prefix: bool = False,
     ) -> None:
         self._spec = spec
-        self._lookup = spec.lookup
         self._enforce = config.enforce
         self._base = config.base_path if config.base_path is not None else spec.base_path
         self._strip = route_prefix.rstrip("/") if strip_prefix else ""
@@ -159,7 +158,8 @@ class OpenApiLayer(Layer):
         ):
             if weakened:
                 log.warning("openapi %s for %s", setting, config.spec)
-        self._media_types: dict[str, str] = {}
+        # Content-Type value → (media type, whether it is JSON).
+        self._media_types: dict[str, tuple[str, bool]] = {}
         # Form bodies: property name → types, per declared form schema (by identity).
         self._form_types: dict[int, dict[str, frozenset[str] | None]] = {}
         # JSON bodies: the fast path's checker (see bastion.openapi.fastcheck), per declared
@@ -208,7 +208,7 @@ class OpenApiLayer(Layer):
             # /admin;x/users could reach /admin/users while matching a template here.
             ex.annotations["shadow_endpoint"] = True
             return self._refuse(ex, OperationUnknown(diagnosis="';' in the path"))
-        plan, path_params, allowed = self._lookup(req.method, path)
+        plan, path_params, allowed = self._spec.lookup(req.method, path)
         if plan is None:
             ex.annotations["shadow_endpoint"] = True
             if allowed:
@@ -312,17 +312,19 @@ class OpenApiLayer(Layer):
         content_type = req.headers.get("content-type")
         if content_type is None:
             return UnsupportedMediaType("content-type: required")
-        media_type = self._media_types.get(content_type)
-        if media_type is None:
+        known = self._media_types.get(content_type)
+        if known is None:
             media_type = content_type.split(";", 1)[0].strip().lower()
+            known = (media_type, is_json(media_type))
             if len(self._media_types) >= MAX_MEDIA_TYPES:
                 self._media_types.clear()  # bounded: the header is client input
-            self._media_types[content_type] = media_type
+            self._media_types[content_type] = known
+        media_type, json_body = known
         media = plan.body_for(media_type)
         if media is None:
             declared = ", ".join(sorted(plan.bodies))
             return UnsupportedMediaType(f"content-type: not declared (declared: {declared})")
-        if is_json(media_type):
+        if json_body:
             fast = self._fast.get(id(media))
             if fast is not None and fast[0].check(body):
                 # Proven valid without Python objects; parsed only for an ownership rule.
