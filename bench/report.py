@@ -193,11 +193,23 @@ def openapi_lines(results: list[TargetResult]) -> list[str]:
         if not a.get("rps"):
             continue
         ratio = d["rps"] / a["rps"]
+        # Rounds run (a) and (d) back to back: the median of those pairs' ratios is less
+        # exposed to a slow stretch of the machine than the ratio of the two medians.
+        pairs = [
+            x.throughput.rps / y.throughput.rps
+            for x, y in zip(by_key[key].rounds, base.rounds, strict=False)
+            if y.throughput.rps > 0
+        ]
+        paired = statistics.median(pairs) if pairs else ratio
         size = key.partition("@")[2] or "1"
         cpu = d["cpu_us"] - a["cpu_us"]
-        text = f"{size} KB: {ratio:.2f} ({d['rps']:,.0f} vs {a['rps']:,.0f} req/s, +{cpu:.1f} µs CPU/req)"
+        text = (
+            f"{size} KB: {ratio:.2f} ({d['rps']:,.0f} vs {a['rps']:,.0f} req/s, "
+            f"+{cpu:.1f} µs CPU/req; median of the rounds' ratios {paired:.2f})"
+        )
         if size == "1":
-            lines.append(f"  {'met ' if ratio >= 0.8 else 'MISS'} {text}; goal >= 0.80")
+            met = ratio >= 0.8 and paired >= 0.8
+            lines.append(f"  {'met ' if met else 'MISS'} {text}; goal >= 0.80 (both)")
         else:
             lines.append(f"       {text}")
     return lines
