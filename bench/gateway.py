@@ -332,7 +332,8 @@ def run(args: argparse.Namespace, console: Console) -> list[TargetResult]:
                         f"  round {rnd + 1}/{args.rounds} {t.label}: "
                         f"{sample.throughput.rps:,.0f} req/s, "
                         f"{sample.cpu_us_per_request:.1f} µs CPU/req "
-                        f"(kernel {sample.system_us_per_request:.1f}; upstream {sample.upstream_cpu_us_per_request:.1f}), "
+                        f"(kernel {sample.system_us_per_request:.1f}; "
+                        f"upstream {sample.upstream_cpu_us_per_request:.1f}), "
                         f"p99 {sample.paced.p99_ms if sample.paced else 0:.2f} ms"
                     )
             for t in targets:

@@ -41,7 +41,8 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class ProcStat:
-    """CPU seconds (user + system, and system alone) and peak resident memory of a set of processes."""
+    """CPU seconds (user + system, and system alone) and peak resident memory of a set of
+    processes."""
 
     cpu_seconds: float
     max_rss_kib: int

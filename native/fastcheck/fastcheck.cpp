@@ -146,6 +146,12 @@ int as_index(element v, size_t count, const char *what) {
   fail_build(std::string(what) + ": index out of range");
 }
 
+bool as_bool(element v, const char *what) {
+  bool b;
+  if (v.get_bool().get(b)) fail_build(std::string(what) + ": not a boolean");
+  return b;
+}
+
 size_t as_count(element v, const char *what) {
   uint64_t u;
   if (v.get_uint64().get(u)) fail_build(std::string(what) + ": not a count");
@@ -221,9 +227,7 @@ void build_node(Node &n, element d, size_t count) {
     std::string_view key = field.key;
     element v = field.value;
     if (key == "never") {
-      bool b;
-      if (v.get_bool().get(b)) fail_build("never: not a boolean");
-      n.never = b;
+      n.never = as_bool(v, "never");
     } else if (key == "types") {
       uint64_t t;
       if (v.get_uint64().get(t) || t > T_ALL) fail_build("types: not a bit mask");
@@ -283,9 +287,7 @@ void build_node(Node &n, element d, size_t count) {
       }
       if (!has_pattern) fail_build("not_str: no pattern");
     } else if (key == "unproven_strings") {
-      bool b;
-      if (v.get_bool().get(b)) fail_build("unproven_strings: not a boolean");
-      n.unproven_strings = b;
+      n.unproven_strings = as_bool(v, "unproven_strings");
     } else if (key == "min") {
       n.min = as_num(v, "min");
     } else if (key == "max") {

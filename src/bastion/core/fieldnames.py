@@ -64,7 +64,8 @@ def name_words(name: str) -> tuple[str, ...]:
 class FieldNames:
     """Which field names are sensitive: the defaults plus ``extra`` names (split into words the
     same way; a multi-word name becomes a phrase). ``hint`` is a case-insensitive pattern that
-    every sensitive name contains (a scoped ``(?i:…)`` group, valid for Python, jsonschema-rs and RE2)."""
+    every sensitive name contains (a scoped ``(?i:…)`` group, valid for Python, jsonschema-rs
+    and RE2)."""
 
     __slots__ = ("_cache", "_phrases", "_words", "hint")
 

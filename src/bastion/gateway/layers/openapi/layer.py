@@ -15,8 +15,9 @@ and ``readOnly`` properties refused by the compiled schemas themselves (see
 
 What later layers get in ``ex.annotations``: the :class:`~bastion.openapi.model.Operation`,
 the path parameters, every coerced parameter and the parsed body (only when the full path
-parsed it, or an ownership rule needs it; keys in ``bastion.openapi.model``). With ``enforce: false`` nothing is refused:
-``ex.annotations["openapi_shadow"]`` says what would have been.
+parsed it, or an ownership rule needs it; keys in ``bastion.openapi.model``). With
+``enforce: false`` nothing is refused: ``ex.annotations["openapi_shadow"]`` says what would
+have been.
 """
 
 from __future__ import annotations
