@@ -227,7 +227,9 @@ def test_generated_bodies(
         (b"Content-Type", content_type),
     ]
     data = request_bytes(method, b"/api/echo", headers, body, framing)
-    assume(not LEAK.search(data.decode("latin-1")))
+    # The upstream echoes the body: a leak-like word in it (also one split across chunks,
+    # such as "A" + "Error") comes back as sent, and is not a leak.
+    assume(not LEAK.search(data.decode("latin-1")) and not LEAK.search(body.decode("latin-1")))
     status, head, resp_body = send(gateway, data, method)
     assert_sane(status, head, resp_body, data)
     assert status in (200, 400, 413), status
