@@ -475,18 +475,52 @@ struct Checking {
     return true;
   }
 
-  bool lookup(const Node &n, std::string_view key, KeyInfo &out) const {
+  // Equal bytes, compared inline: keys are short, and a call to memcmp costs more than the
+  // comparison. Overlapping word loads stay within [0, size) of both strings.
+  static bool same(const std::string &name, std::string_view key) {
+    size_t n = key.size();
+    if (name.size() != n) return false;
+    const char *a = name.data(), *b = key.data();
+    if (n >= 8) {
+      if (n > 16) return std::memcmp(a, b, n) == 0;
+      uint64_t x, y, u, v;
+      std::memcpy(&x, a, 8);
+      std::memcpy(&y, b, 8);
+      std::memcpy(&u, a + n - 8, 8);
+      std::memcpy(&v, b + n - 8, 8);
+      return x == y && u == v;
+    }
+    if (n >= 4) {
+      uint32_t x, y, u, v;
+      std::memcpy(&x, a, 4);
+      std::memcpy(&y, b, 4);
+      std::memcpy(&u, a + n - 4, 4);
+      std::memcpy(&v, b + n - 4, 4);
+      return x == y && u == v;
+    }
+    for (size_t i = 0; i < n; i++)
+      if (a[i] != b[i]) return false;
+    return true;
+  }
+
+  // `next` is where the previous key of this object was found plus one: objects usually list
+  // their keys in the order the schema declares them, so that slot is tried first.
+  bool lookup(const Node &n, std::string_view key, KeyInfo &out, size_t &next) const {
     if (n.use_map) {
       auto it = n.key_map.find(std::string(key));
       if (it == n.key_map.end()) return false;
       out = it->second;
       return true;
     }
-    for (auto &x : n.keys) {
-      const std::string &name = x.first;
-      if (name.size() == key.size() && (key.empty() || name[0] == key[0]) &&
-          std::memcmp(name.data(), key.data(), key.size()) == 0) {
-        out = x.second;
+    size_t count = n.keys.size();
+    if (next < count && same(n.keys[next].first, key)) {
+      out = n.keys[next++].second;
+      return true;
+    }
+    for (size_t i = 0; i < count; i++) {
+      if (same(n.keys[i].first, key)) {
+        out = n.keys[i].second;
+        next = i + 1;
         return true;
       }
     }
@@ -573,7 +607,7 @@ struct Checking {
         size_t d = depth + 1;
         if (!(n.types & T_OBJ) || d > prog.max_depth || n.enumeration) return false;
         uint64_t seen = 0;
-        size_t count = 0;
+        size_t count = 0, next = 0;
         simdjson::dom::object fields = e.get_object().value_unsafe();
         for (auto field : fields) {
           count++;
@@ -584,7 +618,7 @@ struct Checking {
             return false;
           KeyInfo info;
           int child = n.additional;
-          if (lookup(n, key, info)) {
+          if (lookup(n, key, info, next)) {
             if (info.declared) child = info.child;
             if (info.bit != UINT32_MAX) seen |= (uint64_t)1 << info.bit;
           }

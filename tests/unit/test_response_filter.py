@@ -684,6 +684,15 @@ def test_the_head_memo_is_bounded_and_keyed_by_the_operation_itself() -> None:
     assert respond(lay, raw, op=a)[0] is raw
     _, ex = respond(lay, raw, op=b)
     assert ex.annotations[ANNOTATION]["undeclared_response"] == "status 200 is not declared"
+    # The last decision is reused only for the same operation, status and Content-Type.
+    for _ in range(2):
+        assert respond(lay, raw, op=a)[0] is raw
+        out, ex = respond(lay, raw, op=a, content_type="text/plain")
+        assert out is None
+        assert ex.annotations[ANNOTATION]["undeclared_response"] == "text/plain for 200"
+        _, ex = respond(lay, raw, op=a, status=201)
+        assert ex.annotations[ANNOTATION]["undeclared_response"] == "status 201 is not declared"
+        assert ANNOTATION not in respond(lay, raw, op=a)[1].annotations
 
 
 def test_check_asks_for_identity_once() -> None:

@@ -219,8 +219,12 @@ class RouteRuntime:
         self, ex: Exchange, status: int, headers: Headers
     ) -> tuple[tuple[Layer, ...], int]:
         """The layers that must see this response's body whole, and the byte limit for it."""
-        if not self._body_layers or ex.request.method == "HEAD" or status in (204, 304):
+        layers = self._body_layers
+        if not layers or ex.request.method == "HEAD" or status in (204, 304):
             return (), 0
+        if len(layers) == 1:  # the usual case: no list to build
+            n = layers[0].wants_response_body(ex, status, headers)
+            return (layers, n) if n > 0 else ((), 0)
         wanted: list[Layer] = []
         limit = 0
         for layer in self._body_layers:

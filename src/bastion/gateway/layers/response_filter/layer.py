@@ -116,6 +116,9 @@ class ResponseFilterLayer(Layer):
             self._action = config.sensitive
         self._plans: dict[int, tuple[MediaSchema, CompiledPlan]] = {}
         self._heads: dict[tuple[int, int, str | None], _Head] = {}
+        # The last head decided: responses of one operation repeat their status and
+        # Content-Type, and comparing three values costs less than hashing a key.
+        self._last: tuple[object, int, str | None, _Head] | None = None
         # Per plan node and guarded flag: the validator of values the walk leaves alone.
         self._subtrees: dict[tuple[int, bool], tuple[Node, Validator | None]] = {}
         self.detect_only = self._compile(OPEN)
@@ -183,13 +186,19 @@ class ResponseFilterLayer(Layer):
                 encoding = value
         ann = ex.annotations
         op = ann.get(OPERATION_ANNOTATION)
-        key = (id(op), status, content_type)
-        head = self._heads.get(key)
-        if head is None or head.op is not op:
-            head = self._head(op, status, content_type)
-            if len(self._heads) >= MAX_HEADS:
-                self._heads.clear()  # bounded: status and Content-Type come from the upstream
-            self._heads[key] = head
+        last = self._last
+        if last is not None and last[0] is op and last[1] == status and last[2] == content_type:
+            head = last[3]
+        else:
+            key = (id(op), status, content_type)
+            cached = self._heads.get(key)
+            if cached is None or cached.op is not op:
+                cached = self._head(op, status, content_type)
+                if len(self._heads) >= MAX_HEADS:
+                    self._heads.clear()  # bounded: status and Content-Type come from the upstream
+                self._heads[key] = cached
+            head = cached
+            self._last = (op, status, content_type, head)
         if head.undeclared is not None:
             note = self._note(ex)
             note["undeclared_response"] = head.undeclared
