@@ -18,6 +18,7 @@
 #include <re2/re2.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -92,7 +93,57 @@ struct KeyInfo {
   bool declared;
   int child;
   uint32_t bit;  // among the required names, or UINT32_MAX
+  uint32_t slot = UINT32_MAX;  // among the node's names, the first 64: a repeat is seen by a bit
 };
+
+// Keys an object repeats. RFC 8259 leaves their meaning open: orjson keeps the last value,
+// other parsers the first, so a body with a repeated key means different things to the
+// gateway and to the upstream (a mass-assignment or ownership check made on one value, the
+// other one used). Such a body is never proven; the Python side refuses or de-duplicates it.
+// keys[mark:] are one object's names; true when no two are equal.
+bool distinct(std::vector<std::string_view> &keys, size_t mark) {
+  size_t n = keys.size() - mark;
+  if (n < 2) return true;
+  auto first = keys.begin() + (std::ptrdiff_t)mark;
+  if (n <= 8) {
+    for (auto a = first; a != keys.end(); ++a)
+      for (auto b = a + 1; b != keys.end(); ++b)
+        if (*a == *b) return false;
+    return true;
+  }
+  std::sort(first, keys.end());
+  return std::adjacent_find(first, keys.end()) == keys.end();
+}
+
+// Truncates a key list back to where an object's names started, however the object's check
+// ends (a failed anyOf member leaves nothing behind for its parent's list).
+struct KeysMark {
+  std::vector<std::string_view> &keys;
+  size_t mark;
+  explicit KeysMark(std::vector<std::string_view> &k) : keys(k), mark(k.size()) {}
+  ~KeysMark() { keys.resize(mark); }
+};
+
+// True when some object in the document repeats a key (depth bounded by simdjson's parser).
+bool repeats_a_key(element e, std::vector<std::string_view> &keys) {
+  element_type t = e.type();
+  if (t == element_type::ARRAY) {
+    simdjson::dom::array items = e.get_array().value_unsafe();  // a copy: not a temporary's
+    for (element item : items)
+      if (repeats_a_key(item, keys)) return true;
+    return false;
+  }
+  if (t != element_type::OBJECT) return false;
+  simdjson::dom::object fields = e.get_object().value_unsafe();
+  {
+    KeysMark guard(keys);
+    for (auto field : fields) keys.push_back(field.key);
+    if (!distinct(keys, guard.mark)) return true;
+  }
+  for (auto field : fields)
+    if (repeats_a_key(field.value, keys)) return true;
+  return false;
+}
 
 struct Node {
   bool never = false;
@@ -338,6 +389,7 @@ void build_node(Node &n, element d, size_t count) {
     }
     if (!found) infos.emplace_back(required[bit], KeyInfo{false, NONE, (uint32_t)bit});
   }
+  for (size_t i = 0; i < infos.size() && i < 64; i++) infos[i].second.slot = (uint32_t)i;
   if (infos.size() > 16) {
     n.use_map = true;
     for (auto &x : infos) n.key_map.emplace(x.first, x.second);
@@ -397,6 +449,7 @@ struct Checking {
   const Program &prog;
   size_t visits;  // left
   size_t frames = 0;  // check() calls in progress
+  std::vector<std::string_view> &keys;  // names without a slot of the objects being checked
 
   bool charge(size_t bytes) {
     size_t cost = bytes / BYTES_PER_VISIT;
@@ -606,8 +659,9 @@ struct Checking {
       case element_type::OBJECT: {
         size_t d = depth + 1;
         if (!(n.types & T_OBJ) || d > prog.max_depth || n.enumeration) return false;
-        uint64_t seen = 0;
+        uint64_t seen = 0, present = 0;  // required names seen; names with a slot seen
         size_t count = 0, next = 0;
+        KeysMark others(keys);  // names without a slot, checked for repeats at the end
         simdjson::dom::object fields = e.get_object().value_unsafe();
         for (auto field : fields) {
           count++;
@@ -621,10 +675,19 @@ struct Checking {
           if (lookup(n, key, info, next)) {
             if (info.declared) child = info.child;
             if (info.bit != UINT32_MAX) seen |= (uint64_t)1 << info.bit;
+            if (info.slot != UINT32_MAX) {
+              uint64_t b = (uint64_t)1 << info.slot;
+              if (present & b) return false;  // a repeated key
+              present |= b;
+            } else {
+              keys.push_back(key);
+            }
+          } else {
+            keys.push_back(key);
           }
           if (!descend(child, field.value, d)) return false;
         }
-        return seen == n.required_mask;
+        return seen == n.required_mask && distinct(keys, others.mark);
       }
       default:
         return scalar(n, e, t);
@@ -640,12 +703,14 @@ struct CheckerObject {
   Program *prog;
   simdjson::dom::parser *parser;
   std::string *buffer;  // the body with simdjson's padding, reused
+  std::vector<std::string_view> *keys;  // Checking::keys, reused
 };
 
 void Checker_dealloc(CheckerObject *self) {
   delete self->prog;
   delete self->parser;
   delete self->buffer;
+  delete self->keys;
   Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -676,12 +741,37 @@ PyObject *Checker_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
   try {
     self->parser = new simdjson::dom::parser();
     self->buffer = new std::string();
+    self->keys = new std::vector<std::string_view>();
   } catch (const std::bad_alloc &) {
     Py_DECREF(self);
     return PyErr_NoMemory();
   }
   self->prog = prog.release();
   return (PyObject *)self;
+}
+
+// A large body's own parser and buffer, freed when the call ends.
+struct Scratch {
+  std::unique_ptr<simdjson::dom::parser> parser;
+  std::string buffer;
+};
+
+// Parses data[0:len] with simdjson's padding: into `reused` (and its buffer) up to REUSE_MAX
+// bytes, into a parser of `own` above. False: not JSON (or too deep for simdjson).
+bool parse_padded(simdjson::dom::parser &reused, std::string &reused_buffer, const char *data,
+                  size_t len, Scratch &own, element &doc) {
+  simdjson::dom::parser *parser = &reused;
+  std::string *bufp = &reused_buffer;
+  if (len > REUSE_MAX) {
+    own.parser = std::make_unique<simdjson::dom::parser>();
+    parser = own.parser.get();
+    bufp = &own.buffer;
+  }
+  std::string &buf = *bufp;
+  buf.resize(len + simdjson::SIMDJSON_PADDING);
+  std::memcpy(buf.data(), data, len);
+  std::memset(buf.data() + len, 0, simdjson::SIMDJSON_PADDING);
+  return !parser->parse(buf.data(), len, false).get(doc);
 }
 
 PyObject *Checker_check(CheckerObject *self, PyObject *body) {
@@ -693,22 +783,11 @@ PyObject *Checker_check(CheckerObject *self, PyObject *body) {
   size_t len = (size_t)PyBytes_GET_SIZE(body);
   bool ok = false;
   try {
-    std::unique_ptr<simdjson::dom::parser> own_parser;
-    std::string own_buffer;
-    simdjson::dom::parser *parser = self->parser;
-    std::string *bufp = self->buffer;
-    if (len > REUSE_MAX) {  // a large body: nothing of it is kept after the call
-      own_parser = std::make_unique<simdjson::dom::parser>();
-      parser = own_parser.get();
-      bufp = &own_buffer;
-    }
-    std::string &buf = *bufp;
-    buf.resize(len + simdjson::SIMDJSON_PADDING);
-    std::memcpy(buf.data(), data, len);
-    std::memset(buf.data() + len, 0, simdjson::SIMDJSON_PADDING);
+    Scratch own;
     element doc;
-    if (!parser->parse(buf.data(), len, false).get(doc)) {
-      Checking c{*self->prog, VISIT_FACTOR * len + VISIT_FLOOR};
+    if (parse_padded(*self->parser, *self->buffer, data, len, own, doc)) {
+      self->keys->clear();
+      Checking c{*self->prog, VISIT_FACTOR * len + VISIT_FLOOR, 0, *self->keys};
       ok = c.check(self->prog->root, doc, 0);
     }
   } catch (const std::bad_alloc &) {
@@ -727,9 +806,45 @@ PyMethodDef Checker_methods[] = {
 
 PyTypeObject CheckerType = {PyVarObject_HEAD_INIT(nullptr, 0)};
 
+// repeats_a_key(body: bytes) -> bool. The parser is shared: every call holds the GIL.
+PyObject *repeats_a_key_py(PyObject *, PyObject *body) {
+  if (!PyBytes_Check(body)) {
+    PyErr_SetString(PyExc_TypeError, "repeats_a_key() takes bytes");
+    return nullptr;
+  }
+  static simdjson::dom::parser *shared_parser = nullptr;
+  static std::string *shared_buffer = nullptr;
+  bool found;
+  try {
+    if (shared_parser == nullptr) {
+      shared_parser = new simdjson::dom::parser();
+      shared_buffer = new std::string();
+    }
+    Scratch own;
+    element doc;
+    if (!parse_padded(*shared_parser, *shared_buffer, PyBytes_AS_STRING(body),
+                      (size_t)PyBytes_GET_SIZE(body), own, doc)) {
+      PyErr_SetString(PyExc_ValueError, "not a JSON document simdjson accepts");
+      return nullptr;
+    }
+    std::vector<std::string_view> keys;
+    found = repeats_a_key(doc, keys);
+  } catch (const std::bad_alloc &) {
+    return PyErr_NoMemory();
+  }
+  if (found) Py_RETURN_TRUE;
+  Py_RETURN_FALSE;
+}
+
+PyMethodDef module_methods[] = {
+    {"repeats_a_key", (PyCFunction)repeats_a_key_py, METH_O,
+     "repeats_a_key(body: bytes) -> bool: True when an object of the JSON body repeats a key; "
+     "ValueError when the body is not JSON."},
+    {nullptr, nullptr, 0, nullptr}};
+
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "bastion_fastcheck",
                           "Proves a JSON body valid against a compiled check program.", -1,
-                          nullptr};
+                          module_methods};
 
 }  // namespace
 

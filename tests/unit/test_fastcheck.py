@@ -475,16 +475,110 @@ def test_malformed_or_smuggled_bodies_are_not_proven(body: bytes) -> None:
     assert_sound(c, CURRENCY, body)
 
 
+MANY_KEYS = {  # more than 16 names: the node looks them up in a map; more than 64: no slots
+    "type": "object",
+    "properties": {f"k{i}": {"type": "integer"} for i in range(70)},
+}
+
+
 @needs_native
-def test_duplicate_keys_every_occurrence_is_checked() -> None:
-    c = checker(CURRENCY)
-    assert c.check(b'{"currency":"EUR"}') is True
-    assert c.check(b'{"currency":"EUR","currency":"USD"}') is True  # both valid
-    # The first is invalid: orjson keeps the last (valid), the checker is stricter: fine.
-    assert full_valid(CURRENCY, b'{"currency":"EURO","currency":"EUR"}')
-    assert c.check(b'{"currency":"EURO","currency":"EUR"}') is False
-    required = {"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}}
-    assert checker(required).check(b'{"a":"x","a":1}') is False
+@pytest.mark.parametrize(
+    ("schema", "body"),
+    [
+        (CURRENCY, b'{"currency":"EUR","currency":"USD"}'),  # both valid: still not proven
+        (CURRENCY, b'{"currency":"EURO","currency":"EUR"}'),  # orjson keeps the valid last one
+        (CURRENCY, b'{"currency":"EUR","currenc\\u0079":"EUR"}'),  # the same key, escaped
+        ({"type": "object"}, b'{"a":1,"b":2,"a":1}'),  # undeclared names (open object)
+        ({"type": "object"}, b'{"a":1,"b":{"c":1,"c":2}}'),  # nested
+        ({"type": "array"}, b'[{"a":1},{"b":1,"b":1}]'),  # in an array item
+        ({"type": "object"}, b"{" + b",".join(b'"k%d":1' % i for i in range(20)) + b',"k3":1}'),
+        (MANY_KEYS, b'{"k1":1,"k2":2,"k1":3}'),
+        (MANY_KEYS, b'{"k65":1,"k2":2,"k65":3}'),  # a name beyond the 64 slots
+        ({"anyOf": [{"type": "object"}, {"type": "string"}]}, b'{"a":1,"a":2}'),
+        (
+            {"type": "object", "properties": {"a": {"type": "integer"}}},
+            b'{"a":1,"x":1,"a":2}',  # one declared, one undeclared name between
+        ),
+    ],
+)
+def test_repeated_keys_are_never_proven(schema: Any, body: bytes) -> None:
+    c = checker(schema)
+    assert c.check(body) is False
+    assert fastcheck.repeats_a_key(body) is True
+    assert_sound(c, schema, body)
+
+
+@needs_native
+def test_distinct_keys_that_look_alike_are_proven() -> None:
+    names = [f"k{i}" for i in range(20)] + ["k", "ka", "kb", "", "K0", "k0 "]
+    body = orjson.dumps({name: 1 for name in names})
+    assert checker({"type": "object"}).check(body) is True
+    assert checker(MANY_KEYS).check(orjson.dumps({f"k{i}": i for i in range(70)})) is True
+    assert fastcheck.repeats_a_key(body) is False
+    # A failed anyOf branch leaves nothing behind for its parent's list of names.
+    schema = {
+        "type": "object",
+        "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "object"}]},
+    }
+    assert checker(schema).check(b'{"a":{"x":1,"y":2},"x":"s","y":"t"}') is True
+
+
+_KEY = st.sampled_from(["a", "b", "c", "ab", "\\u0061", "k0", "k1"])
+
+
+def _objects(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    pair = st.tuples(_KEY, inner).map(lambda p: f'"{p[0]}":{p[1]}')
+    return st.one_of(
+        st.lists(pair, max_size=12).map(lambda ps: "{" + ",".join(ps) + "}"),
+        st.lists(inner, max_size=4).map(lambda xs: "[" + ",".join(xs) + "]"),
+    )
+
+
+_DOCS = st.recursive(st.sampled_from(["1", '"s"', "null", "true"]), _objects, max_leaves=20)
+
+
+def _repeats(text: str) -> bool:
+    found = False
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal found
+        found = found or len({k for k, _ in pairs}) != len(pairs)
+        return dict(pairs)
+
+    json.loads(text, object_pairs_hook=hook)
+    return found
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(_DOCS)
+def test_repeated_keys_native_and_fallback_agree(text: str) -> None:
+    body = text.encode()
+    expected = _repeats(text)
+    assert fastcheck.repeats_a_key(body) is expected
+    native = fastcheck._REPEATS
+    try:
+        fastcheck._REPEATS = None  # the standard library's parser
+        assert fastcheck.repeats_a_key(body) is expected
+    finally:
+        fastcheck._REPEATS = native
+    if expected:
+        assert checker({}).check(body) is False
+
+
+def test_repeated_keys_fallback_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastcheck, "_REPEATS", None)
+    assert fastcheck.repeats_a_key(b'{"a":1,"b":[{"c":1}]}') is False
+    assert fastcheck.repeats_a_key(b'{"a":1,"b":[{"c":1,"c":1}]}') is True
+    deep = b'{"a":' * 5000 + b"1" + b"}" * 5000  # deeper than the standard parser goes
+    assert fastcheck.repeats_a_key(deep) is True
+
+
+@needs_native
+def test_repeated_keys_native_refuses_what_is_not_json() -> None:
+    with pytest.raises(TypeError):
+        fastcheck._REPEATS("{}")  # type: ignore[misc,arg-type]
+    assert fastcheck.repeats_a_key(b'{"a":1') is True  # not JSON: not proven either way
 
 
 @needs_native

@@ -276,6 +276,31 @@ async def test_mass_assignment_is_refused(spec: OpenApiSpec) -> None:
     )
 
 
+@pytest.mark.parametrize("native", [True, False])
+async def test_a_repeated_key_is_refused(
+    spec: OpenApiSpec, native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """orjson keeps a repeated key's last value, some upstream parsers the first: a body
+    whose validation (or ownership rule) saw one value and whose upstream uses the other."""
+    from bastion.openapi import fastcheck
+
+    if not native:  # the full path alone: jsonschema-rs and the standard library's parser
+        monkeypatch.setattr(fastcheck, "_CHECKER", None)
+        monkeypatch.setattr(fastcheck, "_REPEATS", None)
+    attacks = [
+        b'{"account_id":"a2","account_id":"a1","amount_cents":500}',
+        b'{"account_id":"a1","amount_cents":500,"amount_cents":5}',  # both valid
+        b'{"account_id":"a1","amount_cents":5,"metadata":{"po":"1","po":"2"}}',  # nested
+        b'{"account_id":"a1","amount_c\\u0065nts":-1,"amount_cents":5}',  # escaped
+    ]
+    for body in attacks:
+        reply = (await run(spec, "POST", "/v1/invoices", headers=JSON, body=body))[1]
+        detail = refused(reply, 400, "openapi.invalid_request")["detail"]
+        assert detail == "body: an object repeats a key", body
+    ok = b'{"account_id":"a1","amount_cents":5,"metadata":{"po":"1","pa":"2"}}'
+    assert (await run(spec, "POST", "/v1/invoices", headers=JSON, body=ok))[1] is None
+
+
 async def test_open_bodies_when_configured(spec: OpenApiSpec) -> None:
     from bastion.gateway.layers.openapi.config import OpenApiConfig as Cfg
 

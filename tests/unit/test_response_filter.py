@@ -762,3 +762,37 @@ def test_a_large_array_with_one_planted_secret_is_walked_where_it_matters() -> N
     note = ex.annotations[ANNOTATION]
     assert note["undeclared"] == ["/items/299/cost_cents"]
     assert note["sensitive"] == [{"path": "/items/150/sku", "by": "card_number"}]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_repeated_key_never_lets_an_unchecked_value_out(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """orjson keeps a repeated key's last value; a client's parser may read the first. The
+    walk checks what orjson kept, so a body that repeats a key is sent as the checked
+    document, one value per key, never as the upstream wrote it."""
+    from bastion.openapi import fastcheck
+
+    if not native:  # jsonschema-rs's fast validator, the standard library's parser
+        monkeypatch.setattr(fastcheck, "_CHECKER", None)
+        monkeypatch.setattr(fastcheck, "_REPEATS", None)
+    lay, op = layer(), operation(ORDER)
+    for raw in (
+        b'{"id":"o1","note":"card %b","note":"thanks"}' % CARD.encode(),
+        b'{"id":"o1","items":[{"sku":"A","sku":"B"}]}',  # clean values, repeated key
+    ):
+        out, ex = respond(lay, raw, op=op)
+        assert isinstance(out, bytes) and out != raw
+        assert CARD.encode() not in out
+        assert orjson.loads(out) == orjson.loads(raw)  # the values orjson kept, and checked
+        assert out.count(b'"note"') <= 1 and out.count(b'"sku"') <= 1
+        note = ex.annotations[ANNOTATION]
+        assert (note["repeated_keys"], note["enforced"]) == (True, True)
+    # Shadow mode changes nothing and records it.
+    raw = b'{"id":"o1","note":"a","note":"b"}'
+    out, ex = respond(layer(enforce=False), raw, op=op)
+    assert out is raw
+    assert ex.annotations[ANNOTATION] == {"enforced": False, "repeated_keys": True}
+    # The benchmark's body, which repeats nothing, is still sent as it is.
+    clean = orjson.dumps(ack())
+    assert respond(layer(), clean, op=operation(ACK))[0] is clean

@@ -23,12 +23,16 @@ here therefore errs on the strict side:
   :func:`safe_pattern`;
 * ``not`` only of a string check (``minLength`` + ``pattern``: the detectors' hints);
 * ``format`` (when formats are asserted) leaves strings at that place unproven;
-* duplicate keys: every occurrence is checked (orjson keeps the last one).
+* repeated keys: a body with an object that repeats a key is never proven. orjson keeps the
+  last value and other parsers the first, so such a body means one thing to the gateway and
+  another to the upstream; :func:`repeats_a_key` finds them for the full path, which refuses
+  such requests and de-duplicates such responses.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import math
 import re
@@ -37,7 +41,14 @@ from typing import Any, Protocol, cast
 
 import orjson
 
-__all__ = ["FastChecker", "available", "compile_program", "fast_checker", "safe_pattern"]
+__all__ = [
+    "FastChecker",
+    "available",
+    "compile_program",
+    "fast_checker",
+    "repeats_a_key",
+    "safe_pattern",
+]
 
 log = logging.getLogger("bastion.openapi.fastcheck")
 
@@ -74,15 +85,50 @@ class Unsupported(Exception):
     """A keyword (or value) the extension does not reproduce exactly."""
 
 
-def _load() -> Callable[[str, int], FastChecker] | None:
+def _load() -> tuple[Callable[[str, int], FastChecker], Callable[[bytes], bool]] | None:
     try:
         module = importlib.import_module("bastion_fastcheck")
     except ImportError:
         return None
-    return cast("Callable[[str, int], FastChecker]", module.Checker)
+    return (
+        cast("Callable[[str, int], FastChecker]", module.Checker),
+        cast("Callable[[bytes], bool]", module.repeats_a_key),
+    )
 
 
-_CHECKER = _load()
+_NATIVE = _load()
+_CHECKER = _NATIVE[0] if _NATIVE is not None else None
+_REPEATS = _NATIVE[1] if _NATIVE is not None else None
+
+
+class _Repeated(Exception):
+    pass
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> None:
+    if len(pairs) > 1 and len({key for key, _ in pairs}) != len(pairs):
+        raise _Repeated
+    # The values are not needed: nothing is built.
+
+
+def repeats_a_key(body: bytes) -> bool:
+    """Whether an object anywhere in the JSON document ``body`` has some key twice.
+
+    Call it on a body orjson parsed. Without the extension, the standard library's parser
+    looks (tens of µs per KB); a document too deep for it counts as repeating (fail closed).
+    """
+    if _REPEATS is not None:
+        try:
+            return _REPEATS(body)
+        except ValueError:
+            return True  # orjson took it and simdjson did not: not proven either way
+    try:
+        json.loads(body, object_pairs_hook=_no_repeats)
+    except _Repeated:
+        return True
+    except (RecursionError, ValueError):
+        return True
+    return False
 
 
 def available() -> bool:

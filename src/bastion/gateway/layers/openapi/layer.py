@@ -40,7 +40,7 @@ from bastion.gateway.layers.base import Layer
 from bastion.gateway.layers.openapi.config import OpenApiConfig
 from bastion.gateway.layers.openapi.describe import describe, first_error, segment
 from bastion.openapi.compiler import is_json
-from bastion.openapi.fastcheck import FastChecker, fast_checker
+from bastion.openapi.fastcheck import FastChecker, fast_checker, repeats_a_key
 from bastion.openapi.model import (
     BODY_ANNOTATION,
     OPERATION_ANNOTATION,
@@ -338,6 +338,9 @@ class OpenApiLayer(Layer):
                 return InvalidRequest("body: malformed JSON")
             if plan.body_nesting > self._max_depth and too_deep(doc, self._max_depth):
                 return InvalidRequest(f"body: nested deeper than {self._max_depth}")
+            if repeats_a_key(body):
+                # orjson kept the last value; the upstream's parser may take the first.
+                return InvalidRequest("body: an object repeats a key")
         elif media_type == FORM:
             try:
                 text = body.decode("utf-8")

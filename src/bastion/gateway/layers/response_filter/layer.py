@@ -45,7 +45,7 @@ from bastion.gateway.layers.response_filter.plan import (
     subtree_schema,
 )
 from bastion.gateway.layers.response_filter.walk import BodyFilter, Findings, SensitiveAction
-from bastion.openapi.fastcheck import FastChecker, fast_checker
+from bastion.openapi.fastcheck import FastChecker, fast_checker, repeats_a_key
 from bastion.openapi.model import OPERATION_ANNOTATION, MediaSchema, Operation, Validator
 
 __all__ = ["ANNOTATION", "ResponseFilterLayer", "is_json"]
@@ -267,7 +267,7 @@ class ResponseFilterLayer(Layer):
         except orjson.JSONDecodeError:
             return self._block_or_pass(ex, "the upstream sent malformed JSON", body)
         fast = decision.fast
-        if native is None and fast is not None and fast.is_valid(doc):
+        if native is None and fast is not None and fast.is_valid(doc) and not repeats_a_key(body):
             return body
         principal = ex.principal
         walk = BodyFilter(
@@ -284,7 +284,14 @@ class ResponseFilterLayer(Layer):
             return self._block_or_pass(ex, "the JSON body is nested too deeply to check", body)
         findings = walk.findings
         if not findings:
-            return body
+            if not repeats_a_key(body):
+                return body
+            # orjson kept each repeated key's last value, which the walk checked; the client's
+            # parser may read the first. Send the checked document, one value per key.
+            note = self._note(ex)
+            note["enforced"] = self._enforce
+            note["repeated_keys"] = True
+            return orjson.dumps(out) if self._enforce else body
         self._record(ex, findings)
         if not self._enforce:
             return body
