@@ -288,3 +288,18 @@ def test_the_gateway_answers_each_trigger_as_ground_truth_says(
     assert r.header("access-control-allow-origin") != "https://evil.example"
     assert r.header("x-runtime") is None
     assert b"Traceback" not in r.body
+
+
+def test_a_body_that_repeats_a_key_is_refused(saas: tuple[GatewayHarness, SaasServer]) -> None:
+    """The gateway's parser keeps a repeated key's last value; an upstream's may keep the
+    first. Such a body is refused before any check reads it."""
+    h, server = saas
+    headers = {"Host": "saas.test", "Authorization": f"Bearer {bob(h)}"}
+    headers["Content-Type"] = "application/json"
+    before = server.store.users[2].name
+    for raw in (b'{"name":"Mallory","name":"Robert"}', b'{"name":"Mallory","n\\u0061me":"R"}'):
+        r = h.request("PATCH", "/api/users/2", headers=headers, body=raw)
+        assert r.status == 400
+        assert r.json()["code"] == "openapi.invalid_request"
+        assert r.json()["detail"] == "body: an object repeats a key"
+    assert server.store.users[2].name == before
