@@ -21,7 +21,7 @@ from bastion.core.exchange import Exchange, Headers, Principal, Reply, RequestVi
 from bastion.errors import ConfigError
 from bastion.events.bus import EventBus
 from bastion.gateway.layers.authz.config import AuthzConfig
-from bastion.gateway.layers.authz.layer import AuthzLayer, policy_for
+from bastion.gateway.layers.authz.layer import AuthzLayer, Requirement, policy_for
 from bastion.gateway.layers.authz.resolvers import CachedResolver, ResolverError, as_text
 from bastion.gateway.layers.base import NEEDS_IO, NeedsIo
 from bastion.gateway.layers.openapi.config import OpenApiConfig
@@ -127,7 +127,15 @@ async def test_scopes_or_between_requirements(spec: OpenApiSpec) -> None:
     assert status((await s.call("PATCH", "/v1/accounts/alice", key, body))[1]) == 0
     ex, reply = await s.call("PATCH", "/v1/accounts/alice", principal(scopes="read"), body)
     assert (status(reply), code(reply)) == (403, "access.forbidden")
-    assert ex.diagnosis == "authz: updateAccount needs scopes write or accounts:write"
+    assert ex.diagnosis == (
+        "authz: updateAccount needs api_key/jwt with scopes write "
+        "or api_key with scopes accounts:write"
+    )
+    # A JWT holding the API key requirement's scope cannot present the apiKey scheme.
+    reply = (await s.call("PATCH", "/v1/accounts/alice", principal(scopes="accounts:write"), body))[
+        1
+    ]
+    assert (status(reply), code(reply)) == (403, "access.forbidden")
 
 
 async def test_scopes_and_within_a_requirement(spec: OpenApiSpec) -> None:
@@ -173,7 +181,85 @@ def test_policy_of_operations_without_declarations(spec: OpenApiSpec) -> None:
     assert ops["/none"].requirements == ()
     assert not ops["/optional"].needs_principal
     assert ops["/any"].needs_principal
-    assert ops["/any"].requirements == ()
+    assert ops["/any"].requirements == (Requirement(frozenset(), frozenset({"api_key"})),)
+
+
+def _mixed_spec(schemes: dict[str, Any], security: list[dict[str, list[str]]]) -> OpenApiSpec:
+    from bastion.openapi.spec import compile_document
+
+    document = {
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1"},
+        "components": {
+            "securitySchemes": schemes,
+            "x-shared": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        },
+        "paths": {
+            "/x": {"get": {"security": security, "responses": {"200": {"description": "ok"}}}}
+        },
+    }
+    return compile_document(document)
+
+
+BEARER = {"type": "http", "scheme": "bearer"}
+KEY = {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+
+
+@pytest.mark.parametrize(
+    ("schemes", "security", "allowed", "refused"),
+    [
+        # The attack: an empty apiKey requirement beside a scoped bearer one. Before the
+        # scheme was compared, any JWT got in through {key: []}.
+        (
+            {"bearer": BEARER, "key": KEY},
+            [{"bearer": ["admin"]}, {"key": []}],
+            [("jwt", "admin"), ("api_key", "")],
+            [("jwt", ""), ("jwt", "read")],
+        ),
+        (
+            {"jwt": {**BEARER, "bearerFormat": "JWT"}},
+            [{"jwt": ["read"]}],
+            [("jwt", "read")],
+            [("api_key", "read")],  # an API key is no JWT, whatever its scopes
+        ),
+        (
+            {"oauth": {"type": "oauth2", "flows": {}}, "oidc": {"type": "openIdConnect"}},
+            [{"oauth": ["read"]}, {"oidc": []}],
+            [("jwt", ""), ("jwt", "read")],
+            [("api_key", "read")],
+        ),
+        (  # schemes Bastion verifies no credential for: never met
+            {"basic": {"type": "http", "scheme": "basic"}, "mtls": {"type": "mutualTLS"}},
+            [{"basic": []}, {"mtls": []}],
+            [],
+            [("jwt", ""), ("api_key", "")],
+        ),
+        (  # every scheme of one requirement: the kinds that can present them all
+            {"bearer": BEARER, "key": KEY},
+            [{"bearer": ["a"], "key": ["b"]}],
+            [("api_key", "a b")],
+            [("jwt", "a b"), ("api_key", "a")],
+        ),
+        (  # a scheme given by $ref
+            {"key": {"$ref": "#/components/x-shared"}},
+            [{"key": ["read"]}],
+            [("api_key", "read")],
+            [("jwt", "read")],
+        ),
+    ],
+)
+async def test_the_scheme_must_be_one_the_principal_can_present(
+    schemes: dict[str, Any],
+    security: list[dict[str, list[str]]],
+    allowed: list[tuple[str, str]],
+    refused: list[tuple[str, str]],
+) -> None:
+    s = Setup(_mixed_spec(schemes, security))
+    for kind, scopes in allowed:
+        assert status((await s.call("GET", "/x", principal(scopes=scopes, kind=kind)))[1]) == 0
+    for kind, scopes in refused:
+        _ex, reply = await s.call("GET", "/x", principal(scopes=scopes, kind=kind))
+        assert (status(reply), code(reply)) == (403, "access.forbidden"), (kind, scopes)
 
 
 # -- BOLA: rules on parameters, claims and bodies -------------------------------------------------

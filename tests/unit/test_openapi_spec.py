@@ -551,6 +551,32 @@ def test_config_check_flags_missing_owner_rules_and_security(tmp_path: Path) -> 
     ]
 
 
+def test_config_check_flags_requirements_no_credential_meets(tmp_path: Path) -> None:
+    path = tmp_path / "api.yaml"
+    path.write_text(
+        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\n"
+        "components:\n"
+        "  securitySchemes:\n"
+        "    basic: {type: http, scheme: basic}\n"
+        "    oauth: {type: oauth2, flows: {}}\n"
+        "    key: {type: apiKey, in: header, name: k}\n"
+        "paths:\n"
+        "  /a:\n"
+        "    get:\n"
+        "      security: [{basic: []}, {oauth: [], key: []}, {key: []}]\n"
+        "      responses: {'200': {description: ok}}\n"
+    )
+    never = (
+        "(JWTs: oauth2, openIdConnect, http bearer; API keys: apiKey, http bearer): that "
+        "requirement is never met"
+    )
+    where = "routes[0].openapi.spec: GET /a: no credential Bastion verifies presents "
+    assert check({"openapi": {"spec": str(path)}}) == [
+        f"{where}'basic' {never}",
+        f"{where}'oauth', 'key' {never}",
+    ]
+
+
 def test_config_check_is_quiet_for_the_bank_and_flags_weakened_settings() -> None:
     assert check({"openapi": {"spec": str(BANK)}, "authz": {"resolvers": [INVOICES]}}) == []
     weak = {

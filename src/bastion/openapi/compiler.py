@@ -12,7 +12,13 @@ import jsonschema_rs
 
 from bastion.openapi.loader import Documents, SpecProblem, Where
 from bastion.openapi.matcher import TemplateError, parse_template
-from bastion.openapi.model import Location, MediaSchema, Operation, Parameter
+from bastion.openapi.model import (
+    Location,
+    MediaSchema,
+    Operation,
+    Parameter,
+    credential_kinds,
+)
 from bastion.openapi.owner import parse_owner_rules
 from bastion.openapi.params import ParamCodec, codec_for
 from bastion.openapi.schema import BuildOptions, Schema, SchemaBuilder, nesting_bound
@@ -51,6 +57,16 @@ class DocumentCompiler:
         components = root.get("components") if isinstance(root.get("components"), dict) else {}
         schemes = components.get("securitySchemes") if isinstance(components, dict) else None
         self.schemes = {str(k) for k in schemes} if isinstance(schemes, dict) else set()
+        self.scheme_kinds: dict[str, frozenset[str]] = {}
+        for name in self.schemes:
+            assert isinstance(schemes, dict)
+            where: Where = (docs.root_id, ("components", "securitySchemes", name))
+            try:
+                scheme, _ = docs.deref(schemes[name], where)
+            except SpecProblem as exc:
+                self.problem(where, str(exc))
+                continue
+            self.scheme_kinds[name] = credential_kinds(scheme)
         self.doc_security = self.security(root.get("security"), (docs.root_id, ("security",)))
 
     def problem(self, where: Where, message: str) -> None:
@@ -277,6 +293,7 @@ class DocumentCompiler:
             tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
             extensions={str(k): v for k, v in op.items() if str(k).startswith("x-")},
             owner_rules=rules,
+            scheme_kinds=self.scheme_kinds,
         )
         bound = max((nesting_bound(m.schema) for m in body if is_json(m.media_type)), default=0.0)
         return operation, tuple(params), bound

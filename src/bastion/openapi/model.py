@@ -100,6 +100,9 @@ class Operation:
     tags: tuple[str, ...] = ()
     extensions: dict[str, Any] = field(default_factory=dict)  # every x-… of the operation
     owner_rules: tuple[OwnerRule, ...] = ()  # x-bastion-owner, parsed; all must pass
+    #: Per security scheme of the document: the principal kinds (``jwt``, ``api_key``) that
+    #: can present it (see :func:`credential_kinds`). A scheme not here: none can.
+    scheme_kinds: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def response_schemas(self, status: int) -> tuple[MediaSchema, ...] | None:
         """Schemas declared for ``status``: exact code, then ``NXX``, then ``default``; None if
@@ -129,3 +132,28 @@ class CompiledSpec(Protocol):
         has this path with another method (→ 405 rather than 404). ``path`` is the raw request
         path relative to the document's server base path."""
         ...
+
+
+JWT_KIND, API_KEY_KIND = "jwt", "api_key"  # Principal.kind of a JWT, of an API key
+_JWT_ONLY = frozenset({JWT_KIND})
+_BEARER = frozenset({JWT_KIND, API_KEY_KIND})
+
+
+def credential_kinds(scheme: Any) -> frozenset[str]:
+    """The principal kinds that can present a security scheme object of the document.
+
+    ``oauth2`` and ``openIdConnect``: a JWT. ``apiKey``: an API key. ``http`` ``bearer``: a
+    JWT when ``bearerFormat`` says JWT, else a JWT or an API key (both arrive as bearer tokens).
+    Anything else (``http`` basic, ``mutualTLS``): no credential Bastion verifies, so no kind.
+    """
+    if not isinstance(scheme, dict):
+        return frozenset()
+    kind = scheme.get("type")
+    if kind in ("oauth2", "openIdConnect"):
+        return _JWT_ONLY
+    if kind == "apiKey":
+        return frozenset({API_KEY_KIND})
+    if kind == "http" and str(scheme.get("scheme", "")).lower() == "bearer":
+        fmt = scheme.get("bearerFormat")
+        return _JWT_ONLY if isinstance(fmt, str) and fmt.strip().upper() == "JWT" else _BEARER
+    return frozenset()

@@ -3,7 +3,10 @@
 * an operation with an id-like path parameter (``id``, ``*_id``, ``*Id``, ``uuid``, or
   ``format: uuid``) and no ``x-bastion-owner`` rule: the shape of a BOLA;
 * an operation with no ``security`` requirement, neither its own nor the document's (the
-  authz layer then asks only for an authenticated caller).
+  authz layer then asks only for an authenticated caller);
+* a security requirement no credential Bastion verifies can meet: a scheme that is not
+  ``http`` ``bearer``, ``apiKey``, ``oauth2`` or ``openIdConnect``, or schemes that no one
+  credential presents together (the authz layer refuses every caller through it).
 """
 
 from __future__ import annotations
@@ -48,4 +51,13 @@ def review(operations: tuple[Operation, ...]) -> list[str]:
                 f"{label}: no security requirement (neither the operation nor the document "
                 "declares one); only an authenticated caller is required"
             )
+        for req in op.security or ():
+            kinds = [op.scheme_kinds.get(name, frozenset()) for name in req]
+            if req and not frozenset.intersection(*kinds):
+                names = ", ".join(repr(name) for name in req)
+                out.append(
+                    f"{label}: no credential Bastion verifies presents {names} (JWTs: oauth2, "
+                    "openIdConnect, http bearer; API keys: apiKey, http bearer): that "
+                    "requirement is never met"
+                )
     return out

@@ -4,9 +4,12 @@ It reads the operation the ``openapi`` layer matched (``ex.annotations``) and ch
 
 1. a principal is present unless the operation is public (``security: []`` or an empty
    requirement ``{}``) — else 401;
-2. the operation's ``security`` requirements against ``principal.scopes``: any one
-   requirement must be met, and every scope of every scheme in it (the scheme itself is not
-   compared: API keys and JWTs alike carry scopes) — else 403 ``access.forbidden``;
+2. the operation's ``security`` requirements against the principal: any one requirement must
+   be met — the principal's kind must be able to present every scheme in it (a JWT: ``oauth2``,
+   ``openIdConnect``, ``http`` ``bearer``; an API key: ``apiKey``, ``http`` ``bearer`` without
+   ``bearerFormat: JWT``; see :func:`bastion.openapi.model.credential_kinds`) and it must hold
+   every scope of every scheme in it — else 403 ``access.forbidden``. So ``[{bearer: [admin]},
+   {key: []}]`` lets an API key in without scopes, never a JWT without ``admin``;
 3. ``x-bastion-roles``: the principal must hold one of them — else 403;
 4. every ``x-bastion-owner`` rule (see ``bastion.openapi.owner``) — else 403 (404 with
    ``hide_existence``), recorded as ``ex.annotations["bola_denied"]`` and published on the bus
@@ -44,7 +47,9 @@ from bastion.gateway.layers.authz.config import AuthzConfig
 from bastion.gateway.layers.authz.resolvers import CachedResolver, ResolverError, as_text
 from bastion.gateway.layers.base import NEEDS_IO, Layer, NeedsIo
 from bastion.openapi.model import (
+    API_KEY_KIND,
     BODY_ANNOTATION,
+    JWT_KIND,
     OPERATION_ANNOTATION,
     PARAMS_ANNOTATION,
     PATH_PARAMS_ANNOTATION,
@@ -53,10 +58,28 @@ from bastion.openapi.model import (
 )
 from bastion.openapi.spec import OpenApiSpec
 
-__all__ = ["AuthzLayer", "OperationPolicy", "policy_for", "resolver_problems"]
+__all__ = ["AuthzLayer", "OperationPolicy", "Requirement", "policy_for", "resolver_problems"]
 
 _MISSING = object()
+_ALL_KINDS = frozenset({JWT_KIND, API_KEY_KIND})
 MAX_EVENT_ID_CHARS = 128
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One security requirement: the scopes it needs, and the principal kinds that can
+    present every scheme in it (empty: none can, so it is never met)."""
+
+    scopes: frozenset[str]
+    kinds: frozenset[str]
+
+    def met_by(self, principal: Principal) -> bool:
+        return principal.kind in self.kinds and self.scopes <= principal.scopes
+
+    def describe(self) -> str:
+        kinds = "/".join(sorted(self.kinds)) or "no credential Bastion verifies"
+        scopes = " ".join(sorted(self.scopes))
+        return f"{kinds} with scopes {scopes}" if scopes else kinds
 
 
 @dataclass(frozen=True)
@@ -65,13 +88,13 @@ class OperationPolicy:
 
     label: str  # operationId, else "GET /path/{template}"
     public: bool
-    requirements: tuple[frozenset[str], ...]  # any one must be a subset of the scopes
+    requirements: tuple[Requirement, ...]  # any one must be met by the principal
     roles: frozenset[str] | None
     owner_rules: tuple[OwnerRule, ...]
     #: Whether a request without a principal is refused (see :attr:`needs_principal`).
     principal_needed: bool = field(init=False)
-    #: The requirements checked against the principal's scopes (none when public).
-    scopes_needed: tuple[frozenset[str], ...] = field(init=False)
+    #: The requirements checked against the principal (none when public).
+    scopes_needed: tuple[Requirement, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         needed = not self.public or self.roles is not None or bool(self.owner_rules)
@@ -96,11 +119,16 @@ def policy_for(op: Operation) -> OperationPolicy:
     """The policy of one operation."""
     security = op.security
     public = security is not None and (not security or any(not req for req in security))
+    kinds_of = op.scheme_kinds
     requirements = tuple(
-        frozenset(scope for scopes in req.values() for scope in scopes) for req in security or ()
+        Requirement(
+            frozenset(scope for scopes in req.values() for scope in scopes),
+            _ALL_KINDS.intersection(*(kinds_of.get(name, frozenset()) for name in req)),
+        )
+        for req in security or ()
     )
-    if any(not r for r in requirements):
-        requirements = ()  # one requirement needs no scope: being authenticated is enough
+    if any(not r.scopes and r.kinds == _ALL_KINDS for r in requirements):
+        requirements = ()  # any authenticated caller meets one requirement
     label = op.operation_id or f"{op.method} {op.path_template}"
     return OperationPolicy(label, public, requirements, op.roles, op.owner_rules)
 
@@ -227,14 +255,13 @@ class AuthzLayer(Layer):
             return None
         requirements = policy.scopes_needed
         if requirements:
-            scopes = principal.scopes
             for req in requirements:
-                if req <= scopes:
+                if req.met_by(principal):
                     break
             else:
-                wanted = " or ".join(" ".join(sorted(r)) for r in requirements)
+                wanted = " or ".join(r.describe() for r in requirements)
                 return self._refuse(
-                    ex, Forbidden(diagnosis=f"authz: {policy.label} needs scopes {wanted}")
+                    ex, Forbidden(diagnosis=f"authz: {policy.label} needs {wanted}")
                 )
         if policy.roles is not None and policy.roles.isdisjoint(principal.roles):
             roles = " ".join(sorted(policy.roles))
