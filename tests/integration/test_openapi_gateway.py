@@ -112,6 +112,84 @@ def test_bola_swap_is_refused(bank: GatewayHarness) -> None:
     [denied] = [r for r in bank.audit_records() if r["url"]["path"] == "/bank/v1/invoices/2"]
     assert denied["event"]["reason"] == "access.forbidden"
     assert "owner rule path.invoice_id" in denied["bastion"]["diagnosis"]
+    finding = {"param": "path.invoice_id", "object_id": "2"}
+    assert denied["bastion"]["findings"] == {"bola_denied": finding}
+
+
+def test_shadow_mode_changes_no_traffic_and_writes_what_it_found_to_the_audit_log(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, user_id TEXT)")
+        conn.executemany("INSERT INTO invoices VALUES (?, ?)", [(1, "alice"), (2, "bob")])
+    conn.close()
+    route = {
+        "name": "bank",
+        "path_prefix": "/bank",
+        "strip_prefix": True,
+        "openapi": {"spec": str(BANK), "enforce": False},
+        "response_filter": {"enforce": False},
+        "authz": {
+            "enforce": False,
+            "resolvers": [
+                {
+                    "name": "invoices",
+                    "type": "sql",
+                    "database": f"sqlite:///{db}",
+                    "query": "SELECT user_id FROM invoices WHERE id = ?",
+                }
+            ],
+        },
+    }
+    h = GatewayHarness(tmp_path, extra_routes=[route])
+    try:
+        alice = h.token(sub="alice", scope="read")
+        attacks = [
+            ("GET", "/bank/v1/admin/secrets", None),  # undeclared: a shadow endpoint
+            (
+                "POST",
+                "/bank/v1/invoices",
+                {"account_id": "acc-1", "amount_cents": 5, "is_admin": 1},
+            ),
+            ("GET", "/bank/v1/invoices/2", None),  # bob's invoice
+        ]
+        for method, path, body in attacks:
+            headers = {"Authorization": f"Bearer {alice}", "Accept-Encoding": "gzip"}
+            raw = None
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+                raw = orjson.dumps(body)
+            resp = h.request(method, path, headers=headers, body=raw)
+            assert resp.status == 200, (path, resp.body)
+            echo = resp.json()  # the upstream's echo, passed unchanged (undeclared properties)
+            assert echo["path"] == path.removeprefix("/bank")
+        # Every request reached the upstream, with the client's Accept-Encoding.
+        assert forwarded(h) == [f"{m} {p.removeprefix('/bank')}" for m, p, _ in attacks]
+        assert all(
+            ("accept-encoding", "gzip") in [(k.lower(), v) for k, v in req[3]]
+            for req in h.upstream.requests
+        )
+        h.close()
+        records = {r["url"]["path"]: r for r in h.audit_records()}
+        found = {path: records[path]["bastion"].get("findings", {}) for _, path, _ in attacks}
+    finally:
+        h.close()
+    admin = found["/bank/v1/admin/secrets"]
+    assert admin["shadow_endpoint"] is True
+    assert admin["openapi_shadow"].startswith("openapi.operation_unknown")
+    invoice = found["/bank/v1/invoices"]
+    assert invoice["openapi_shadow"] == ("openapi.invalid_request: body/is_admin: not declared")
+    assert invoice["authz_shadow"].startswith("access.forbidden: authz: createInvoice needs")
+    swap = found["/bank/v1/invoices/2"]
+    assert swap["bola_denied"] == {"param": "path.invoice_id", "object_id": "2"}
+    assert swap["authz_shadow"].startswith("access.forbidden: authz:")
+    # The upstream's echo is no response the document declares: it would have been blocked.
+    assert swap["response_filter"]["would_block"] == (
+        "undeclared response: application/json for 200"
+    )
+    for record in records.values():
+        assert record["bastion"]["decision"] == "allow"
 
 
 def test_missing_scope_is_refused(bank: GatewayHarness) -> None:

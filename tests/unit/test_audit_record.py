@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -251,3 +252,37 @@ def test_iso_timestamp_millis(wall: float) -> None:
     seconds, ms = divmod(int(wall * 1000), 1000)
     assert iso_timestamp(wall).endswith(f".{ms:03d}Z")
     assert iso_timestamp(wall).startswith(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+
+
+def test_findings_are_written_redacted_and_bounded() -> None:
+    from bastion.audit.record import FINDING_DEPTH, FINDING_ITEMS, TRUNCATED, LineRenderer
+
+    ex = make_exchange()
+    assert "findings" not in build_record(ex, Redactor(), finished=100.0)["bastion"]
+    ex.record_finding("openapi_shadow", "openapi.invalid_request: body/card: 4111111111111111")
+    ex.record_finding("bola_denied", {"param": "path.id", "object_id": "Bearer eyJhbGciOi.x.y"})
+    note: dict[str, Any] = {}
+    ex.record_finding("response_filter", note)
+    note["undeclared"] = [f"/items/{i}/cost" for i in range(FINDING_ITEMS + 10)]  # filled later
+    deep: Any = "leaf"
+    for _ in range(FINDING_DEPTH + 3):
+        deep = {"d": deep}
+    ex.record_finding("deep", deep)
+    ex.record_finding("shadow_endpoint", True)
+    assert ex.annotations["shadow_endpoint"] is True  # annotated for the layers as well
+    snap = snapshot(ex, 100.0)
+    rec = entry(snap, Redactor()).record
+    assert rec is not None
+    found = rec["bastion"]["findings"]
+    assert "4111111111111111" not in found["openapi_shadow"]
+    assert found["openapi_shadow"].startswith("openapi.invalid_request: body/card: ****1111")
+    assert "eyJhbGciOi" not in found["bola_denied"]["object_id"]
+    assert len(found["response_filter"]["undeclared"]) == FINDING_ITEMS
+    assert found["shadow_endpoint"] is True
+    node = found["deep"]
+    for _ in range(FINDING_DEPTH - 1):
+        node = node["d"]
+    assert node == {"d": TRUNCATED}
+    # A line renderer writes the same line as the full rendering.
+    line = LineRenderer(Redactor()).entries([snap], lambda s, e: entry(s, Redactor()))[0].line
+    assert line == entry(snap, Redactor()).line

@@ -58,6 +58,8 @@ Snapshot = tuple[
     str,  # diagnosis
     int | None,  # upstream status
     str,  # http version
+    # Not part of a line template: the rare records that have findings are rendered whole.
+    dict[str, Any] | None,  # findings (Exchange.findings), copied
 ]
 
 
@@ -104,6 +106,7 @@ def snapshot(ex: Exchange, finished: float) -> Snapshot:
         ex.diagnosis,
         ex.upstream_status,
         req.http_version,
+        dict(ex.findings) if ex.findings is not None else None,
     )
 
 
@@ -150,6 +153,7 @@ def render(snap: Snapshot, redactor: Redactor) -> dict[str, Any]:
         diagnosis,
         upstream_status,
         http_version,
+        findings,
     ) = snap
     # Runs once per request (off the request path, but on the same core): literal dicts, and
     # _cap called only for the rare long value.
@@ -180,6 +184,10 @@ def render(snap: Snapshot, redactor: Redactor) -> dict[str, Any]:
         bastion["upstream_status"] = upstream_status
     if upstream_ms is not None:
         bastion["upstream_ms"] = round(upstream_ms, 3)
+    if findings:
+        bastion["findings"] = {
+            _cap(text(str(k))): _finding(v, redactor, 0) for k, v in findings.items()
+        }
     record: dict[str, Any] = {
         "@timestamp": iso_timestamp(wall),
         "event": event,
@@ -205,6 +213,27 @@ def render(snap: Snapshot, redactor: Redactor) -> dict[str, Any]:
         record["user_agent"] = {"original": _cap(text(user_agent))}
     record["bastion"] = bastion
     return record
+
+
+#: How deep, and how many items per list or dict, a finding is written (the rest: cut).
+FINDING_DEPTH = 4
+FINDING_ITEMS = 64
+
+
+def _finding(value: Any, redactor: Redactor, depth: int) -> Any:
+    """A finding's value for the record: strings redacted and capped, containers bounded."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth >= FINDING_DEPTH:
+        return TRUNCATED
+    if isinstance(value, dict):
+        return {
+            _cap(redactor.redact_text(str(k))): _finding(v, redactor, depth + 1)
+            for k, v in list(value.items())[:FINDING_ITEMS]
+        }
+    if isinstance(value, list | tuple):
+        return [_finding(v, redactor, depth + 1) for v in value[:FINDING_ITEMS]]
+    return _cap(redactor.redact_diagnosis(str(value)))
 
 
 def build_record(ex: Exchange, redactor: Redactor, finished: float | None = None) -> dict[str, Any]:
@@ -315,8 +344,11 @@ class LineRenderer:
         append = out.append
         for snap in snaps:
             try:
+                if snap[19] is not None:  # findings: rendered whole, the rare way
+                    append(_new_entry(AuditEntry, (None, entry(snap, self._redactor).line)))
+                    continue
                 wall, duration, rid, bytes_out, upstream_ms, principal = snap[:6]
-                key = snap[6:]
+                key = snap[6:19]
                 template = templates.get(key)
                 if template is None:
                     template = self._template(key)

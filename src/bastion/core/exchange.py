@@ -142,6 +142,20 @@ class Exchange:
     upstream_status: int | None = None
     upstream_ms: float | None = None
     annotations: dict[str, Any] = field(default_factory=dict)
+    # What the audit record shows under bastion.findings: shadow mode's would-be refusals,
+    # report-only findings, ownership denials (see :meth:`record_finding`). None: nothing.
+    findings: dict[str, Any] | None = None
+
+    def record_finding(self, key: str, value: Any) -> None:
+        """Annotate ``key`` and show it in the audit record (redacted there). ``value``: a
+        string, number, boolean, or a dict/list of them; the record reads it at the end of
+        the exchange, so a dict may still be filled in after this call."""
+        self.annotations[key] = value
+        found = self.findings
+        if found is None:
+            self.findings = {key: value}
+        else:
+            found[key] = value
 
     def deny(self, err: BastionError) -> Reply:
         """Record ``err`` as this exchange's decision and return its problem reply."""

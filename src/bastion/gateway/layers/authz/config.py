@@ -108,8 +108,8 @@ class AuthzConfig(StrictModel):
 
     enforce: bool = Field(
         default=True,
-        description="false: shadow mode — denials are recorded (annotations, security "
-        "events) and the request continues.",
+        description="false: shadow mode — denials are recorded (the audit record's "
+        "`bastion.findings.authz_shadow`, security events) and the request continues.",
     )
     hide_existence: bool = Field(
         default=False,

@@ -204,7 +204,7 @@ class AuthzLayer(Layer):
     def _refuse(self, ex: Exchange, err: BastionError) -> Reply | None:
         if self._enforce:
             return ex.deny(err)
-        ex.annotations["authz_shadow"] = f"{err.code}: {err.diagnosis or err.detail or ''}"
+        ex.record_finding("authz_shadow", f"{err.code}: {err.diagnosis or err.detail or ''}")
         return None
 
     def check(self, ex: Exchange) -> Reply | NeedsIo | None:
@@ -324,7 +324,7 @@ class AuthzLayer(Layer):
         why: str,
     ) -> Reply | None:
         shown = object_id[:MAX_EVENT_ID_CHARS] if object_id is not None else None
-        ex.annotations["bola_denied"] = {"param": rule.param, "object_id": shown}
+        ex.record_finding("bola_denied", {"param": rule.param, "object_id": shown})
         self._publish(ex, policy, rule, shown, why)
         diagnosis = f"authz: {policy.label} owner rule {rule.param}: {why}"
         err: BastionError = (

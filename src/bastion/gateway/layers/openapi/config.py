@@ -21,8 +21,8 @@ class OpenApiConfig(StrictModel):
     )
     enforce: bool = Field(
         default=True,
-        description="false: shadow mode — what would be refused is recorded in the exchange "
-        "annotations (`openapi_shadow`) and the request continues unchanged.",
+        description="false: shadow mode — what would be refused is recorded in the audit "
+        "record (`bastion.findings.openapi_shadow`) and the request continues unchanged.",
     )
     base_path: str | None = Field(
         default=None,

@@ -187,7 +187,7 @@ class OpenApiLayer(Layer):
     def _refuse(self, ex: Exchange, err: BastionError) -> Reply | None:
         if self._enforce:
             return ex.deny(err)
-        ex.annotations["openapi_shadow"] = f"{err.code}: {err.detail or err.diagnosis or ''}"
+        ex.record_finding("openapi_shadow", f"{err.code}: {err.detail or err.diagnosis or ''}")
         return None
 
     def check(self, ex: Exchange) -> Reply | None:
@@ -201,17 +201,17 @@ class OpenApiLayer(Layer):
         base = self._base
         if base:
             if not path.startswith(base) or (len(path) > len(base) and path[len(base)] != "/"):
-                ex.annotations["shadow_endpoint"] = True
+                ex.record_finding("shadow_endpoint", True)
                 return self._refuse(ex, OperationUnknown(diagnosis="outside the base path"))
             path = path[len(base) :] or "/"
         if ";" in path:
             # Matrix parameters: many servers drop ";…" from a segment before routing, so
             # /admin;x/users could reach /admin/users while matching a template here.
-            ex.annotations["shadow_endpoint"] = True
+            ex.record_finding("shadow_endpoint", True)
             return self._refuse(ex, OperationUnknown(diagnosis="';' in the path"))
         plan, path_params, allowed = self._spec.lookup(req.method, path)
         if plan is None:
-            ex.annotations["shadow_endpoint"] = True
+            ex.record_finding("shadow_endpoint", True)
             if allowed:
                 err: BastionError = OperationMethodNotAllowed(
                     diagnosis=f"{req.method} not declared for this path",

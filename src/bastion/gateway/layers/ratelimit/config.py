@@ -21,6 +21,8 @@ class RateLimitConfig(StrictModel):
 
     limits: list[LimitConfig] = Field(default_factory=list)
     enforce: bool = Field(
-        default=True, description="false: shadow mode, only record what would be refused."
+        default=True,
+        description="false: shadow mode, only record what would be refused (audit record: "
+        "`bastion.findings.ratelimit_shadow`).",
     )
     headers: bool = Field(default=True, description="Send RateLimit and RateLimit-Policy headers.")

@@ -292,7 +292,7 @@ class RateLimitLayer(Layer):
         if not refused:
             return None
         if not self._enforce:
-            ex.annotations["ratelimit_shadow"] = worst_lim.description
+            ex.record_finding("ratelimit_shadow", worst_lim.description)
             return None
         retry = ceil_seconds(worst.retry_after, 1)
         return ex.deny(

@@ -25,13 +25,14 @@ class ResponseFilterConfig(StrictModel):
     enforce: bool = Field(
         default=True,
         description="false: shadow mode — what would be removed, masked or blocked is recorded "
-        "in the exchange annotations (`response_filter`) and the response passes unchanged.",
+        "in the audit record (`bastion.findings.response_filter`) and the response passes "
+        "unchanged (the client's Accept-Encoding too).",
     )
     undeclared: Literal["remove", "report", "block"] = Field(
         default="remove",
         description="Properties the response schema does not declare (recursively; "
         "`additionalProperties` honoured, a property declared in any `allOf`/`anyOf`/`oneOf` "
-        "branch kept, `writeOnly` ones never returned): `remove` them, `report` them only, or "
+        "branch kept, `writeOnly` ones never returned): `remove` them, `report` them only (in the audit record), or "
         "`block` the response (502 `response.blocked`).",
     )
     sensitive: Literal["mask", "remove", "block"] = Field(

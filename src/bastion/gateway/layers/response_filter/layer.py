@@ -167,7 +167,11 @@ class ResponseFilterLayer(Layer):
 
     # -- request and response head ----------------------------------------------------------
     def check(self, ex: Exchange) -> None:
-        """A compressed body cannot be read: ask the upstream for the identity encoding."""
+        """A compressed body cannot be read: ask the upstream for the identity encoding (not
+        in shadow mode, which changes no traffic: a compressed JSON body is recorded as one
+        that would have been blocked)."""
+        if not self._enforce:
+            return None
         headers = ex.request.headers
         for name, _ in headers.items:
             if name == "accept-encoding":
@@ -339,9 +343,10 @@ class ResponseFilterLayer(Layer):
 
     @staticmethod
     def _note(ex: Exchange) -> dict[str, Any]:
-        note = ex.annotations.get(ANNOTATION)
+        note: dict[str, Any] | None = ex.annotations.get(ANNOTATION)
         if note is None:
-            note = ex.annotations[ANNOTATION] = {}
+            note = {}
+            ex.record_finding(ANNOTATION, note)
         return note
 
 

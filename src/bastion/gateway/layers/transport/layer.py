@@ -69,7 +69,7 @@ class TransportLayer(Layer):
             client = client_address(req.peer_ip, xff, self._trusted)
             ip, address = client.ip, client.address
             if client.xff_invalid:
-                ex.annotations["xff_invalid"] = True
+                ex.record_finding("xff_invalid", True)
                 # The peer is then one of our proxies, likely inside ip_allow and outside
                 # ip_deny: garbage in a hop must not buy the proxy's standing. Unknown → refused
                 # by any rule.
