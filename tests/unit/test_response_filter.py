@@ -798,3 +798,65 @@ def test_a_repeated_key_never_lets_an_unchecked_value_out(
     # The benchmark's body, which repeats nothing, is still sent as it is.
     clean = orjson.dumps(ack())
     assert respond(layer(), clean, op=operation(ACK))[0] is clean
+
+
+def _bodyless_op() -> Operation:
+    """200 declared without content (a DELETE's acknowledgement, say)."""
+    return Operation(
+        method="DELETE",
+        path_template="/orders/{id}",
+        operation_id="deleteOrder",
+        parameters=(),
+        request_body=(),
+        request_body_required=False,
+        security=None,
+        roles=None,
+        owner_rule=None,
+        responses={"200": ()},
+    )
+
+
+def _respond_unlabelled(
+    lay: ResponseFilterLayer, raw: bytes, *, limit_over: bool = False
+) -> tuple[bytes | Reply | None, Exchange]:
+    """The response hooks for a body sent without a Content-Type."""
+    ex = exchange(_bodyless_op())
+    h = Headers([])
+    limit = lay.wants_response_body(ex, 200, h)
+    if limit == 0:
+        return None, ex
+    if limit_over or len(raw) > limit:
+        return lay.on_response_body_too_large(ex, 200, h), ex
+    return lay.on_response_body(ex, 200, h, raw), ex
+
+
+def test_a_body_where_the_status_declares_none_is_an_undeclared_response() -> None:
+    """Before, no Content-Type and no declared content meant the body streamed unscanned."""
+    leak = b'{"ssn":"123-45-6789","note":"card 4111111111111111"}'
+    # Nothing sent: nothing to say.
+    out, ex = _respond_unlabelled(layer(), b"")
+    assert out == b""
+    assert ANNOTATION not in ex.annotations
+    # Something sent all the same: blocked by default (undeclared_status: block) ...
+    out, ex = _respond_unlabelled(layer(), leak)
+    assert problem(out) == "response.blocked"
+    assert ex.diagnosis == "response_filter: undeclared response: a body for status 200, " + (
+        "which declares none"
+    )
+    out, ex = _respond_unlabelled(layer(), leak, limit_over=True)
+    assert problem(out) == "response.blocked"
+    # ... recorded and passed in shadow mode ...
+    out, ex = _respond_unlabelled(layer(enforce=False), leak)
+    assert out == leak
+    assert ex.annotations[ANNOTATION]["would_block"].startswith("undeclared response: a body")
+    assert _respond_unlabelled(layer(enforce=False), leak, limit_over=True)[0] is None
+    # ... and with undeclared_status: report, a JSON body still meets the detectors.
+    out, ex = _respond_unlabelled(layer(undeclared_status="report"), leak)
+    assert isinstance(out, bytes)
+    assert b"123-45-6789" not in out
+    assert b"4111111111111111" not in out
+    note = ex.annotations[ANNOTATION]
+    assert note["undeclared_response"] == "a body for status 200, which declares none"
+    assert note["sensitive_count"] == 2
+    text = b"plain text, not JSON"
+    assert _respond_unlabelled(layer(undeclared_status="report"), text)[0] == text

@@ -46,8 +46,9 @@ class ResponseFilterConfig(StrictModel):
         default="block",
         description="A response whose status, or content type for that status, the operation "
         "does not declare: `block` it (502 `response.blocked`), or `report` it and apply only "
-        "the detectors. Declare `default` or `4XX` responses in the document to let error "
-        "bodies through.",
+        "the detectors. A body sent without a Content-Type for a status that declares no "
+        "content is undeclared too. Declare `default` or `4XX` responses in the document to "
+        "let error bodies through.",
     )
     max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES,

@@ -83,6 +83,14 @@ class CompiledPlan:
 
 
 @dataclass(frozen=True)
+class _Bodyless:
+    """The decision for a response whose status declares no content and which announces no
+    Content-Type: any body it has is undeclared (``what`` says so)."""
+
+    what: str
+
+
+@dataclass(frozen=True)
 class _Head:
     """The decision on a response head, per (operation, status, Content-Type): the limit
     :meth:`ResponseFilterLayer.wants_response_body` returns, the decision it leaves for the
@@ -91,7 +99,7 @@ class _Head:
 
     op: Any  # the Operation (or None); compared by identity
     limit: int
-    decision: CompiledPlan | str | None = None
+    decision: CompiledPlan | _Bodyless | str | None = None
     undeclared: str | None = None  # recorded as "undeclared_response"
     would_block: str | None = None  # shadow mode: recorded as "would_block"
     check_encoding: bool = False
@@ -228,7 +236,10 @@ class ResponseFilterLayer(Layer):
             chosen = _select(declared, media)
             if chosen is None:
                 if not declared and not media:
-                    return _Head(op, 0)  # no body declared, none announced
+                    # No body declared, none announced: held, so that a body sent all the same
+                    # (unlabelled, unscanned) is an undeclared response.
+                    what = f"a body for status {status}, which declares none"
+                    return _Head(op, self._limit, _Bodyless(what))
                 return self._undeclared(op, f"{media or 'no content type'} for {status}", media)
             compiled = self._prepare(chosen)[0]
         if not is_json(media):
@@ -261,7 +272,18 @@ class ResponseFilterLayer(Layer):
             return body
         if isinstance(decision, str):
             return self._blocked(ex, decision)
-        if not isinstance(decision, CompiledPlan) or not body or body.isspace():
+        if not body or body.isspace():
+            return body
+        if isinstance(decision, _Bodyless):
+            self._note(ex)["undeclared_response"] = decision.what
+            if self._cfg.undeclared_status == "block":
+                return self._block_or_pass(ex, f"undeclared response: {decision.what}", body)
+            try:  # report: a JSON body still meets the detectors; another passes
+                orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return body
+            decision = self.detect_only
+        if not isinstance(decision, CompiledPlan):
             return body
         native = decision.native
         if native is not None and native.check(body):
@@ -313,6 +335,14 @@ class ResponseFilterLayer(Layer):
         decision = ex.annotations.pop(_DECISION, None)
         if isinstance(decision, str):
             return self._blocked(ex, decision)
+        if isinstance(decision, _Bodyless):
+            self._note(ex)["undeclared_response"] = decision.what
+            if self._cfg.undeclared_status == "block":
+                reason = f"undeclared response: {decision.what}"
+                if self._enforce:
+                    return self._blocked(ex, reason)
+                self._note(ex)["would_block"] = reason
+                return None
         if self._cfg.oversize == "pass" or not self._enforce:
             self._note(ex)["unfiltered_over_bytes"] = self._limit
             return None
