@@ -123,6 +123,77 @@ def test_config_check_missing_file_exits_2(workdir: Path) -> None:
     assert_no_traceback(result)
 
 
+SPEC_ROUTE = """\
+store: sqlite:///state.db
+listeners:
+  - bind: 127.0.0.1:0
+api_keys:
+  pepper: ${BASTION_TEST_PEPPER}
+routes:
+  - name: api
+    path_prefix: /api
+    upstream: http://127.0.0.1:9
+    authn: {methods: [api_key]}
+    ratelimit: {limits: [{rate: 10, per: 1s}]}
+    openapi: {spec: api.yaml}
+"""
+
+BROKEN_SPEC = """\
+openapi: 3.1.0
+info: {title: t, version: '1'}
+paths:
+  /users/{id}:
+    get:
+      security: [{nowhere: []}]
+      responses: {'200': {description: ok}}
+"""
+
+WEAK_SPEC = """\
+openapi: 3.1.0
+info: {title: t, version: '1'}
+components:
+  securitySchemes:
+    basic: {type: http, scheme: basic}
+paths:
+  /users/{id}:
+    parameters: [{name: id, in: path, required: true, schema: {type: string}}]
+    get:
+      security: [{basic: []}]
+      responses: {'200': {description: ok}}
+"""
+
+
+def test_an_openapi_document_with_errors_is_refused_with_its_location(workdir: Path) -> None:
+    (workdir / "spec.yaml").write_text(SPEC_ROUTE)
+    (workdir / "api.yaml").write_text(BROKEN_SPEC)
+    for args in (("config", "check", "-c", "spec.yaml"), ("gateway", "-c", "spec.yaml")):
+        result = bastion(workdir, *args, timeout=30)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        errors = lines(result.stderr)
+        assert errors, args
+        assert all(line.startswith("config error: ") for line in errors), errors
+        assert any(
+            "routes[0].openapi.spec" in line
+            and "'nowhere' is not in components.securitySchemes" in line
+            for line in errors
+        ), errors
+        assert any("path parameter" in line and "id" in line for line in errors), errors
+        assert_no_traceback(result)
+
+
+def test_config_check_prints_what_a_reviewer_would_flag_in_the_document(workdir: Path) -> None:
+    (workdir / "spec.yaml").write_text(SPEC_ROUTE)
+    (workdir / "api.yaml").write_text(WEAK_SPEC)
+    result = bastion(workdir, "config", "check", "-c", "spec.yaml")
+    assert result.returncode == 0, result.stderr
+    warnings = [w for w in lines(result.stderr) if "routes[0].openapi.spec" in w]
+    assert any("looks like an object id" in w and "x-bastion-owner" in w for w in warnings)
+    assert any("no credential Bastion verifies presents 'basic'" in w for w in warnings)
+    strict = bastion(workdir, "config", "check", "-c", "spec.yaml", "--strict")
+    assert strict.returncode == 1
+    assert_no_traceback(result)
+
+
 @pytest.mark.parametrize(
     "args",
     [("frobnicate",), ("config", "check", "-c", "bastion.yaml", "--bogus"), ("keys", "list")],
