@@ -153,6 +153,47 @@ def test_url_document_may_not_reference_files(spec_server: str) -> None:
         load_spec(spec_server + "/legacy.yaml", SpecOptions(unsafe_allow_http=True))
 
 
+def test_a_pinned_document_must_match_its_sha256(spec_server: str, tmp_path: Path) -> None:
+    import hashlib
+
+    from bastion.gateway.layers.openapi.config import OpenApiConfig
+
+    digest = hashlib.sha256(BANK.read_bytes()).hexdigest()
+    pinned = SpecOptions(unsafe_allow_http=True, sha256=digest)
+    assert load_spec(spec_server + "/bank.yaml", pinned).title == "Bank"
+    assert load_spec(str(BANK), pinned).title == "Bank"
+    # Whoever serves the URL changes the document (say, drops every security requirement).
+    _Handler.body = BANK.read_bytes().replace(b"bearer: [read]", b"{}")
+    try:
+        with pytest.raises(ConfigError) as info:
+            load_spec(spec_server + "/bank.yaml", pinned)
+    finally:
+        _Handler.body = BANK.read_bytes()
+    [message] = info.value.problems
+    assert message.endswith(f"not the spec_sha256 {digest}")
+    changed = tmp_path / "bank.yaml"
+    changed.write_bytes(BANK.read_bytes() + b"\n")
+    with pytest.raises(ConfigError, match="spec_sha256"):
+        load_spec(str(changed), pinned)
+    cfg = OpenApiConfig(spec=str(BANK), spec_sha256=digest.upper())
+    assert cfg.spec_options().sha256 == digest
+    for bad in ("abc", "g" * 64, digest + "0"):
+        with pytest.raises(ValueError, match="64 hexadecimal digits"):
+            OpenApiConfig(spec=str(BANK), spec_sha256=bad)
+
+
+def test_config_check_warns_about_an_unpinned_url(spec_server: str) -> None:
+    import hashlib
+
+    openapi = {"spec": spec_server + "/bank.yaml", "unsafe_allow_http_spec": True}
+    found = check({"openapi": openapi, "authz": {"resolvers": [INVOICES]}})
+    assert any(f.startswith("routes[0].openapi.spec_sha256: ") for f in found)
+    digest = hashlib.sha256(BANK.read_bytes()).hexdigest()
+    pinned = {**openapi, "spec_sha256": digest}
+    found = check({"openapi": pinned, "authz": {"resolvers": [INVOICES]}})
+    assert not any(f.startswith("routes[0].openapi.spec_sha256: ") for f in found)
+
+
 # -- $ref -----------------------------------------------------------------------------------------
 def test_relative_file_refs_and_openapi_30_conversion() -> None:
     spec = load_spec(str(LEGACY))

@@ -71,6 +71,14 @@ def _openapi_findings(
         )
     if oa.undeclared_query != "refuse":
         out.append(Finding(f"{loc}.openapi.undeclared_query", "undeclared query parameters pass"))
+    if oa.spec.startswith(("https://", "http://")) and oa.spec_sha256 is None:
+        out.append(
+            Finding(
+                f"{loc}.openapi.spec_sha256",
+                "the document is fetched from a URL without spec_sha256: whoever can change "
+                "it there can change this route's protections at the next start",
+            )
+        )
     if oa.unsafe_allow_http_spec:
         out.append(
             Finding(f"{loc}.openapi.unsafe_allow_http_spec", "spec may be fetched over HTTP")

@@ -14,6 +14,8 @@ validator.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,8 @@ class SpecOptions:
     fetch_timeout: float = 10.0
     max_bytes: int = DEFAULT_MAX_BYTES
     unsafe_allow_http: bool = False
+    #: SHA-256 (hex, lower case) the document's bytes must have; None: not pinned.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +297,13 @@ def load_spec(source: str, options: SpecOptions | None = None) -> OpenApiSpec:
             path = Path(source).expanduser().resolve()
             data = read_file(path, options.max_bytes)
             root_id, from_url = str(path), False
+        if options.sha256 is not None:
+            digest = hashlib.sha256(data).hexdigest()
+            if not hmac.compare_digest(digest, options.sha256):
+                raise SpecProblem(
+                    f"{source}: the document's SHA-256 is {digest}, not the spec_sha256 "
+                    f"{options.sha256}"
+                )
         doc = parse_text(data, source)
     except SpecProblem as exc:
         raise ConfigError([str(exc)]) from None

@@ -19,6 +19,12 @@ class OpenApiConfig(StrictModel):
         description="OpenAPI 3.0 or 3.1 document (YAML or JSON): a file path (relative to the "
         "working directory) or an https:// URL, read and compiled once at start-up.",
     )
+    spec_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 (hex) of the document's bytes: start-up refuses a document that "
+        "does not match. Pins a spec fetched from a URL (config check warns when one is not "
+        "pinned); for a file, covers the file named by `spec`, not the files it references.",
+    )
     enforce: bool = Field(
         default=True,
         description="false: shadow mode — what would be refused is recorded in the audit "
@@ -73,6 +79,16 @@ class OpenApiConfig(StrictModel):
             raise ValueError("base_path must start with '/' and contain no '?' or '#'")
         return v.rstrip("/")
 
+    @field_validator("spec_sha256")
+    @classmethod
+    def _sha256(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.strip().lower()
+        if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+            raise ValueError("spec_sha256 must be 64 hexadecimal digits")
+        return v
+
     @model_validator(mode="after")
     def _spec_given(self) -> Self:
         if self.spec is not None and not self.spec.strip():
@@ -87,4 +103,5 @@ class OpenApiConfig(StrictModel):
             fetch_timeout=self.fetch_timeout,
             max_bytes=self.max_spec_bytes,
             unsafe_allow_http=self.unsafe_allow_http_spec,
+            sha256=self.spec_sha256,
         )
