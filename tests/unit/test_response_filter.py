@@ -860,3 +860,26 @@ def test_a_body_where_the_status_declares_none_is_an_undeclared_response() -> No
     assert note["sensitive_count"] == 2
     text = b"plain text, not JSON"
     assert _respond_unlabelled(layer(undeclared_status="report"), text)[0] == text
+
+
+def test_an_array_where_the_schema_declares_none_keeps_no_property() -> None:
+    """A string declared, an array of objects sent: before, the array's items counted as
+    'any items' and the objects in it went out whole."""
+    schema = {
+        "type": "object",
+        "properties": {"owner": {"type": "string"}, "n": {"type": ["integer", "null"]}},
+    }
+    body = {
+        "owner": ["alice", {"ssn_hash": "x", "cost": 5}, [{"margin": 0.3}]],
+        "n": [{"internal": 1}],
+    }
+    out, ex = respond(layer(), body, op=operation(schema))
+    assert doc(out) == {"owner": ["alice", {}, [{}]], "n": [{}]}
+    note = ex.annotations[ANNOTATION]
+    assert note["undeclared_count"] == 4
+    assert "/owner/2/0/margin" in note["undeclared"]
+    # An array declared without `items` still allows any items (the schema says so).
+    free = {"type": "object", "properties": {"tags": {"type": "array"}}}
+    assert doc(respond(layer(), {"tags": [{"a": 1}]}, op=operation(free))[0]) == {
+        "tags": [{"a": 1}]
+    }

@@ -60,6 +60,9 @@ class Node:
 
 
 OPEN = Node(open=True)
+#: What an array's items are held to where the schema allows no array (a string declared, an
+#: array sent): no property of an object among them is declared, nor of any below.
+CLOSED = Node(types=frozenset())
 
 
 def _is_open(schema: Any) -> bool:
@@ -269,7 +272,10 @@ def fast_schema(root: Node, scanner: SensitiveScanner) -> dict[str, Any] | None:
 def subtree_schema(node: Node, scanner: SensitiveScanner, guarded: bool) -> dict[str, Any] | None:
     """The JSON Schema only values satisfy that the walk, reaching ``node`` with ``guarded``
     (detectors on), would leave untouched and not report; None when the plan below ``node``
-    has ``patternProperties``. The caller handles ``node``'s own ``x-bastion-sensitive``."""
+    has ``patternProperties``, and for :data:`CLOSED` (an array where none is allowed: always
+    walked). The caller handles ``node``'s own ``x-bastion-sensitive``."""
+    if node is CLOSED:
+        return None
     stack, seen = [node], {id(node)}
     while stack:
         current = stack.pop()

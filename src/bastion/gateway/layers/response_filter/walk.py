@@ -21,7 +21,7 @@ from bastion.core.sensitive import (
     SensitiveScanner,
     child_pointer,
 )
-from bastion.gateway.layers.response_filter.plan import OPEN, Node
+from bastion.gateway.layers.response_filter.plan import CLOSED, OPEN, Node
 from bastion.openapi.model import Validator
 
 #: The reason recorded for a field masked because its schema says ``x-bastion-sensitive``.
@@ -241,7 +241,14 @@ class BodyFilter:
                 self._leaf(obj, key, value, child_pointer(at, seg))
 
     def _array(self, items: list[Any], node: Node, at: str, guarded: bool) -> None:
-        each = OPEN if node.open or node.items is None else node.items
+        if node.open:
+            each = OPEN
+        elif node.items is not None:
+            each = node.items
+        elif node.types is not None and "array" not in node.types:
+            each = CLOSED  # an array where the schema allows none: nothing in it is declared
+        else:
+            each = OPEN  # an array without `items`: any items
         prefix = () if node.open else node.prefix
         first = len(prefix)  # items from here on are `each`
         hidden = each.sensitive is True and not self._may_see(each)
