@@ -528,29 +528,27 @@ struct Checking {
     return true;
   }
 
+  // a[0:n] == b[0:n] for sizeof(W) <= n <= 2 * sizeof(W): the first and the last word (they
+  // overlap when n < 2 * sizeof(W)); every load stays within [0, n).
+  template <typename W>
+  static bool same_words(const char *a, const char *b, size_t n) {
+    W x, y, u, v;
+    std::memcpy(&x, a, sizeof(W));
+    std::memcpy(&y, b, sizeof(W));
+    std::memcpy(&u, a + n - sizeof(W), sizeof(W));
+    std::memcpy(&v, b + n - sizeof(W), sizeof(W));
+    return x == y && u == v;
+  }
+
   // Equal bytes, compared inline: keys are short, and a call to memcmp costs more than the
-  // comparison. Overlapping word loads stay within [0, size) of both strings.
+  // comparison.
   static bool same(const std::string &name, std::string_view key) {
     size_t n = key.size();
     if (name.size() != n) return false;
     const char *a = name.data(), *b = key.data();
-    if (n >= 8) {
-      if (n > 16) return std::memcmp(a, b, n) == 0;
-      uint64_t x, y, u, v;
-      std::memcpy(&x, a, 8);
-      std::memcpy(&y, b, 8);
-      std::memcpy(&u, a + n - 8, 8);
-      std::memcpy(&v, b + n - 8, 8);
-      return x == y && u == v;
-    }
-    if (n >= 4) {
-      uint32_t x, y, u, v;
-      std::memcpy(&x, a, 4);
-      std::memcpy(&y, b, 4);
-      std::memcpy(&u, a + n - 4, 4);
-      std::memcpy(&v, b + n - 4, 4);
-      return x == y && u == v;
-    }
+    if (n > 16) return std::memcmp(a, b, n) == 0;
+    if (n >= 8) return same_words<uint64_t>(a, b, n);
+    if (n >= 4) return same_words<uint32_t>(a, b, n);
     for (size_t i = 0; i < n; i++)
       if (a[i] != b[i]) return false;
     return true;

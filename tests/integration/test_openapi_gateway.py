@@ -23,32 +23,34 @@ pytestmark = pytest.mark.integration
 BANK = Path(__file__).resolve().parents[1] / "fixtures" / "openapi" / "bank.yaml"
 
 
-@pytest.fixture
-def bank(tmp_path: Path) -> Iterator[GatewayHarness]:
+def bank_route(tmp_path: Path, *, enforce: bool = True) -> dict[str, Any]:
+    """The bank document's route, with a SQLite ownership resolver (invoice 1 is alice's,
+    2 is bob's); ``enforce=False``: the three layers in shadow mode."""
     db = tmp_path / "app.db"
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, user_id TEXT)")
         conn.executemany("INSERT INTO invoices VALUES (?, ?)", [(1, "alice"), (2, "bob")])
     conn.close()
-    route = {
+    resolver = {
+        "name": "invoices",
+        "type": "sql",
+        "database": f"sqlite:///{db}",
+        "query": "SELECT user_id FROM invoices WHERE id = ?",
+    }
+    return {
         "name": "bank",
         "path_prefix": "/bank",
         "strip_prefix": True,
-        "openapi": {"spec": str(BANK)},
-        # The test upstream echoes the request, which no response schema declares.
-        "response_filter": {"enabled": False},
-        "authz": {
-            "resolvers": [
-                {
-                    "name": "invoices",
-                    "type": "sql",
-                    "database": f"sqlite:///{db}",
-                    "query": "SELECT user_id FROM invoices WHERE id = ?",
-                }
-            ]
-        },
+        "openapi": {"spec": str(BANK), "enforce": enforce},
+        # Enforced, the test upstream's echo (which no response schema declares) is blocked.
+        "response_filter": {"enforce": False} if not enforce else {"enabled": False},
+        "authz": {"enforce": enforce, "resolvers": [resolver]},
     }
-    h = GatewayHarness(tmp_path, extra_routes=[route])
+
+
+@pytest.fixture
+def bank(tmp_path: Path) -> Iterator[GatewayHarness]:
+    h = GatewayHarness(tmp_path, extra_routes=[bank_route(tmp_path)])
     try:
         yield h
     finally:
@@ -119,29 +121,7 @@ def test_bola_swap_is_refused(bank: GatewayHarness) -> None:
 def test_shadow_mode_changes_no_traffic_and_writes_what_it_found_to_the_audit_log(
     tmp_path: Path,
 ) -> None:
-    db = tmp_path / "app.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, user_id TEXT)")
-        conn.executemany("INSERT INTO invoices VALUES (?, ?)", [(1, "alice"), (2, "bob")])
-    conn.close()
-    route = {
-        "name": "bank",
-        "path_prefix": "/bank",
-        "strip_prefix": True,
-        "openapi": {"spec": str(BANK), "enforce": False},
-        "response_filter": {"enforce": False},
-        "authz": {
-            "enforce": False,
-            "resolvers": [
-                {
-                    "name": "invoices",
-                    "type": "sql",
-                    "database": f"sqlite:///{db}",
-                    "query": "SELECT user_id FROM invoices WHERE id = ?",
-                }
-            ],
-        },
-    }
+    route = bank_route(tmp_path, enforce=False)
     h = GatewayHarness(tmp_path, extra_routes=[route])
     try:
         alice = h.token(sub="alice", scope="read")

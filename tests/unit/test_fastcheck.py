@@ -1481,3 +1481,25 @@ def test_open_subschemas_get_a_fast_path(schema: Any, body: bytes) -> None:
     assert c is not None, "no fast path"
     assert c.check(body) is True
     assert c.check(_nested(5, "array")) is False
+
+
+@needs_native
+def test_declared_names_match_only_themselves_at_every_length() -> None:
+    """Names are compared a word at a time (the first and last word overlap): a name that
+    differs from a declared one in any single byte is undeclared, whatever its length."""
+    names = ["", *("abcdefghijklmnopqrstuvwxyz"[:n] for n in range(1, 21))]
+    for name in names:
+        # A few names per node: up to 16 are compared one by one (more go to a hash map).
+        declared = [name, name + "_", "x"]
+        schema = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {n: {"type": "integer"} for n in declared},
+        }
+        c = checker(schema)
+        assert c.check(orjson.dumps(dict.fromkeys(declared, 1))) is True
+        assert c.check(orjson.dumps({name: 1})) is True
+        for i in range(len(name)):
+            near = name[:i] + "#" + name[i + 1 :]
+            assert c.check(orjson.dumps({near: 1})) is False, near
+        assert c.check(orjson.dumps({name + "z": 1})) is False

@@ -44,7 +44,13 @@ ORDER = {
 }
 
 
-def operation(schema: Any, status: str = "200", media: str = "application/json") -> Operation:
+def operation(
+    schema: Any,
+    status: str = "200",
+    media: str = "application/json",
+    *,
+    responses: dict[str, tuple[MediaSchema, ...]] | None = None,
+) -> Operation:
     return Operation(
         method="GET",
         path_template="/orders/{id}",
@@ -55,7 +61,7 @@ def operation(schema: Any, status: str = "200", media: str = "application/json")
         security=None,
         roles=None,
         owner_rule=None,
-        responses={status: (MediaSchema(media, schema),)},
+        responses=responses if responses is not None else {status: (MediaSchema(media, schema),)},
     )
 
 
@@ -802,18 +808,7 @@ def test_a_repeated_key_never_lets_an_unchecked_value_out(
 
 def _bodyless_op() -> Operation:
     """200 declared without content (a DELETE's acknowledgement, say)."""
-    return Operation(
-        method="DELETE",
-        path_template="/orders/{id}",
-        operation_id="deleteOrder",
-        parameters=(),
-        request_body=(),
-        request_body_required=False,
-        security=None,
-        roles=None,
-        owner_rule=None,
-        responses={"200": ()},
-    )
+    return operation(None, responses={"200": ()})
 
 
 def _respond_unlabelled(
