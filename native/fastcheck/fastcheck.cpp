@@ -92,8 +92,8 @@ struct Scalar {
 struct KeyInfo {
   bool declared;
   int child;
-  uint32_t bit;  // among the required names, or UINT32_MAX
-  uint32_t slot = UINT32_MAX;  // among the node's names, the first 64: a repeat is seen by a bit
+  bool required;
+  uint32_t slot = UINT32_MAX;  // among the node's names, the first 64 (every required one)
 };
 
 // Keys an object repeats. RFC 8259 leaves their meaning open: orjson keeps the last value,
@@ -121,7 +121,9 @@ struct KeysMark {
   std::vector<std::string_view> &keys;
   size_t mark;
   explicit KeysMark(std::vector<std::string_view> &k) : keys(k), mark(k.size()) {}
-  ~KeysMark() { keys.resize(mark); }
+  ~KeysMark() {
+    if (keys.size() != mark) keys.resize(mark);
+  }
 };
 
 // True when some object in the document repeats a key (depth bounded by simdjson's parser).
@@ -152,7 +154,7 @@ struct Node {
   std::vector<std::pair<std::string, KeyInfo>> keys;
   std::unordered_map<std::string, KeyInfo> key_map;  // used when there are many keys
   bool use_map = false;
-  uint64_t required_mask = 0;
+  uint64_t required_slots = 0;  // the slot bits of the required names
   int additional = NONE;
   std::unique_ptr<RE2> key_not;
   std::optional<size_t> max_props;
@@ -376,20 +378,27 @@ void build_node(Node &n, element d, size_t count) {
   for (auto &[name, child] : props) {
     for (auto &x : infos)
       if (x.first == name) fail_build("props: " + name + " twice");
-    infos.emplace_back(name, KeyInfo{true, child, UINT32_MAX});
+    infos.emplace_back(name, KeyInfo{true, child, false});
   }
-  for (size_t bit = 0; bit < required.size(); bit++) {
-    n.required_mask |= (uint64_t)1 << bit;
+  for (auto &name : required) {
     bool found = false;
     for (auto &x : infos) {
-      if (x.first == required[bit]) {
-        x.second.bit = (uint32_t)bit;
+      if (x.first == name) {
+        x.second.required = true;
         found = true;
       }
     }
-    if (!found) infos.emplace_back(required[bit], KeyInfo{false, NONE, (uint32_t)bit});
+    if (!found) infos.emplace_back(name, KeyInfo{false, NONE, true});
   }
-  for (size_t i = 0; i < infos.size() && i < 64; i++) infos[i].second.slot = (uint32_t)i;
+  // Slots for the first 64 names, the required ones (at most 64) among them: beyond 64 names
+  // they move first (the names' order only serves lookup's guess of the next key).
+  if (infos.size() > 64)
+    std::stable_partition(infos.begin(), infos.end(),
+                          [](const auto &x) { return x.second.required; });
+  for (size_t i = 0; i < infos.size() && i < 64; i++) {
+    infos[i].second.slot = (uint32_t)i;
+    if (infos[i].second.required) n.required_slots |= (uint64_t)1 << i;
+  }
   if (infos.size() > 16) {
     n.use_map = true;
     for (auto &x : infos) n.key_map.emplace(x.first, x.second);
@@ -657,7 +666,7 @@ struct Checking {
       case element_type::OBJECT: {
         size_t d = depth + 1;
         if (!(n.types & T_OBJ) || d > prog.max_depth || n.enumeration) return false;
-        uint64_t seen = 0, present = 0;  // required names seen; names with a slot seen
+        uint64_t present = 0;  // the slots of the names seen
         size_t count = 0, next = 0;
         KeysMark others(keys);  // names without a slot, checked for repeats at the end
         simdjson::dom::object fields = e.get_object().value_unsafe();
@@ -672,7 +681,6 @@ struct Checking {
           int child = n.additional;
           if (lookup(n, key, info, next)) {
             if (info.declared) child = info.child;
-            if (info.bit != UINT32_MAX) seen |= (uint64_t)1 << info.bit;
             if (info.slot != UINT32_MAX) {
               uint64_t b = (uint64_t)1 << info.slot;
               if (present & b) return false;  // a repeated key
@@ -685,7 +693,8 @@ struct Checking {
           }
           if (!descend(child, field.value, d)) return false;
         }
-        return seen == n.required_mask && distinct(keys, others.mark);
+        return (present & n.required_slots) == n.required_slots &&
+               (keys.size() - others.mark < 2 || distinct(keys, others.mark));
       }
       default:
         return scalar(n, e, t);

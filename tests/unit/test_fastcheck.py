@@ -1503,3 +1503,17 @@ def test_declared_names_match_only_themselves_at_every_length() -> None:
             near = name[:i] + "#" + name[i + 1 :]
             assert c.check(orjson.dumps({near: 1})) is False, near
         assert c.check(orjson.dumps({name + "z": 1})) is False
+
+
+@needs_native
+def test_required_names_beyond_the_first_64_are_still_required() -> None:
+    schema = {**MANY_KEYS, "required": ["k69", "k0"]}
+    c = checker(schema)
+    full = {f"k{i}": i for i in range(70)}
+    assert c.check(orjson.dumps(full)) is True
+    for missing in ("k69", "k0"):
+        body = {k: v for k, v in full.items() if k != missing}
+        assert c.check(orjson.dumps(body)) is False
+        assert_sound(c, schema, orjson.dumps(body))
+    assert c.check(b'{"k69":1,"k0":2,"k69":3}') is False
+    assert c.check(b'{"k69":1,"k0":2}') is True

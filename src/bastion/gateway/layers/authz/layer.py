@@ -73,9 +73,6 @@ class Requirement:
     scopes: frozenset[str]
     kinds: frozenset[str]
 
-    def met_by(self, principal: Principal) -> bool:
-        return principal.kind in self.kinds and self.scopes <= principal.scopes
-
     def describe(self) -> str:
         kinds = "/".join(sorted(self.kinds)) or "no credential Bastion verifies"
         scopes = " ".join(sorted(self.scopes))
@@ -255,8 +252,9 @@ class AuthzLayer(Layer):
             return None
         requirements = policy.scopes_needed
         if requirements:
+            kind, scopes = principal.kind, principal.scopes
             for req in requirements:
-                if req.met_by(principal):
+                if kind in req.kinds and req.scopes <= scopes:
                     break
             else:
                 wanted = " or ".join(r.describe() for r in requirements)
