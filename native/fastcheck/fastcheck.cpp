@@ -819,17 +819,15 @@ PyObject *repeats_a_key_py(PyObject *, PyObject *body) {
     PyErr_SetString(PyExc_TypeError, "repeats_a_key() takes bytes");
     return nullptr;
   }
-  static simdjson::dom::parser *shared_parser = nullptr;
-  static std::string *shared_buffer = nullptr;
   bool found;
   try {
-    if (shared_parser == nullptr) {
-      shared_parser = new simdjson::dom::parser();
-      shared_buffer = new std::string();
-    }
+    // Function-local statics: built once, on first use (a constructor that throws is retried
+    // on the next call); never freed (the module is never unloaded).
+    static simdjson::dom::parser shared_parser;
+    static std::string shared_buffer;
     Scratch own;
     element doc;
-    if (!parse_padded(*shared_parser, *shared_buffer, PyBytes_AS_STRING(body),
+    if (!parse_padded(shared_parser, shared_buffer, PyBytes_AS_STRING(body),
                       (size_t)PyBytes_GET_SIZE(body), own, doc)) {
       PyErr_SetString(PyExc_ValueError, "not a JSON document simdjson accepts");
       return nullptr;

@@ -261,6 +261,7 @@ def test_findings_are_written_redacted_and_bounded() -> None:
     assert "findings" not in build_record(ex, Redactor(), finished=100.0)["bastion"]
     ex.record_finding("openapi_shadow", "openapi.invalid_request: body/card: 4111111111111111")
     ex.record_finding("bola_denied", {"param": "path.id", "object_id": "Bearer eyJhbGciOi.x.y"})
+    ex.record_finding("authz_shadow", {"object_id": "token: 5f8a9c0d1e2f3a4b"})  # client text
     note: dict[str, Any] = {}
     ex.record_finding("response_filter", note)
     note["undeclared"] = [f"/items/{i}/cost" for i in range(FINDING_ITEMS + 10)]  # filled later
@@ -277,6 +278,7 @@ def test_findings_are_written_redacted_and_bounded() -> None:
     assert "4111111111111111" not in found["openapi_shadow"]
     assert found["openapi_shadow"].startswith("openapi.invalid_request: body/card: ****1111")
     assert "eyJhbGciOi" not in found["bola_denied"]["object_id"]
+    assert "5f8a9c0d1e2f3a4b" not in found["authz_shadow"]["object_id"]
     assert len(found["response_filter"]["undeclared"]) == FINDING_ITEMS
     assert found["shadow_endpoint"] is True
     node = found["deep"]

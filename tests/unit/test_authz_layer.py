@@ -240,6 +240,12 @@ KEY = {"type": "apiKey", "in": "header", "name": "X-API-Key"}
             [("api_key", "a b")],
             [("jwt", "a b"), ("api_key", "a")],
         ),
+        (  # a scheme named by a YAML integer key (1:), required as "1"
+            {1: KEY},
+            [{"1": ["read"]}],
+            [("api_key", "read")],
+            [("jwt", "read")],
+        ),
         (  # a scheme given by $ref
             {"key": {"$ref": "#/components/x-shared"}},
             [{"key": ["read"]}],

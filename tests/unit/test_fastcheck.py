@@ -515,12 +515,17 @@ def test_distinct_keys_that_look_alike_are_proven() -> None:
     assert checker({"type": "object"}).check(body) is True
     assert checker(MANY_KEYS).check(orjson.dumps({f"k{i}": i for i in range(70)})) is True
     assert fastcheck.repeats_a_key(body) is False
-    # A failed anyOf branch leaves nothing behind for its parent's list of names.
+    # A failed anyOf branch leaves nothing behind for its parent's list of names: the first
+    # branch lists x and y (undeclared names) before it fails on its required z, and the
+    # parent then lists its own x and y.
     schema = {
         "type": "object",
-        "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "object"}]},
+        "additionalProperties": {
+            "anyOf": [{"type": "object", "required": ["z"]}, {"type": "object"}, {}]
+        },
     }
     assert checker(schema).check(b'{"a":{"x":1,"y":2},"x":"s","y":"t"}') is True
+    assert checker(schema).check(b'{"a":{"x":1,"y":2},"x":"s","x":"t"}') is False
 
 
 _KEY = st.sampled_from(["a", "b", "c", "ab", "\\u0061", "k0", "k1"])
@@ -534,7 +539,9 @@ def _objects(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     )
 
 
-_DOCS = st.recursive(st.sampled_from(["1", '"s"', "null", "true"]), _objects, max_leaves=20)
+# Integers beyond 64 bits: simdjson refuses them, orjson and json take them.
+_LEAF_TEXTS = ["1", '"s"', "null", "true", "18446744073709551616", "-9223372036854775809"]
+_DOCS = st.recursive(st.sampled_from(_LEAF_TEXTS), _objects, max_leaves=20)
 
 
 def _repeats(text: str) -> bool:
@@ -579,6 +586,25 @@ def test_repeated_keys_native_refuses_what_is_not_json() -> None:
     with pytest.raises(TypeError):
         fastcheck._REPEATS("{}")  # type: ignore[misc,arg-type]
     assert fastcheck.repeats_a_key(b'{"a":1') is True  # not JSON: not proven either way
+    # simdjson refuses integers beyond 64 bits, which orjson takes: the standard parser says.
+    assert fastcheck.repeats_a_key(b'{"a":18446744073709551616,"b":1}') is False
+    assert fastcheck.repeats_a_key(b'{"a":18446744073709551616,"a":1}') is True
+
+
+def test_a_stale_extension_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An extension built from an older native/fastcheck proves bodies that repeat a key:
+    without repeats_a_key it is left alone (an error logged), and the full path decides."""
+    import importlib
+    import types
+
+    stale = types.ModuleType("bastion_fastcheck")
+    stale.Checker = object  # type: ignore[attr-defined]
+    monkeypatch.setattr(importlib, "import_module", lambda name: stale)
+    with caplog.at_level("ERROR", logger="bastion.openapi.fastcheck"):
+        assert fastcheck._load() is None
+    assert "older than this Bastion" in caplog.text
 
 
 @needs_native

@@ -221,7 +221,8 @@ FINDING_ITEMS = 64
 
 
 def _finding(value: Any, redactor: Redactor, depth: int) -> Any:
-    """A finding's value for the record: strings redacted and capped, containers bounded."""
+    """A finding's value for the record: strings redacted (as client text: a finding may
+    quote an object id or a name the client chose) and capped, containers bounded."""
     if value is None or isinstance(value, bool | int | float):
         return value
     if depth >= FINDING_DEPTH:
@@ -233,7 +234,7 @@ def _finding(value: Any, redactor: Redactor, depth: int) -> Any:
         }
     if isinstance(value, list | tuple):
         return [_finding(v, redactor, depth + 1) for v in value[:FINDING_ITEMS]]
-    return _cap(redactor.redact_diagnosis(str(value)))
+    return _cap(redactor.redact_text(str(value)))
 
 
 def build_record(ex: Exchange, redactor: Redactor, finished: float | None = None) -> dict[str, Any]:

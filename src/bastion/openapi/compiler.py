@@ -58,11 +58,11 @@ class DocumentCompiler:
         schemes = components.get("securitySchemes") if isinstance(components, dict) else None
         self.schemes = {str(k) for k in schemes} if isinstance(schemes, dict) else set()
         self.scheme_kinds: dict[str, frozenset[str]] = {}
-        for name in self.schemes:
-            assert isinstance(schemes, dict)
+        for key, raw in schemes.items() if isinstance(schemes, dict) else ():
+            name = str(key)
             where: Where = (docs.root_id, ("components", "securitySchemes", name))
             try:
-                scheme, _ = docs.deref(schemes[name], where)
+                scheme, _ = docs.deref(raw, where)
             except SpecProblem as exc:
                 self.problem(where, str(exc))
                 continue

@@ -90,6 +90,13 @@ def _load() -> tuple[Callable[[str, int], FastChecker], Callable[[bytes], bool]]
         module = importlib.import_module("bastion_fastcheck")
     except ImportError:
         return None
+    if not hasattr(module, "repeats_a_key"):
+        # Built from an older native/fastcheck: its checker proves bodies that repeat a key.
+        log.error(
+            "bastion_fastcheck is older than this Bastion (no repeats_a_key): not used; "
+            "rebuild it with `make native` (JSON bodies take the full path meanwhile)"
+        )
+        return None
     return (
         cast("Callable[[str, int], FastChecker]", module.Checker),
         cast("Callable[[bytes], bool]", module.repeats_a_key),
@@ -114,14 +121,15 @@ def _no_repeats(pairs: list[tuple[str, Any]]) -> None:
 def repeats_a_key(body: bytes) -> bool:
     """Whether an object anywhere in the JSON document ``body`` has some key twice.
 
-    Call it on a body orjson parsed. Without the extension, the standard library's parser
-    looks (tens of µs per KB); a document too deep for it counts as repeating (fail closed).
+    Call it on a body orjson parsed. Without the extension, or for a body simdjson refuses
+    (an integer beyond 64 bits), the standard library's parser looks (tens of µs per KB); a
+    document it cannot read counts as repeating (fail closed).
     """
     if _REPEATS is not None:
         try:
             return _REPEATS(body)
         except ValueError:
-            return True  # orjson took it and simdjson did not: not proven either way
+            pass  # simdjson refuses what orjson takes (integers beyond 64 bits): ask json
     try:
         json.loads(body, object_pairs_hook=_no_repeats)
     except _Repeated:

@@ -252,6 +252,8 @@ class ResponseFilterLayer(Layer):
             if not self._enforce:
                 return _Head(op, 0, undeclared=what, would_block=reason)
             return _Head(op, 1, reason, undeclared=what)  # never sent: hold as little as possible
+        if not media:  # unlabelled: held, and a JSON body still meets the detectors
+            return _Head(op, self._limit, _Bodyless(what), undeclared=what)
         if not is_json(media):
             return _Head(op, 0, undeclared=what)
         return _Head(op, self._limit, self.detect_only, undeclared=what)

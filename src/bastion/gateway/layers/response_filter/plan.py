@@ -65,6 +65,18 @@ OPEN = Node(open=True)
 CLOSED = Node(types=frozenset())
 
 
+def arrays_closed(node: Node) -> bool:
+    """Whether an array met at ``node`` holds only :data:`CLOSED` items: the schema says
+    nothing of items and allows no array — it states types without "array", or states none
+    but describes an object (``properties``, ``patternProperties``, ``additionalProperties``:
+    OpenAPI documents often leave out ``type: object``)."""
+    if node.open or node.items is not None or node.prefix:
+        return False
+    if node.types is not None:
+        return "array" not in node.types
+    return bool(node.props or node.patterns or node.additional is not None)
+
+
 def _is_open(schema: Any) -> bool:
     if schema is True:
         return True
@@ -348,6 +360,8 @@ class _FastSchema:
         if types is None or "array" in types:
             if node.items is not None:
                 out["items"] = self._child(node.items, guarded)
+            elif arrays_closed(node):
+                out["items"] = False  # the walk edits any item it finds: never clean
             elif guarded:
                 out["items"] = {"$ref": _GUARD}
             if node.prefix:

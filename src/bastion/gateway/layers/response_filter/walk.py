@@ -21,7 +21,7 @@ from bastion.core.sensitive import (
     SensitiveScanner,
     child_pointer,
 )
-from bastion.gateway.layers.response_filter.plan import CLOSED, OPEN, Node
+from bastion.gateway.layers.response_filter.plan import CLOSED, OPEN, Node, arrays_closed
 from bastion.openapi.model import Validator
 
 #: The reason recorded for a field masked because its schema says ``x-bastion-sensitive``.
@@ -245,7 +245,7 @@ class BodyFilter:
             each = OPEN
         elif node.items is not None:
             each = node.items
-        elif node.types is not None and "array" not in node.types:
+        elif arrays_closed(node):
             each = CLOSED  # an array where the schema allows none: nothing in it is declared
         else:
             each = OPEN  # an array without `items`: any items
