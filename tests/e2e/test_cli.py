@@ -123,20 +123,10 @@ def test_config_check_missing_file_exits_2(workdir: Path) -> None:
     assert_no_traceback(result)
 
 
-SPEC_ROUTE = """\
-store: sqlite:///state.db
-listeners:
-  - bind: 127.0.0.1:0
-api_keys:
-  pepper: ${BASTION_TEST_PEPPER}
-routes:
-  - name: api
-    path_prefix: /api
-    upstream: http://127.0.0.1:9
-    authn: {methods: [api_key]}
-    ratelimit: {limits: [{rate: 10, per: 1s}]}
-    openapi: {spec: api.yaml}
-"""
+# VALID's route with a rate limit and the document api.yaml.
+SPEC_ROUTE = (
+    VALID + "    ratelimit: {limits: [{rate: 10, per: 1s}]}\n    openapi: {spec: api.yaml}\n"
+)
 
 BROKEN_SPEC = """\
 openapi: 3.1.0
