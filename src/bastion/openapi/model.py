@@ -136,7 +136,7 @@ class CompiledSpec(Protocol):
 
 JWT_KIND, API_KEY_KIND = "jwt", "api_key"  # Principal.kind of a JWT, of an API key
 _JWT_ONLY = frozenset({JWT_KIND})
-_BEARER = frozenset({JWT_KIND, API_KEY_KIND})
+ALL_KINDS = frozenset({JWT_KIND, API_KEY_KIND})  # every kind of principal
 
 
 def credential_kinds(scheme: Any) -> frozenset[str]:
@@ -155,5 +155,5 @@ def credential_kinds(scheme: Any) -> frozenset[str]:
         return frozenset({API_KEY_KIND})
     if kind == "http" and str(scheme.get("scheme", "")).lower() == "bearer":
         fmt = scheme.get("bearerFormat")
-        return _JWT_ONLY if isinstance(fmt, str) and fmt.strip().upper() == "JWT" else _BEARER
+        return _JWT_ONLY if isinstance(fmt, str) and fmt.strip().upper() == "JWT" else ALL_KINDS
     return frozenset()

@@ -47,9 +47,8 @@ from bastion.gateway.layers.authz.config import AuthzConfig
 from bastion.gateway.layers.authz.resolvers import CachedResolver, ResolverError, as_text
 from bastion.gateway.layers.base import NEEDS_IO, Layer, NeedsIo
 from bastion.openapi.model import (
-    API_KEY_KIND,
+    ALL_KINDS,
     BODY_ANNOTATION,
-    JWT_KIND,
     OPERATION_ANNOTATION,
     PARAMS_ANNOTATION,
     PATH_PARAMS_ANNOTATION,
@@ -61,7 +60,6 @@ from bastion.openapi.spec import OpenApiSpec
 __all__ = ["AuthzLayer", "OperationPolicy", "Requirement", "policy_for", "resolver_problems"]
 
 _MISSING = object()
-_ALL_KINDS = frozenset({JWT_KIND, API_KEY_KIND})
 MAX_EVENT_ID_CHARS = 128
 
 
@@ -120,11 +118,11 @@ def policy_for(op: Operation) -> OperationPolicy:
     requirements = tuple(
         Requirement(
             frozenset(scope for scopes in req.values() for scope in scopes),
-            _ALL_KINDS.intersection(*(kinds_of.get(name, frozenset()) for name in req)),
+            ALL_KINDS.intersection(*(kinds_of.get(name, frozenset()) for name in req)),
         )
         for req in security or ()
     )
-    if any(not r.scopes and r.kinds == _ALL_KINDS for r in requirements):
+    if any(not r.scopes and r.kinds == ALL_KINDS for r in requirements):
         requirements = ()  # any authenticated caller meets one requirement
     label = op.operation_id or f"{op.method} {op.path_template}"
     return OperationPolicy(label, public, requirements, op.roles, op.owner_rules)

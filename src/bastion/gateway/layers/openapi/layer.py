@@ -338,9 +338,6 @@ class OpenApiLayer(Layer):
                 return InvalidRequest("body: malformed JSON")
             if plan.body_nesting > self._max_depth and too_deep(doc, self._max_depth):
                 return InvalidRequest(f"body: nested deeper than {self._max_depth}")
-            if repeats_a_key(body):
-                # orjson kept the last value; the upstream's parser may take the first.
-                return InvalidRequest("body: an object repeats a key")
         elif media_type == FORM:
             try:
                 text = body.decode("utf-8")
@@ -357,4 +354,8 @@ class OpenApiLayer(Layer):
         if validator is not None and not validator.is_valid(doc):
             err = first_error(validator, doc)
             return InvalidRequest(describe(err, "body", plan.read_only) if err else "body: invalid")
+        if json_body and repeats_a_key(body):
+            # orjson kept the last value (the one validated); the upstream's parser may take
+            # the first. Asked last: a body refused anyway costs no second parse.
+            return InvalidRequest("body: an object repeats a key")
         return None

@@ -277,8 +277,7 @@ class ResponseFilterLayer(Layer):
         if not body or body.isspace():
             return body
         if isinstance(decision, _Bodyless):
-            self._note(ex)["undeclared_response"] = decision.what
-            if self._cfg.undeclared_status == "block":
+            if self._undeclared_body(ex, decision):
                 return self._block_or_pass(ex, f"undeclared response: {decision.what}", body)
             try:  # report: a JSON body still meets the detectors; another passes
                 orjson.loads(body)
@@ -337,14 +336,9 @@ class ResponseFilterLayer(Layer):
         decision = ex.annotations.pop(_DECISION, None)
         if isinstance(decision, str):
             return self._blocked(ex, decision)
-        if isinstance(decision, _Bodyless):
-            self._note(ex)["undeclared_response"] = decision.what
-            if self._cfg.undeclared_status == "block":
-                reason = f"undeclared response: {decision.what}"
-                if self._enforce:
-                    return self._blocked(ex, reason)
-                self._note(ex)["would_block"] = reason
-                return None
+        if isinstance(decision, _Bodyless) and self._undeclared_body(ex, decision):
+            blocked = self._block_or_pass(ex, f"undeclared response: {decision.what}", b"")
+            return blocked if isinstance(blocked, Reply) else None
         if self._cfg.oversize == "pass" or not self._enforce:
             self._note(ex)["unfiltered_over_bytes"] = self._limit
             return None
@@ -353,6 +347,12 @@ class ResponseFilterLayer(Layer):
         return ex.deny(ResponseTooLarge(diagnosis=diagnosis))
 
     # -- outcomes ---------------------------------------------------------------------------
+    def _undeclared_body(self, ex: Exchange, decision: _Bodyless) -> bool:
+        """Record a body where none is declared; whether it is to be blocked (else, with
+        ``undeclared_status: report``, it meets the detectors)."""
+        self._note(ex)["undeclared_response"] = decision.what
+        return self._cfg.undeclared_status == "block"
+
     def _blocked(self, ex: Exchange, reason: str) -> Reply:
         self._note(ex)["blocked"] = reason
         return ex.deny(ResponseBlocked(diagnosis=f"response_filter: {reason}"))
